@@ -1,0 +1,226 @@
+//! Confluent wire-format serde through the schema registry: magic byte 0, a 4-byte big-endian
+//! schema id, then the Avro binary datum.
+//!
+//! Producers write with this build's schema (registered on start-up, or looked up as the
+//! subject's latest version when registration is left to a CI job). Consumers decode with the
+//! writer's schema fetched by id (cached), then resolve onto this build's schema, so old and
+//! new producers can share a topic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use crate::contracts::{CONTRACTS, Contract, ContractError, Event};
+use crate::schema_resolution::resolve_onto_reader;
+use crate::topics::TopicNames;
+use crate::{Error, ErrorClass};
+
+/// Where the registry is and whether this service registers its own schemas.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryConfig {
+    /// Base URL of the Confluent-compatible schema registry.
+    #[arg(
+        id = "schema_registry_url",
+        long = "schema-registry-url",
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub url: String,
+    /// Register this build's schemas on start-up. Turn off where a CI job registers them;
+    /// producers then write with each subject's latest registered version.
+    #[arg(
+        long = "schema-registry-auto-register",
+        env = "SCHEMA_REGISTRY_AUTO_REGISTER",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub auto_register: bool,
+}
+
+/// The subject of a contract on a topic (TopicRecordNameStrategy): `<topic>-<record full name>`.
+pub fn subject_name(names: &TopicNames, contract: &Contract) -> String {
+    format!("{}-{}", names.name(contract.topic), contract.full_name())
+}
+
+/// Encodes and decodes [`Event`]s in the Confluent wire format. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryCodec {
+    inner: Arc<CodecInner>,
+}
+
+struct CodecInner {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    strategies: HashMap<&'static str, SubjectNameStrategy>,
+    readers: HashMap<&'static str, Schema>,
+}
+
+/// Why a record could not be decoded into an event. Only [`DecodeError::RegistryUnavailable`]
+/// may succeed on a retry; every other variant is a poison record for the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not in the Confluent wire format: {0}")]
+    NotWireFormat(String),
+    #[error("schema id {id} is not in the registry: {reason}")]
+    UnknownSchemaId { id: u32, reason: String },
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    #[error("bytes do not decode with writer schema {id}: {reason}")]
+    Malformed { id: u32, reason: String },
+    #[error("record {0} is not an orderflow event")]
+    UnknownRecord(String),
+    #[error("cannot resolve onto this build's {event_type} schema: {reason}")]
+    Incompatible { event_type: String, reason: String },
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+}
+
+impl DecodeError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::RegistryUnavailable(_))
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DecodeError::NotWireFormat(_) => ErrorClass::NotWireFormat,
+            DecodeError::UnknownSchemaId { .. } => ErrorClass::UnknownSchemaId,
+            DecodeError::RegistryUnavailable(_) => ErrorClass::Transient,
+            DecodeError::Malformed { .. } => ErrorClass::MalformedAvro,
+            DecodeError::UnknownRecord(_) | DecodeError::Incompatible { .. } => {
+                ErrorClass::WrongSchema
+            }
+            DecodeError::Contract(_) => ErrorClass::InvalidEvent,
+        }
+    }
+}
+
+impl RegistryCodec {
+    /// Connects to the registry and registers (or looks up) every contract's schema, so that
+    /// encoding later never waits on the registry and a missing schema fails start-up.
+    pub async fn connect(config: &RegistryConfig, names: &TopicNames) -> Result<Self, Error> {
+        let settings = || {
+            SrSettings::new_builder(config.url.clone())
+                .set_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| Error::Registry(e.to_string()))
+        };
+        let mut strategies = HashMap::new();
+        let mut readers = HashMap::new();
+        for contract in CONTRACTS {
+            let schema = Schema::parse_str(contract.schema_json).map_err(|e| {
+                Error::InvalidContract(format!("{}: {e}", contract.event_type))
+            })?;
+            readers.insert(contract.event_type, schema);
+            let topic = names.name(contract.topic);
+            let strategy = if config.auto_register {
+                let supplied = SuppliedSchema::new(
+                    Some(contract.full_name()),
+                    SchemaType::Avro,
+                    contract.schema_json.to_owned(),
+                );
+                SubjectNameStrategy::TopicRecordNameStrategyWithSchema(topic, supplied)
+            } else {
+                SubjectNameStrategy::TopicRecordNameStrategy(topic, contract.full_name())
+            };
+            strategies.insert(contract.event_type, strategy);
+        }
+        let codec = Self {
+            inner: Arc::new(CodecInner {
+                encoder: AvroEncoder::new(settings()?),
+                decoder: AvroDecoder::new(settings()?),
+                strategies,
+                readers,
+            }),
+        };
+        for contract in CONTRACTS {
+            let strategy = &codec.inner.strategies[contract.event_type];
+            let subject = subject_name(names, contract);
+            codec
+                .inner
+                .encoder
+                .get_schema_and_id(&subject, strategy.clone())
+                .await
+                .map_err(|e| Error::SchemaRegistration {
+                    subject,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(codec)
+    }
+
+    /// The event in the Confluent wire format, ready to be a Kafka record value.
+    pub async fn encode(&self, event: &Event) -> Result<Vec<u8>, Error> {
+        let strategy = &self.inner.strategies[event.event_type()];
+        let value = event
+            .to_avro()
+            .map_err(|e| Error::InvalidContract(format!("{}: {e}", event.event_type())))?;
+        self.inner
+            .encoder
+            .encode_value(value, strategy)
+            .await
+            .map_err(|e| Error::Registry(e.to_string()))
+    }
+
+    /// Decodes a record value written by any compatible version of a contract.
+    pub async fn decode(&self, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
+        let bytes = payload.unwrap_or_default();
+        if bytes.len() < 5 || bytes[0] != 0 {
+            return Err(DecodeError::NotWireFormat(format!(
+                "{} bytes, first byte {:?}; expected magic byte 0 and a 4-byte schema id",
+                bytes.len(),
+                bytes.first()
+            )));
+        }
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        // Fetch the writer schema first so a registry outage (retry) is told apart from
+        // bytes that do not decode (poison).
+        if let Err(e) = self.inner.decoder.get_schema(id).await {
+            return Err(self.classify_lookup_error(id, e));
+        }
+        let decoded = self
+            .inner
+            .decoder
+            .decode(Some(bytes))
+            .await
+            .map_err(|e| DecodeError::Malformed {
+                id,
+                reason: e.to_string(),
+            })?;
+        let full_name = decoded
+            .name
+            .map(|n| n.fullname(None))
+            .unwrap_or_else(|| "<unnamed>".to_owned());
+        let contract = Contract::by_full_name(&full_name)
+            .ok_or_else(|| DecodeError::UnknownRecord(full_name.clone()))?;
+        let reader = &self.inner.readers[contract.event_type];
+        let value = resolve_onto_reader(decoded.value, reader).map_err(|e| {
+            DecodeError::Incompatible {
+                event_type: contract.event_type.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Event::from_avro(contract.event_type, &value)?)
+    }
+
+    fn classify_lookup_error(&self, id: u32, error: SRCError) -> DecodeError {
+        // The registry answers 404 (40403) for an id it has never issued: that record can
+        // never decode. Anything else (connection refused, 5xx) may pass, so it is retried,
+        // and the decoder must not keep the failure cached.
+        if !error.retriable && error.error.contains("status 404") {
+            DecodeError::UnknownSchemaId {
+                id,
+                reason: error.to_string(),
+            }
+        } else {
+            self.inner.decoder.remove_errors_from_cache();
+            DecodeError::RegistryUnavailable(error.to_string())
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Dead-letter topics: a poison record is copied to `<topic>.dlq` with headers saying where
+//! it came from and why it failed, so the consumer can move on and nothing is lost. The same
+//! module lists dead letters and replays them to their original topic.
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::kafka::KafkaConfig;
+use crate::topics::DLQ_SUFFIX;
+use crate::{Error, ErrorClass};
+
+/// Header names of a dead letter, beside the original record's own headers.
+pub mod headers {
+    pub const ORIGINAL_TOPIC: &str = "dlq.original.topic";
+    pub const ORIGINAL_PARTITION: &str = "dlq.original.partition";
+    pub const ORIGINAL_OFFSET: &str = "dlq.original.offset";
+    pub const CONSUMER_GROUP: &str = "dlq.consumer.group";
+    pub const ERROR_CLASS: &str = "dlq.error.class";
+    pub const ERROR_MESSAGE: &str = "dlq.error.message";
+    pub const REPLAYED_FROM: &str = "dlq.replayed.from";
+}
+
+/// Publishes poison records to their topic's dead-letter twin.
+#[derive(Clone)]
+pub struct DeadLetterPublisher {
+    producer: FutureProducer,
+    timeout: Duration,
+}
+
+impl DeadLetterPublisher {
+    pub fn new(kafka: &KafkaConfig) -> Result<Self, Error> {
+        let producer = kafka.idempotent_producer().create().map_err(Error::Kafka)?;
+        Ok(Self {
+            producer,
+            timeout: Duration::from_millis(u64::from(kafka.message_timeout_ms)),
+        })
+    }
+
+    /// Copies `message` (key, value and headers) to `<topic>.dlq` and waits for the broker's
+    /// acknowledgement; only then may the caller store the record's offset.
+    pub async fn publish(
+        &self,
+        message: &BorrowedMessage<'_>,
+        consumer_group: &str,
+        class: ErrorClass,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let topic = format!("{}{DLQ_SUFFIX}", message.topic());
+        let mut record_headers = copy_headers(message.headers(), |_| true);
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        for (key, value) in [
+            (headers::ORIGINAL_TOPIC, message.topic()),
+            (headers::ORIGINAL_PARTITION, partition.as_str()),
+            (headers::ORIGINAL_OFFSET, offset.as_str()),
+            (headers::CONSUMER_GROUP, consumer_group),
+            (headers::ERROR_CLASS, class.as_str()),
+            (headers::ERROR_MESSAGE, reason),
+        ] {
+            record_headers = record_headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&topic).headers(record_headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, self.timeout)
+            .await
+            .map(drop)
+            .map_err(|(e, _)| Error::Kafka(e))
+    }
+}
+
+fn copy_headers(source: Option<&rdkafka::message::BorrowedHeaders>, keep: impl Fn(&str) -> bool) -> OwnedHeaders {
+    let mut copy = OwnedHeaders::new();
+    if let Some(source) = source {
+        for header in source.iter().filter(|h| keep(h.key)) {
+            copy = copy.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    copy
+}
+
+/// One record of a dead-letter topic, as listed by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub original_topic: Option<String>,
+    pub original_partition: Option<String>,
+    pub original_offset: Option<String>,
+    pub consumer_group: Option<String>,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub payload_len: usize,
+}
+
+/// Reads every record currently in `dlq_topic` (from the beginning up to the high
+/// watermark of each partition) without joining a consumer group.
+pub fn read_dead_letters(kafka: &KafkaConfig, dlq_topic: &str) -> Result<Vec<DeadLetter>, Error> {
+    let mut letters = Vec::new();
+    scan_topic(kafka, dlq_topic, |message| {
+        letters.push(DeadLetter {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            original_topic: header(message, headers::ORIGINAL_TOPIC),
+            original_partition: header(message, headers::ORIGINAL_PARTITION),
+            original_offset: header(message, headers::ORIGINAL_OFFSET),
+            consumer_group: header(message, headers::CONSUMER_GROUP),
+            error_class: header(message, headers::ERROR_CLASS),
+            error_message: header(message, headers::ERROR_MESSAGE),
+            payload_len: message.payload().map_or(0, <[u8]>::len),
+        });
+        Ok(())
+    })?;
+    Ok(letters)
+}
+
+/// Re-publishes the selected dead letters (`(partition, offset)`; all when `None`) to their
+/// original topic with their original key, value and headers. Returns how many were sent.
+pub async fn replay_dead_letters(
+    kafka: &KafkaConfig,
+    dlq_topic: &str,
+    selected: Option<&[(i32, i64)]>,
+) -> Result<usize, Error> {
+    let producer: FutureProducer = kafka.idempotent_producer().create().map_err(Error::Kafka)?;
+    let mut to_send = Vec::new();
+    scan_topic(kafka, dlq_topic, |message| {
+        let wanted = selected.is_none_or(|s| s.contains(&(message.partition(), message.offset())));
+        if wanted {
+            let original = header(message, headers::ORIGINAL_TOPIC)
+                .unwrap_or_else(|| dlq_topic.trim_end_matches(DLQ_SUFFIX).to_owned());
+            let mut record_headers = copy_headers(message.headers(), |k| !k.starts_with("dlq."));
+            let from = format!("{dlq_topic}:{}:{}", message.partition(), message.offset());
+            record_headers = record_headers.insert(Header {
+                key: headers::REPLAYED_FROM,
+                value: Some(&from),
+            });
+            to_send.push((
+                original,
+                message.key().map(<[u8]>::to_vec),
+                message.payload().map(<[u8]>::to_vec),
+                record_headers,
+            ));
+        }
+        Ok(())
+    })?;
+    let timeout = Duration::from_millis(u64::from(kafka.message_timeout_ms));
+    for (topic, key, payload, record_headers) in &to_send {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(record_headers.clone());
+        if let Some(key) = key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload.as_slice());
+        }
+        producer
+            .send(record, timeout)
+            .await
+            .map_err(|(e, _)| Error::Kafka(e))?;
+    }
+    Ok(to_send.len())
+}
+
+fn header(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Calls `visit` for every record of `topic` between the low and high watermark at call time.
+fn scan_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    mut visit: impl FnMut(&BorrowedMessage<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let timeout = Duration::from_secs(10);
+    let consumer: BaseConsumer = kafka
+        .base()
+        .set("group.id", "orderflow-dead-letter-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(Error::Kafka)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(Error::Kafka)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(Error::Kafka)?;
+        if high > low {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(low))
+                .map_err(Error::Kafka)?;
+            remaining.insert(partition, high);
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&assignment).map_err(Error::Kafka)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !remaining.is_empty() && std::time::Instant::now() < deadline {
+        let Some(result) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = result.map_err(Error::Kafka)?;
+        let Some(&high) = remaining.get(&message.partition()) else {
+            continue;
+        };
+        visit(&message)?;
+        if message.offset() + 1 >= high {
+            remaining.remove(&message.partition());
+        }
+    }
+    if remaining.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "timed out reading {topic}: partitions {:?} not read to their end",
+            remaining.keys().collect::<Vec<_>>()
+        )))
+    }
+}

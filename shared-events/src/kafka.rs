@@ -1,0 +1,71 @@
+//! Kafka client settings shared by the relay, the consumer runner and the tools.
+
+use rdkafka::ClientConfig;
+
+/// How to reach Kafka, and the timeouts that bound failure detection.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated host:port.
+    #[arg(long = "kafka-bootstrap-servers", env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic name (isolates test runs or tenants on a shared cluster).
+    #[arg(long = "kafka-topic-prefix", env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Consumer-group session timeout; a dead consumer's partitions move after this long.
+    #[arg(long = "kafka-session-timeout-ms", env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u32,
+    /// Longest gap between polls before the consumer is removed from its group.
+    #[arg(long = "kafka-max-poll-interval-ms", env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000)]
+    pub max_poll_interval_ms: u32,
+    /// How long the producer retries one record before reporting it failed.
+    #[arg(long = "kafka-message-timeout-ms", env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub message_timeout_ms: u32,
+}
+
+impl KafkaConfig {
+    pub fn local(bootstrap_servers: &str) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            topic_prefix: String::new(),
+            session_timeout_ms: 6_000,
+            max_poll_interval_ms: 10_000,
+            message_timeout_ms: 30_000,
+        }
+    }
+
+    pub fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config
+    }
+
+    /// An idempotent producer: acks from all in-sync replicas, broker-side dedup of retries,
+    /// and per-partition order kept across retries.
+    pub fn idempotent_producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        config
+    }
+
+    /// A consumer that stores offsets only when the application says a record is done
+    /// (at-least-once), and commits the stored offsets in the background.
+    pub fn at_least_once_consumer(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (self.session_timeout_ms / 3).to_string())
+            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string());
+        config
+    }
+}

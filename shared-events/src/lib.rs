@@ -1,0 +1,29 @@
+//! Event contracts and the event plumbing every orderflow service stands on: Confluent
+//! schema-registry serde, the transactional outbox and its relay, the idempotent consumer
+//! runner with retries and dead-letter topics, trace-context propagation and metrics.
+
+pub mod codec;
+pub mod consumer;
+pub mod contracts;
+pub mod dead_letter;
+mod error;
+pub mod kafka;
+pub mod metrics;
+pub mod migrations;
+pub mod outbox;
+pub mod relay;
+pub mod retry;
+mod schema_resolution;
+pub mod topics;
+pub mod trace_context;
+
+pub use codec::{RegistryCodec, RegistryConfig};
+pub use consumer::{ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer};
+pub use contracts::{Event, EventMetadata, EventPayload, Money};
+pub use error::{Error, ErrorClass};
+pub use kafka::KafkaConfig;
+pub use metrics::EventMetrics;
+pub use outbox::Outbox;
+pub use relay::{OutboxRelay, RelayConfig};
+pub use retry::RetryConfig;
+pub use topics::{Topic, TopicNames};

@@ -1,0 +1,136 @@
+//! Prometheus metrics of the relay and the consumer runner, registered in the registry the
+//! service serves at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    pub topic: String,
+    pub event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub topic: String,
+    pub event_type: String,
+    pub error_class: String,
+}
+
+/// Every metric of the event plumbing. Clones share the same series.
+#[derive(Clone, Debug)]
+pub struct EventMetrics {
+    pub published: Family<TopicLabels, Counter>,
+    pub publish_failures: Family<TopicLabels, Counter>,
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub relay_active: Gauge,
+    pub handled: Family<RecordLabels, Counter>,
+    pub duplicates_skipped: Family<RecordLabels, Counter>,
+    pub retried: Family<RecordLabels, Counter>,
+    pub dead_lettered: Family<DeadLetterLabels, Counter>,
+    pub partitions_paused: Family<TopicLabels, Counter>,
+    pub handler_duration: Family<RecordLabels, Histogram>,
+}
+
+impl EventMetrics {
+    /// Creates the metrics and registers them under `orderflow_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        let r = registry.sub_registry_with_prefix("orderflow");
+        r.register(
+            "outbox_events_published",
+            "Outbox events the relay delivered to Kafka",
+            metrics.published.clone(),
+        );
+        r.register(
+            "outbox_publish_failures",
+            "Outbox events whose delivery failed and will be retried",
+            metrics.publish_failures.clone(),
+        );
+        r.register(
+            "outbox_backlog_events",
+            "Outbox rows not yet delivered",
+            metrics.outbox_backlog.clone(),
+        );
+        r.register(
+            "outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest outbox row not yet delivered",
+            metrics.outbox_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "outbox_relay_active",
+            "1 while this replica holds the relay lock and publishes",
+            metrics.relay_active.clone(),
+        );
+        r.register(
+            "consumer_records_handled",
+            "Records whose handler ran and committed",
+            metrics.handled.clone(),
+        );
+        r.register(
+            "consumer_duplicates_skipped",
+            "Records skipped because their event id was already processed",
+            metrics.duplicates_skipped.clone(),
+        );
+        r.register(
+            "consumer_retries",
+            "Retries after a transient failure",
+            metrics.retried.clone(),
+        );
+        r.register(
+            "consumer_dead_lettered",
+            "Records sent to a dead-letter topic",
+            metrics.dead_lettered.clone(),
+        );
+        r.register(
+            "consumer_partition_pauses",
+            "Times a partition was paused for a cool-down after repeated failures",
+            metrics.partitions_paused.clone(),
+        );
+        r.register(
+            "consumer_handler_duration_seconds",
+            "Time from decoded record to committed transaction",
+            metrics.handler_duration.clone(),
+        );
+        metrics
+    }
+
+    /// Metrics that no registry exposes (tools and tests that do not serve `/metrics`).
+    pub fn unregistered() -> Self {
+        Self {
+            published: Family::default(),
+            publish_failures: Family::default(),
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_age_seconds: Gauge::default(),
+            relay_active: Gauge::default(),
+            handled: Family::default(),
+            duplicates_skipped: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            partitions_paused: Family::default(),
+            handler_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+        }
+    }
+}
+
+impl RecordLabels {
+    pub fn new(topic: &str, event_type: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            event_type: event_type.to_owned(),
+        }
+    }
+}

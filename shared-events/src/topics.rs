@@ -1,0 +1,133 @@
+//! The saga's topics, their dead-letter twins, and idempotent provisioning.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::Error;
+
+/// A topic of the saga. Several event types share one topic (TopicRecordNameStrategy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Orders,
+    Payments,
+    Inventory,
+    Shipments,
+    Catalog,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 5] = [
+        Topic::Orders,
+        Topic::Payments,
+        Topic::Inventory,
+        Topic::Shipments,
+        Topic::Catalog,
+    ];
+
+    pub fn base_name(self) -> &'static str {
+        match self {
+            Topic::Orders => "orders",
+            Topic::Payments => "payments",
+            Topic::Inventory => "inventory",
+            Topic::Shipments => "shipments",
+            Topic::Catalog => "catalog",
+        }
+    }
+}
+
+/// Suffix of every dead-letter topic: `orders` -> `orders.dlq`.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+/// Maps topics to their names on the broker. The optional prefix lets tests (and shared
+/// clusters) run isolated copies of the whole topology side by side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicNames {
+    prefix: String,
+}
+
+impl TopicNames {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn name(&self, topic: Topic) -> String {
+        format!("{}{}", self.prefix, topic.base_name())
+    }
+
+    pub fn dead_letter(&self, topic: Topic) -> String {
+        format!("{}{DLQ_SUFFIX}", self.name(topic))
+    }
+
+    /// The topic a broker-side name stands for, if it is one of ours (not a DLQ).
+    pub fn parse(&self, name: &str) -> Option<Topic> {
+        let base = name.strip_prefix(&self.prefix)?;
+        Topic::ALL.into_iter().find(|t| t.base_name() == base)
+    }
+
+    /// Every topic name, each followed by its dead-letter twin.
+    pub fn all_with_dead_letters(&self) -> Vec<String> {
+        Topic::ALL
+            .into_iter()
+            .flat_map(|t| [self.name(t), self.dead_letter(t)])
+            .collect()
+    }
+}
+
+/// Creates every saga topic and its DLQ with `partitions` partitions. Topics that already exist
+/// are left alone, so running it again is safe.
+pub async fn provision_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &TopicNames,
+    partitions: i32,
+    replication: i32,
+) -> Result<Vec<String>, Error> {
+    let topic_names = names.all_with_dead_letters();
+    let new_topics: Vec<NewTopic<'_>> = topic_names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(Error::Kafka)?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(Error::TopicProvisioning { topic: name, code }),
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_has_a_dead_letter_twin() {
+        let names = TopicNames::default();
+        assert_eq!(
+            names.all_with_dead_letters(),
+            [
+                "orders", "orders.dlq", "payments", "payments.dlq", "inventory",
+                "inventory.dlq", "shipments", "shipments.dlq", "catalog", "catalog.dlq"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prefixed_name_parses_back_to_its_topic_but_a_dlq_does_not() {
+        let names = TopicNames::new("t1-");
+        assert_eq!(names.parse("t1-payments"), Some(Topic::Payments));
+        assert_eq!(names.parse("t1-payments.dlq"), None);
+        assert_eq!(names.parse("payments"), None);
+    }
+}
