@@ -158,9 +158,18 @@ impl RegistryCodec {
     /// The event in the Confluent wire format, ready to be a Kafka record value.
     pub async fn encode(&self, event: &Event) -> Result<Vec<u8>, Error> {
         let strategy = &self.inner.strategies[event.event_type()];
-        let value = event
-            .to_avro()
-            .map_err(|e| Error::InvalidContract(format!("{}: {e}", event.event_type())))?;
+        let invalid = |e: apache_avro::Error| Error::InvalidContract(format!("{}: {e}", event.event_type()));
+        let subject = strategy.get_subject().map_err(|e| Error::Registry(e.to_string()))?;
+        // The schema this record is written with: ours when we registered it, else the
+        // subject's latest. Resolving onto it types logical fields (uuid, timestamps) and
+        // fills defaults of fields a newer registered version added. Cached after start-up.
+        let target = self
+            .inner
+            .encoder
+            .get_schema_and_id(&subject, strategy.clone())
+            .await
+            .map_err(|e| Error::Registry(e.to_string()))?;
+        let value = resolve_onto_reader(event.to_avro().map_err(invalid)?, &target.parsed).map_err(invalid)?;
         self.inner
             .encoder
             .encode_value(value, strategy)

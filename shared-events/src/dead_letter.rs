@@ -244,7 +244,7 @@ fn scan_topic(
     if remaining.is_empty() {
         Ok(())
     } else {
-        Err(Error::Config(format!(
+        Err(Error::Timeout(format!(
             "timed out reading {topic}: partitions {:?} not read to their end",
             remaining.keys().collect::<Vec<_>>()
         )))

@@ -19,8 +19,8 @@ pub enum Error {
     SchemaRegistration { subject: String, reason: String },
     #[error("event contract: {0}")]
     InvalidContract(String),
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 /// Why a record went to a dead-letter topic; the `dlq.error.class` header carries it.

@@ -13,7 +13,7 @@ pub mod migrations;
 pub mod outbox;
 pub mod relay;
 pub mod retry;
-mod schema_resolution;
+pub mod schema_resolution;
 pub mod topics;
 pub mod trace_context;
 

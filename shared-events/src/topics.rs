@@ -63,6 +63,11 @@ impl TopicNames {
         format!("{}{DLQ_SUFFIX}", self.name(topic))
     }
 
+    /// The broker-side name of a base topic name given without the prefix.
+    pub fn name_for_base(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
     /// The topic a broker-side name stands for, if it is one of ours (not a DLQ).
     pub fn parse(&self, name: &str) -> Option<Topic> {
         let base = name.strip_prefix(&self.prefix)?;

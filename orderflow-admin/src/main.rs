@@ -1,0 +1,140 @@
+//! `orderflow-admin`: the operator's tool for the event topology.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
+use shared_events::topics::{Topic, provision_topics};
+use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    kafka: KafkaConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create every saga topic and its `.dlq` twin; existing topics are left alone.
+    ProvisionTopics {
+        #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, env = "KAFKA_TOPIC_REPLICATION", default_value_t = 1)]
+        replication: i32,
+    },
+    /// Register every event schema under its TopicRecordNameStrategy subject.
+    RegisterSchemas {
+        #[command(flatten)]
+        registry: RegistryConfig,
+    },
+    /// Dead letters of a topic: list them, or replay some to the original topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead letters of a topic with where they came from and why they failed.
+    List {
+        /// Topic whose dead letters to list, e.g. `payments` (reads `payments.dlq`).
+        topic: String,
+    },
+    /// Publish dead letters again to their original topic (after fixing the cause).
+    Replay {
+        /// Topic whose dead letters to replay, e.g. `payments`.
+        topic: String,
+        /// Dead letters to replay as PARTITION:OFFSET; all of them when omitted.
+        #[arg(long = "record", value_parser = parse_partition_offset)]
+        records: Vec<(i32, i64)>,
+        /// Replay every dead letter of the topic.
+        #[arg(long, conflicts_with = "records")]
+        all: bool,
+    },
+}
+
+fn parse_partition_offset(text: &str) -> Result<(i32, i64), String> {
+    let (partition, offset) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected PARTITION:OFFSET, got {text}"))?;
+    Ok((
+        partition.parse().map_err(|e| format!("partition {partition}: {e}"))?,
+        offset.parse().map_err(|e| format!("offset {offset}: {e}"))?,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let names = TopicNames::new(cli.kafka.topic_prefix.clone());
+    match cli.command {
+        Command::ProvisionTopics {
+            partitions,
+            replication,
+        } => {
+            let admin: AdminClient<DefaultClientContext> =
+                cli.kafka.base().create().context("creating the Kafka admin client")?;
+            let created = provision_topics(&admin, &names, partitions, replication).await?;
+            for topic in names.all_with_dead_letters() {
+                let state = if created.contains(&topic) { "created" } else { "exists" };
+                println!("{topic:<24} {state}");
+            }
+        }
+        Command::RegisterSchemas { registry } => {
+            let registry = RegistryConfig {
+                auto_register: true,
+                ..registry
+            };
+            RegistryCodec::connect(&registry, &names).await?;
+            for contract in shared_events::contracts::CONTRACTS {
+                println!("{}", shared_events::codec::subject_name(&names, contract));
+            }
+        }
+        Command::Dlq { command } => match command {
+            DlqCommand::List { topic } => {
+                let dlq = dead_letter_topic(&names, &topic)?;
+                let letters = read_dead_letters(&cli.kafka, &dlq)?;
+                println!("{} dead letter(s) in {dlq}", letters.len());
+                for letter in letters {
+                    println!(
+                        "{}:{}  key={}  from={}:{}:{}  group={}  class={}  reason={}",
+                        letter.partition,
+                        letter.offset,
+                        letter.key.as_deref().unwrap_or("-"),
+                        letter.original_topic.as_deref().unwrap_or("?"),
+                        letter.original_partition.as_deref().unwrap_or("?"),
+                        letter.original_offset.as_deref().unwrap_or("?"),
+                        letter.consumer_group.as_deref().unwrap_or("?"),
+                        letter.error_class.as_deref().unwrap_or("?"),
+                        letter.error_message.as_deref().unwrap_or("?"),
+                    );
+                }
+            }
+            DlqCommand::Replay { topic, records, all } => {
+                if records.is_empty() && !all {
+                    bail!("name dead letters with --record PARTITION:OFFSET, or pass --all");
+                }
+                let dlq = dead_letter_topic(&names, &topic)?;
+                let selected = (!all).then_some(records.as_slice());
+                let sent = replay_dead_letters(&cli.kafka, &dlq, selected).await?;
+                println!("replayed {sent} dead letter(s) from {dlq}");
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Accepts `payments` or `payments.dlq`; refuses names that are not saga topics.
+fn dead_letter_topic(names: &TopicNames, topic: &str) -> anyhow::Result<String> {
+    let base = topic.trim_end_matches(shared_events::topics::DLQ_SUFFIX);
+    let parsed: Topic = names
+        .parse(base)
+        .or_else(|| names.parse(&names.name_for_base(base)))
+        .with_context(|| format!("{topic} is not a saga topic"))?;
+    Ok(names.dead_letter(parsed))
+}

@@ -1,0 +1,219 @@
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use super::*;
+
+fn order() -> Uuid {
+    Uuid::now_v7()
+}
+
+fn placed() -> OrderPlaced {
+    OrderPlaced {
+        customer_id: "customer-7".into(),
+        lines: vec![
+            OrderLine {
+                product_id: "sku-1".into(),
+                quantity: 2,
+                unit_price: Money::new(1_999, "EUR"),
+            },
+            OrderLine {
+                product_id: "sku-2".into(),
+                quantity: 1,
+                unit_price: Money::new(500, "EUR"),
+            },
+        ],
+        total: Money::new(4_498, "EUR"),
+        shipping_address: Address {
+            recipient: "Grace Hopper".into(),
+            line1: "1 Navy Way".into(),
+            line2: Some("Floor 2".into()),
+            city: "Arlington".into(),
+            postal_code: "22202".into(),
+            country: "US".into(),
+        },
+        customer_note: None,
+    }
+}
+
+/// One sample of every event type, each caused by the order's first event.
+fn samples() -> Vec<Event> {
+    let first = Event::first_of_order(order(), "order-service", placed());
+    let caused = |payload: EventPayload| Event::caused_by(&first.metadata, "some-service", payload);
+    let lines = vec![StockLine {
+        product_id: "sku-1".into(),
+        quantity: 2,
+    }];
+    vec![
+        first.clone(),
+        caused(OrderCancellationRequested { reason: "customer_request".into() }.into()),
+        caused(OrderCompleted { total: Money::new(4_498, "EUR") }.into()),
+        caused(OrderCancelled { reason: "payment_declined".into() }.into()),
+        caused(
+            PaymentAuthorized {
+                payment_id: Uuid::now_v7(),
+                customer_id: "customer-7".into(),
+                amount: Money::new(4_498, "EUR"),
+            }
+            .into(),
+        ),
+        caused(
+            PaymentDeclined {
+                customer_id: "customer-7".into(),
+                amount: Money::new(4_498, "EUR"),
+                reason: "insufficient_funds".into(),
+            }
+            .into(),
+        ),
+        caused(
+            PaymentRefunded {
+                payment_id: Uuid::now_v7(),
+                customer_id: "customer-7".into(),
+                amount: Money::new(4_498, "EUR"),
+                reason: "out_of_stock".into(),
+            }
+            .into(),
+        ),
+        caused(StockReserved { reservation_id: Uuid::now_v7(), lines: lines.clone() }.into()),
+        caused(StockRejected { product_id: "sku-2".into(), reason: "insufficient_stock".into() }.into()),
+        caused(
+            StockReleased {
+                reservation_id: Uuid::now_v7(),
+                lines,
+                reason: "shipment_failed".into(),
+            }
+            .into(),
+        ),
+        caused(
+            ShipmentScheduled {
+                shipment_id: Uuid::now_v7(),
+                tracking_id: "TRK-1".into(),
+                carrier: "DHL".into(),
+            }
+            .into(),
+        ),
+        caused(ShipmentFailed { reason: "unsupported_destination".into() }.into()),
+        Event::catalog(
+            "inventory-service",
+            ProductUpserted {
+                product_id: "sku-1".into(),
+                name: "Mechanical keyboard".into(),
+                unit_price: Money::new(1_999, "EUR"),
+                available_quantity: 12,
+            },
+        ),
+    ]
+}
+
+fn schema_of(event_type: &str) -> Schema {
+    Schema::parse_str(Contract::by_event_type(event_type).unwrap().schema_json).unwrap()
+}
+
+#[test]
+fn every_contract_has_a_sample_and_every_sample_round_trips_through_avro() {
+    let samples = samples();
+    let covered: Vec<_> = samples.iter().map(Event::event_type).collect();
+    let contracts: Vec<_> = CONTRACTS.iter().map(|c| c.event_type).collect();
+    assert_eq!(covered, contracts);
+
+    for event in samples {
+        let schema = schema_of(event.event_type());
+        let value = event.to_avro().unwrap().resolve(&schema).unwrap();
+        let writer = GenericDatumWriter::builder(&schema).build().unwrap();
+        let bytes = writer
+            .write_value_to_vec(value)
+            .unwrap_or_else(|e| panic!("{}: {e}", event.event_type()));
+        let reader = GenericDatumReader::builder(&schema).build().unwrap();
+        let decoded = reader.read_value(&mut bytes.as_slice()).unwrap();
+        let back = Event::from_avro(event.event_type(), &decoded).unwrap();
+        assert_eq!(back, event);
+    }
+}
+
+#[test]
+fn caused_events_inherit_the_order_and_correlation_and_name_their_cause() {
+    let first = Event::first_of_order(order(), "order-service", placed());
+    let next = Event::caused_by(&first.metadata, "billing-service", OrderCancelled { reason: "x".into() });
+    assert_eq!(first.metadata.correlation_id, first.metadata.order_id.unwrap());
+    assert_eq!(first.metadata.causation_id, None);
+    assert_eq!(next.metadata.order_id, first.metadata.order_id);
+    assert_eq!(next.metadata.correlation_id, first.metadata.correlation_id);
+    assert_eq!(next.metadata.causation_id, Some(first.metadata.event_id));
+    assert_eq!(next.metadata.event_type, "OrderCancelled");
+}
+
+#[test]
+fn order_events_are_keyed_by_order_id_and_catalog_events_by_product_id() {
+    for event in samples() {
+        let expected = match &event.payload {
+            EventPayload::ProductUpserted(p) => p.product_id.clone(),
+            _ => event.metadata.order_id.unwrap().to_string(),
+        };
+        assert_eq!(event.key(), expected);
+    }
+}
+
+#[test]
+fn an_order_event_without_an_order_id_is_not_a_valid_event() {
+    let mut event = Event::first_of_order(order(), "order-service", OrderCancelled { reason: "x".into() });
+    event.metadata.order_id = None;
+    let error = Event::from_avro("OrderCancelled", &event.to_avro().unwrap()).unwrap_err();
+    assert!(matches!(error, ContractError::MissingOrderId("OrderCancelled")));
+}
+
+fn walk_fields(schema: &Json, visit: &mut dyn FnMut(&Json)) {
+    match schema {
+        Json::Object(map) => {
+            if let Some(Json::Array(fields)) = map.get("fields") {
+                for field in fields {
+                    visit(field);
+                    walk_fields(&field["type"], visit);
+                }
+            }
+            if let Some(items) = map.get("items") {
+                walk_fields(items, visit);
+            }
+        }
+        Json::Array(variants) => variants.iter().for_each(|v| walk_fields(v, visit)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_field_of_every_schema_has_a_doc() {
+    for contract in CONTRACTS {
+        let schema: Json = serde_json::from_str(contract.schema_json).unwrap();
+        assert!(schema["doc"].is_string(), "{} has no doc", contract.event_type);
+        walk_fields(&schema, &mut |field| {
+            assert!(
+                field["doc"].as_str().is_some_and(|d| !d.is_empty()),
+                "{}: field {} has no doc",
+                contract.event_type,
+                field["name"]
+            );
+        });
+    }
+}
+
+#[test]
+fn every_schema_carries_the_same_metadata_record_first() {
+    let metadata_of = |contract: &Contract| {
+        let schema: Json = serde_json::from_str(contract.schema_json).unwrap();
+        let first = schema["fields"][0].clone();
+        assert_eq!(first["name"], "metadata", "{}", contract.event_type);
+        first["type"].clone()
+    };
+    let reference = metadata_of(&CONTRACTS[0]);
+    for contract in CONTRACTS {
+        assert_eq!(metadata_of(contract), reference, "{} metadata differs", contract.event_type);
+    }
+}
+
+#[test]
+fn money_is_never_a_float() {
+    for contract in CONTRACTS {
+        assert!(!contract.schema_json.contains("\"float\"") && !contract.schema_json.contains("\"double\""));
+    }
+}

@@ -1,0 +1,251 @@
+//! Harness for integration tests against the local stack (`scripts/stack-up`): each test gets
+//! its own database and its own topic prefix, so tests run side by side on one broker.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use shared_events::contracts::{OrderCancellationRequested, OrderPlaced};
+use shared_events::topics::provision_topics;
+use shared_events::{
+    ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError, IdempotentConsumer,
+    KafkaConfig, Outbox, OutboxRelay, RegistryCodec, RegistryConfig, RelayConfig, RetryConfig,
+    Topic, TopicNames,
+};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+}
+
+fn postgres_url(database: &str) -> String {
+    let base = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{base}/{database}")
+}
+
+pub struct TestStack {
+    pub id: String,
+    pub pool: PgPool,
+    pub kafka: KafkaConfig,
+    pub names: TopicNames,
+    pub registry: RegistryConfig,
+    pub codec: RegistryCodec,
+    pub metrics: EventMetrics,
+}
+
+/// The effect the test handler writes: one row per applied event.
+pub const EFFECTS_TABLE: &str = "CREATE TABLE test_effects (
+    applied_seq BIGSERIAL PRIMARY KEY,
+    event_id UUID NOT NULL,
+    order_id UUID NOT NULL,
+    step TEXT NOT NULL
+)";
+
+impl TestStack {
+    pub async fn new(partitions: i32) -> Self {
+        let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let database = format!("it_{id}");
+        let mut admin = PgConnection::connect(&postgres_url("postgres"))
+            .await
+            .expect("PostgreSQL must run: start the stack with scripts/stack-up");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&postgres_url(&database))
+            .await
+            .unwrap();
+        shared_events::migrations::PLUMBING.run(&pool).await.unwrap();
+        sqlx::query(EFFECTS_TABLE).execute(&pool).await.unwrap();
+
+        let mut kafka = KafkaConfig::local(&kafka_bootstrap());
+        kafka.topic_prefix = format!("it{id}-");
+        kafka.message_timeout_ms = 5_000;
+        let names = TopicNames::new(kafka.topic_prefix.clone());
+        let admin_client: AdminClient<DefaultClientContext> = kafka.base().create().unwrap();
+        provision_topics(&admin_client, &names, partitions, 1)
+            .await
+            .expect("Kafka must run: start the stack with scripts/stack-up");
+        let registry = RegistryConfig {
+            url: registry_url(),
+            auto_register: true,
+        };
+        let codec = RegistryCodec::connect(&registry, &names)
+            .await
+            .expect("the schema registry must run: start the stack with scripts/stack-up");
+        Self {
+            id,
+            pool,
+            kafka,
+            names,
+            registry,
+            codec,
+            metrics: EventMetrics::unregistered(),
+        }
+    }
+
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.codec.clone(), self.names.clone())
+    }
+
+    pub fn fast_retry() -> RetryConfig {
+        RetryConfig {
+            initial_delay_ms: 50,
+            max_delay_ms: 500,
+            max_attempts: 3,
+            cool_down_ms: 1_000,
+        }
+    }
+
+    pub fn relay_config() -> RelayConfig {
+        RelayConfig {
+            batch_size: 200,
+            poll_interval_ms: 200,
+        }
+    }
+
+    /// Starts an outbox relay on this test's database.
+    pub fn spawn_relay(&self, shutdown: &CancellationToken) -> JoinHandle<()> {
+        let relay = OutboxRelay::new(
+            self.pool.clone(),
+            &self.kafka,
+            Self::relay_config(),
+            Self::fast_retry(),
+            self.metrics.clone(),
+        )
+        .unwrap();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { relay.run(shutdown).await.unwrap() })
+    }
+
+    /// Starts the idempotent consumer runner with [`RecordingHandler`] on `topics`.
+    pub fn spawn_consumer(&self, group: &str, topics: Vec<Topic>, shutdown: &CancellationToken) -> JoinHandle<()> {
+        let consumer = IdempotentConsumer::new(
+            ConsumerSettings {
+                kafka: self.kafka.clone(),
+                group_id: format!("{}{group}", self.kafka.topic_prefix),
+                topics,
+                retry: Self::fast_retry(),
+            },
+            self.pool.clone(),
+            self.codec.clone(),
+            RecordingHandler,
+            self.metrics.clone(),
+        )
+        .unwrap();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { consumer.run(shutdown).await.unwrap() })
+    }
+
+    /// Appends `events` to the outbox in one committed transaction.
+    pub async fn append_committed(&self, events: &[Event]) {
+        let outbox = self.outbox();
+        let mut tx = self.pool.begin().await.unwrap();
+        for event in events {
+            outbox.append(&mut tx, event).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    pub async fn effects(&self) -> Vec<(Uuid, Uuid, String)> {
+        sqlx::query_as("SELECT event_id, order_id, step FROM test_effects ORDER BY applied_seq")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn outbox_len(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// A test event of `order_id` whose step label says where it stands in its order's sequence.
+pub fn step_event(order_id: Uuid, step: usize) -> Event {
+    Event::first_of_order(
+        order_id,
+        "integration-test",
+        OrderCancellationRequested {
+            reason: format!("step-{step:04}"),
+        },
+    )
+}
+
+pub fn sample_order_placed(order_id: Uuid) -> Event {
+    use shared_events::contracts::{Address, OrderLine};
+    use shared_events::Money;
+    Event::first_of_order(
+        order_id,
+        "integration-test",
+        OrderPlaced {
+            customer_id: "customer-1".into(),
+            lines: vec![OrderLine {
+                product_id: "sku-1".into(),
+                quantity: 2,
+                unit_price: Money::new(1_250, "EUR"),
+            }],
+            total: Money::new(2_500, "EUR"),
+            shipping_address: Address {
+                recipient: "Ada".into(),
+                line1: "Main St 1".into(),
+                line2: None,
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            },
+            customer_note: Some("leave at the door".into()),
+        },
+    )
+}
+
+/// Records every event it applies in `test_effects`, inside the runner's transaction.
+pub struct RecordingHandler;
+
+impl EventHandler for RecordingHandler {
+    async fn handle(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        let step = match &event.payload {
+            shared_events::EventPayload::OrderCancellationRequested(p) => p.reason.clone(),
+            other => other.event_type().to_owned(),
+        };
+        if step == "reject-me" {
+            return Err(HandlerError::Rejected("the test asked for a rejection".into()));
+        }
+        sqlx::query("INSERT INTO test_effects (event_id, order_id, step) VALUES ($1, $2, $3)")
+            .bind(event.metadata.event_id)
+            .bind(event.metadata.order_id)
+            .bind(step)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
