@@ -2,6 +2,7 @@
 //! it came from and why it failed, so the consumer can move on and nothing is lost. The same
 //! module lists dead letters and replays them to their original topic.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -26,9 +27,9 @@ pub mod headers {
 }
 
 /// Publishes poison records to their topic's dead-letter twin.
-#[derive(Clone)]
 pub struct DeadLetterPublisher {
-    producer: FutureProducer,
+    kafka: KafkaConfig,
+    producer: Mutex<FutureProducer>,
     timeout: Duration,
 }
 
@@ -36,7 +37,8 @@ impl DeadLetterPublisher {
     pub fn new(kafka: &KafkaConfig) -> Result<Self, Error> {
         let producer = kafka.idempotent_producer().create().map_err(Error::Kafka)?;
         Ok(Self {
-            producer,
+            kafka: kafka.clone(),
+            producer: Mutex::new(producer),
             timeout: Duration::from_millis(u64::from(kafka.message_timeout_ms)),
         })
     }
@@ -75,11 +77,14 @@ impl DeadLetterPublisher {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        self.producer
-            .send(record, self.timeout)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| Error::Kafka(e))
+        let producer = self.producer.lock().expect("producer lock poisoned").clone();
+        let result = producer.send(record, self.timeout).await;
+        if result.is_err() {
+            // Start a new producer session for the retry, as the relay does (see relay.rs).
+            let fresh = self.kafka.idempotent_producer().create().map_err(Error::Kafka)?;
+            *self.producer.lock().expect("producer lock poisoned") = fresh;
+        }
+        result.map(drop).map_err(|(e, _)| Error::Kafka(e))
     }
 }
 

@@ -20,6 +20,9 @@ pub struct KafkaConfig {
     /// How long the producer retries one record before reporting it failed.
     #[arg(long = "kafka-message-timeout-ms", env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
     pub message_timeout_ms: u32,
+    /// librdkafka debug contexts (e.g. `cgrp,consumer`), logged at debug level.
+    #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
+    pub debug: Option<String>,
 }
 
 impl KafkaConfig {
@@ -30,12 +33,16 @@ impl KafkaConfig {
             session_timeout_ms: 6_000,
             max_poll_interval_ms: 10_000,
             message_timeout_ms: 30_000,
+            debug: None,
         }
     }
 
     pub fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
+        if let Some(debug) = &self.debug {
+            config.set("debug", debug);
+        }
         config
     }
 

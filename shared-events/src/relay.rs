@@ -161,10 +161,11 @@ impl OutboxRelay {
                 gauges_refreshed = Instant::now();
             }
             if outcome.failed > 0 {
-                if let Some((code, reason)) = self.producer.client().fatal_error() {
-                    warn!(?code, reason, "producer hit a fatal error; creating a new one");
-                    self.producer = self.kafka.idempotent_producer().create().map_err(Error::Kafka)?;
-                }
+                // Every record of the batch is resolved, so the old producer holds nothing.
+                // A new producer session (new producer id) retries the failed rows: after a
+                // timeout librdkafka bumps the idempotent producer's epoch on its own, which
+                // some Kafka-compatible brokers mishandle; a fresh session is valid anywhere.
+                self.producer = self.kafka.idempotent_producer().create().map_err(Error::Kafka)?;
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),

@@ -51,8 +51,21 @@ pub const EFFECTS_TABLE: &str = "CREATE TABLE test_effects (
     step TEXT NOT NULL
 )";
 
+/// Logs appear only when `TEST_LOG` is set (filter with `RUST_LOG`).
+fn init_test_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into());
+            tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().init();
+        }
+    });
+}
+
 impl TestStack {
     pub async fn new(partitions: i32) -> Self {
+        init_test_logging();
         let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
         let database = format!("it_{id}");
         let mut admin = PgConnection::connect(&postgres_url("postgres"))
@@ -72,7 +85,7 @@ impl TestStack {
 
         let mut kafka = KafkaConfig::local(&kafka_bootstrap());
         kafka.topic_prefix = format!("it{id}-");
-        kafka.message_timeout_ms = 5_000;
+        kafka.debug = std::env::var("KAFKA_DEBUG").ok();
         let names = TopicNames::new(kafka.topic_prefix.clone());
         let admin_client: AdminClient<DefaultClientContext> = kafka.base().create().unwrap();
         provision_topics(&admin_client, &names, partitions, 1)
