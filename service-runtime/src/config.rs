@@ -1,0 +1,61 @@
+//! Configuration every service reads, from flags or environment variables (`--help` lists
+//! both). Each service names its own defaults (port, database) through [`ServiceDefaults`].
+
+use std::net::SocketAddr;
+
+use shared_events::{KafkaConfig, RegistryConfig, RelayConfig, RetryConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceConfig {
+    /// Address the HTTP API (and /healthz, /readyz, /metrics) listens on.
+    #[arg(long = "http-addr", env = "HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// PostgreSQL URL of this service's own database.
+    #[arg(long = "database-url", env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most database connections this replica opens.
+    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub registry: RegistryConfig,
+    #[command(flatten)]
+    pub relay: RelayConfig,
+    #[command(flatten)]
+    pub retry: RetryConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// Log as JSON lines (for log shippers) instead of human-readable text.
+    #[arg(long = "log-json", env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
+    pub log_json: bool,
+    /// OTLP/HTTP endpoint spans are exported to, e.g. http://otel-collector:4318/v1/traces.
+    /// Without it spans still carry trace ids across services, but are not exported.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// What differs between services when nothing is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDefaults {
+    pub name: &'static str,
+    pub http_port: u16,
+    pub database: &'static str,
+}
+
+impl ServiceConfig {
+    pub fn http_addr(&self, defaults: &ServiceDefaults) -> SocketAddr {
+        self.http_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], defaults.http_port)))
+    }
+
+    pub fn database_url(&self, defaults: &ServiceDefaults) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/{}", defaults.database))
+    }
+}

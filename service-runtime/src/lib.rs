@@ -1,0 +1,27 @@
+//! Bootstrap shared by the four services: configuration, telemetry, shutdown on signals,
+//! health/readiness/metrics endpoints, problem+json errors, and wiring of the event
+//! plumbing (database, registry codec, outbox relay, consumers).
+
+mod app;
+pub mod config;
+pub mod health;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use app::{Application, Plumbing};
+pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
+pub use problem::Problem;
+
+/// What a service binary does after parsing its config: start telemetry, build the
+/// application (`build` is not polled before telemetry is up), run until SIGINT/SIGTERM.
+pub async fn run(
+    defaults: ServiceDefaults,
+    telemetry: &TelemetryConfig,
+    build: impl Future<Output = anyhow::Result<Application>>,
+) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(defaults.name, telemetry)?;
+    let shutdown = shutdown::on_signal();
+    let application = build.await?;
+    application.run_until_stopped(shutdown).await
+}
