@@ -17,7 +17,11 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]
-#[command(name = "billing-service", version, about = "Authorizes and refunds payments for the order saga.")]
+#[command(
+    name = "billing-service",
+    version,
+    about = "Authorizes and refunds payments for the order saga."
+)]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,

@@ -4,5 +4,10 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = billing_service::Config::parse();
     let telemetry = config.service.telemetry.clone();
-    service_runtime::run(billing_service::DEFAULTS, &telemetry, billing_service::build(config)).await
+    service_runtime::run(
+        billing_service::DEFAULTS,
+        &telemetry,
+        billing_service::build(config),
+    )
+    .await
 }

@@ -17,7 +17,11 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]
-#[command(name = "inventory-service", version, about = "Reserves and releases stock for the order saga, and publishes the catalog.")]
+#[command(
+    name = "inventory-service",
+    version,
+    about = "Reserves and releases stock for the order saga, and publishes the catalog."
+)]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,

@@ -4,5 +4,10 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = inventory_service::Config::parse();
     let telemetry = config.service.telemetry.clone();
-    service_runtime::run(inventory_service::DEFAULTS, &telemetry, inventory_service::build(config)).await
+    service_runtime::run(
+        inventory_service::DEFAULTS,
+        &telemetry,
+        inventory_service::build(config),
+    )
+    .await
 }

@@ -17,7 +17,11 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]
-#[command(name = "order-service", version, about = "REST entry point of the order saga: takes orders, keeps their event-sourced history and read model, publishes order events.")]
+#[command(
+    name = "order-service",
+    version,
+    about = "REST entry point of the order saga: takes orders, keeps their event-sourced history and read model, publishes order events."
+)]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,

@@ -31,6 +31,12 @@ enum Command {
         #[command(flatten)]
         registry: RegistryConfig,
     },
+    /// Publish one event through the registry serde and read it back from Kafka: proves the
+    /// broker, the registry and the wire format work together.
+    SmokeCheck {
+        #[command(flatten)]
+        registry: RegistryConfig,
+    },
     /// Dead letters of a topic: list them, or replay some to the original topic.
     Dlq {
         #[command(subcommand)]
@@ -63,8 +69,12 @@ fn parse_partition_offset(text: &str) -> Result<(i32, i64), String> {
         .split_once(':')
         .ok_or_else(|| format!("expected PARTITION:OFFSET, got {text}"))?;
     Ok((
-        partition.parse().map_err(|e| format!("partition {partition}: {e}"))?,
-        offset.parse().map_err(|e| format!("offset {offset}: {e}"))?,
+        partition
+            .parse()
+            .map_err(|e| format!("partition {partition}: {e}"))?,
+        offset
+            .parse()
+            .map_err(|e| format!("offset {offset}: {e}"))?,
     ))
 }
 
@@ -77,11 +87,18 @@ async fn main() -> anyhow::Result<()> {
             partitions,
             replication,
         } => {
-            let admin: AdminClient<DefaultClientContext> =
-                cli.kafka.base().create().context("creating the Kafka admin client")?;
+            let admin: AdminClient<DefaultClientContext> = cli
+                .kafka
+                .base()
+                .create()
+                .context("creating the Kafka admin client")?;
             let created = provision_topics(&admin, &names, partitions, replication).await?;
             for topic in names.all_with_dead_letters() {
-                let state = if created.contains(&topic) { "created" } else { "exists" };
+                let state = if created.contains(&topic) {
+                    "created"
+                } else {
+                    "exists"
+                };
                 println!("{topic:<24} {state}");
             }
         }
@@ -95,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", shared_events::codec::subject_name(&names, contract));
             }
         }
+        Command::SmokeCheck { registry } => smoke_check(&cli.kafka, &registry, &names).await?,
         Command::Dlq { command } => match command {
             DlqCommand::List { topic } => {
                 let dlq = dead_letter_topic(&names, &topic)?;
@@ -115,7 +133,11 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
-            DlqCommand::Replay { topic, records, all } => {
+            DlqCommand::Replay {
+                topic,
+                records,
+                all,
+            } => {
                 if records.is_empty() && !all {
                     bail!("name dead letters with --record PARTITION:OFFSET, or pass --all");
                 }
@@ -137,4 +159,68 @@ fn dead_letter_topic(names: &TopicNames, topic: &str) -> anyhow::Result<String> 
         .or_else(|| names.parse(&names.name_for_base(base)))
         .with_context(|| format!("{topic} is not a saga topic"))?;
     Ok(names.dead_letter(parsed))
+}
+
+async fn smoke_check(
+    kafka: &KafkaConfig,
+    registry: &RegistryConfig,
+    names: &TopicNames,
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    use shared_events::contracts::OrderCancellationRequested;
+    use std::time::Duration;
+
+    let codec = RegistryCodec::connect(registry, names).await?;
+    let order_id = uuid::Uuid::now_v7();
+    let event = shared_events::Event::first_of_order(
+        order_id,
+        "orderflow-admin",
+        OrderCancellationRequested {
+            reason: "smoke_check".into(),
+        },
+    );
+    let bytes = codec.encode(&event).await?;
+    let topic = names.name(event.topic());
+    let producer: FutureProducer = kafka.idempotent_producer().create()?;
+    let key = event.key();
+    let delivery = producer
+        .send(
+            FutureRecord::to(&topic).key(&key).payload(&bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    println!(
+        "published {} {} to {topic} partition {} offset {} ({} bytes, schema id {})",
+        event.event_type(),
+        event.metadata.event_id,
+        delivery.partition,
+        delivery.offset,
+        bytes.len(),
+        u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]),
+    );
+    let reader: BaseConsumer = kafka
+        .base()
+        .set("group.id", "orderflow-smoke-check")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&topic, delivery.partition, Offset::Offset(delivery.offset))?;
+    reader.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let Some(message) = reader.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message?;
+        let decoded = codec.decode(message.payload()).await?;
+        anyhow::ensure!(decoded == event, "read back a different event: {decoded:?}");
+        println!(
+            "consumed and decoded it back through the registry: {:?}",
+            decoded.payload
+        );
+        return Ok(());
+    }
+    bail!("the published record did not come back within 30 s")
 }

@@ -17,7 +17,9 @@ pub enum RegistryError {
     SubjectConfigNotFound,
     #[error("Invalid schema: {0}")]
     InvalidSchema(String),
-    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
     InvalidVersion(String),
     #[error("Invalid compatibility level: {0}")]
     InvalidCompatibility(String),
@@ -54,7 +56,11 @@ impl RegistryError {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let (status, code) = self.codes();
-        let mut response = (status, Json(json!({ "error_code": code, "message": self.to_string() }))).into_response();
+        let mut response = (
+            status,
+            Json(json!({ "error_code": code, "message": self.to_string() })),
+        )
+            .into_response();
         response.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static(crate::CONTENT_TYPE),

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::header::CONTENT_TYPE as CONTENT_TYPE_HEADER;
 use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE as CONTENT_TYPE_HEADER;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,12 +36,21 @@ pub fn app(store: Store) -> Router {
         .route("/", get(|| async { Json(json!({})) }))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup_schema))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register_schema))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register_schema),
+        )
         .route("/subjects/{subject}/versions/{version}", get(get_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
         .route("/schemas/ids/{id}", get(get_schema_by_id))
         .route("/config", get(get_global_config).put(put_global_config))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config).put(put_subject_config),
+        )
         .route(
             "/compatibility/subjects/{subject}/versions/{version}",
             post(check_compatibility),
@@ -114,14 +123,19 @@ struct ConfigRequest {
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
     // A panic while holding the lock leaves consistent state (every change is one push).
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn list_subjects(State(shared): State<Shared>) -> ApiResult {
     Ok(RegistryJson(json!(lock(&shared).subjects())))
 }
 
-async fn list_versions(State(shared): State<Shared>, UrlPath(subject): UrlPath<String>) -> ApiResult {
+async fn list_versions(
+    State(shared): State<Shared>,
+    UrlPath(subject): UrlPath<String>,
+) -> ApiResult {
     Ok(RegistryJson(json!(lock(&shared).versions(&subject)?)))
 }
 
@@ -174,7 +188,9 @@ async fn get_schema_by_id(State(shared): State<Shared>, UrlPath(id): UrlPath<Str
 }
 
 async fn get_global_config(State(shared): State<Shared>) -> ApiResult {
-    Ok(RegistryJson(json!({ "compatibilityLevel": lock(&shared).global_compatibility() })))
+    Ok(RegistryJson(
+        json!({ "compatibilityLevel": lock(&shared).global_compatibility() }),
+    ))
 }
 
 async fn put_global_config(
@@ -186,7 +202,10 @@ async fn put_global_config(
     Ok(RegistryJson(json!({ "compatibility": level })))
 }
 
-async fn get_subject_config(State(shared): State<Shared>, UrlPath(subject): UrlPath<String>) -> ApiResult {
+async fn get_subject_config(
+    State(shared): State<Shared>,
+    UrlPath(subject): UrlPath<String>,
+) -> ApiResult {
     let level = lock(&shared)
         .subject_compatibility(&subject)
         .ok_or(RegistryError::SubjectConfigNotFound)?;
@@ -213,7 +232,9 @@ async fn check_compatibility(
     Ok(RegistryJson(json!({ "is_compatible": compatible })))
 }
 
-fn parse_level(body: Result<Json<ConfigRequest>, JsonRejection>) -> Result<Compatibility, RegistryError> {
+fn parse_level(
+    body: Result<Json<ConfigRequest>, JsonRejection>,
+) -> Result<Compatibility, RegistryError> {
     let Json(request) = body.map_err(|e| RegistryError::BadRequest(e.body_text()))?;
     serde_json::from_value(Value::String(request.compatibility.clone()))
         .map_err(|_| RegistryError::InvalidCompatibility(request.compatibility))

@@ -12,14 +12,20 @@ struct Args {
     #[arg(long, env = "SCHEMA_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
     /// JSON file the registry persists to; ids survive restarts.
-    #[arg(long, env = "SCHEMA_REGISTRY_DATA_FILE", default_value = "schema-registry-dev.json")]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_DATA_FILE",
+        default_value = "schema-registry-dev.json"
+    )]
     data_file: PathBuf,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
@@ -28,7 +34,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = async { tokio::signal::ctrl_c().await.ok(); };
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

@@ -94,7 +94,9 @@ impl Store {
         let found = if version == "latest" || version == "-1" {
             versions.last()
         } else {
-            let wanted: u32 = version.parse().map_err(|_| RegistryError::InvalidVersion(version.to_owned()))?;
+            let wanted: u32 = version
+                .parse()
+                .map_err(|_| RegistryError::InvalidVersion(version.to_owned()))?;
             versions.iter().find(|v| v.version == wanted)
         };
         let found = found.ok_or(RegistryError::VersionNotFound)?;
@@ -108,7 +110,13 @@ impl Store {
         let versions = self.subject(subject)?;
         let found = versions
             .iter()
-            .find(|v| self.schema_by_id(v.id).ok().and_then(|s| normalize(s).ok()).as_deref() == Some(key.as_str()))
+            .find(|v| {
+                self.schema_by_id(v.id)
+                    .ok()
+                    .and_then(|s| normalize(s).ok())
+                    .as_deref()
+                    == Some(key.as_str())
+            })
             .ok_or(RegistryError::SchemaNotFound)?;
         self.registered(subject, found)
     }
@@ -122,7 +130,12 @@ impl Store {
             return Ok(existing.id);
         }
         let level = self.compatibility(subject);
-        let previous = self.state.subjects.get(subject).cloned().unwrap_or_default();
+        let previous = self
+            .state
+            .subjects
+            .get(subject)
+            .cloned()
+            .unwrap_or_default();
         if let Err(reason) = self.check(level, &parsed, &previous) {
             return Err(RegistryError::Incompatible(reason));
         }
@@ -147,7 +160,12 @@ impl Store {
 
     /// Whether `schema` could be registered under `subject`, judged against `version` (or all
     /// versions for a transitive level).
-    pub fn is_compatible(&self, subject: &str, version: &str, schema: &str) -> Result<bool, RegistryError> {
+    pub fn is_compatible(
+        &self,
+        subject: &str,
+        version: &str,
+        schema: &str,
+    ) -> Result<bool, RegistryError> {
         let parsed = parse(schema)?;
         let level = self.compatibility(subject);
         let versions = self.subject(subject)?;
@@ -155,7 +173,10 @@ impl Store {
             versions.to_vec()
         } else {
             let chosen = self.version(subject, version)?;
-            vec![SubjectVersion { version: chosen.version, id: chosen.id }]
+            vec![SubjectVersion {
+                version: chosen.version,
+                id: chosen.id,
+            }]
         };
         Ok(self.check(level, &parsed, &against).is_ok())
     }
@@ -181,8 +202,14 @@ impl Store {
         self.save()
     }
 
-    pub fn set_subject_compatibility(&mut self, subject: &str, level: Compatibility) -> Result<(), RegistryError> {
-        self.state.subject_compatibility.insert(subject.to_owned(), level);
+    pub fn set_subject_compatibility(
+        &mut self,
+        subject: &str,
+        level: Compatibility,
+    ) -> Result<(), RegistryError> {
+        self.state
+            .subject_compatibility
+            .insert(subject.to_owned(), level);
         self.save()
     }
 
@@ -194,7 +221,11 @@ impl Store {
             .ok_or_else(|| RegistryError::SubjectNotFound(subject.to_owned()))
     }
 
-    fn registered(&self, subject: &str, version: &SubjectVersion) -> Result<Registered, RegistryError> {
+    fn registered(
+        &self,
+        subject: &str,
+        version: &SubjectVersion,
+    ) -> Result<Registered, RegistryError> {
         Ok(Registered {
             subject: subject.to_owned(),
             version: version.version,
@@ -204,11 +235,19 @@ impl Store {
     }
 
     /// Checks `new` against the subject's existing versions with real Avro schema resolution.
-    fn check(&self, level: Compatibility, new: &Schema, existing: &[SubjectVersion]) -> Result<(), String> {
+    fn check(
+        &self,
+        level: Compatibility,
+        new: &Schema,
+        existing: &[SubjectVersion],
+    ) -> Result<(), String> {
         let against: &[SubjectVersion] = if is_transitive(level) {
             existing
         } else {
-            existing.last().map(std::slice::from_ref).unwrap_or_default()
+            existing
+                .last()
+                .map(std::slice::from_ref)
+                .unwrap_or_default()
         };
         for version in against {
             let text = self.schema_by_id(version.id).map_err(|e| e.to_string())?;
@@ -216,12 +255,22 @@ impl Store {
             let backward = || {
                 SchemaCompatibility::can_read(&old, new)
                     .map(drop)
-                    .map_err(|e| format!("new schema cannot read data written with version {}: {e}", version.version))
+                    .map_err(|e| {
+                        format!(
+                            "new schema cannot read data written with version {}: {e}",
+                            version.version
+                        )
+                    })
             };
             let forward = || {
                 SchemaCompatibility::can_read(new, &old)
                     .map(drop)
-                    .map_err(|e| format!("version {} cannot read data written with the new schema: {e}", version.version))
+                    .map_err(|e| {
+                        format!(
+                            "version {} cannot read data written with the new schema: {e}",
+                            version.version
+                        )
+                    })
             };
             match level {
                 Compatibility::None => {}
@@ -237,7 +286,9 @@ impl Store {
     }
 
     fn save(&self) -> Result<(), RegistryError> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(&self.state).map_err(RegistryError::storage)?;
         std::fs::write(&tmp, text).map_err(RegistryError::storage)?;
@@ -248,7 +299,9 @@ impl Store {
 fn is_transitive(level: Compatibility) -> bool {
     matches!(
         level,
-        Compatibility::BackwardTransitive | Compatibility::ForwardTransitive | Compatibility::FullTransitive
+        Compatibility::BackwardTransitive
+            | Compatibility::ForwardTransitive
+            | Compatibility::FullTransitive
     )
 }
 

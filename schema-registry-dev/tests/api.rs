@@ -78,7 +78,10 @@ fn temp_file(name: &str) -> PathBuf {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{nanos:x}-{}", std::process::id())
 }
 
@@ -97,8 +100,17 @@ async fn the_same_schema_registered_twice_gets_the_same_id_even_under_another_su
     let (_, elsewhere) = registry.register("b-value", &heartbeat(vec![])).await;
     assert_eq!(first, again);
     assert_eq!(first, elsewhere);
-    assert_eq!(registry.call("GET", "/subjects/a-value/versions", None).await.1, json!([1]));
-    assert_eq!(registry.call("GET", "/subjects", None).await.1, json!(["a-value", "b-value"]));
+    assert_eq!(
+        registry
+            .call("GET", "/subjects/a-value/versions", None)
+            .await
+            .1,
+        json!([1])
+    );
+    assert_eq!(
+        registry.call("GET", "/subjects", None).await.1,
+        json!(["a-value", "b-value"])
+    );
     registry.stop().await;
 }
 
@@ -108,21 +120,33 @@ async fn registered_ids_survive_a_restart() {
     let registry = Registry::start(&file).await;
     registry.register("a-value", &heartbeat(vec![])).await;
     let (_, v2) = registry
-        .register("a-value", &heartbeat(vec![json!({"name": "note", "type": "string", "default": ""})]))
+        .register(
+            "a-value",
+            &heartbeat(vec![
+                json!({"name": "note", "type": "string", "default": ""}),
+            ]),
+        )
         .await;
     registry.stop().await;
 
     let restarted = Registry::start(&file).await;
-    let (status, latest) = restarted.call("GET", "/subjects/a-value/versions/latest", None).await;
+    let (status, latest) = restarted
+        .call("GET", "/subjects/a-value/versions/latest", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(latest["id"], v2["id"]);
     assert_eq!(latest["version"], 2);
     assert_eq!(latest["subject"], "a-value");
-    let (status, by_id) = restarted.call("GET", &format!("/schemas/ids/{}", v2["id"]), None).await;
+    let (status, by_id) = restarted
+        .call("GET", &format!("/schemas/ids/{}", v2["id"]), None)
+        .await;
     assert_eq!(status, 200);
     assert!(by_id["schema"].as_str().unwrap().contains("note"));
     let (_, again) = restarted.register("a-value", &heartbeat(vec![])).await;
-    assert_eq!(again["id"], 1, "the old schema keeps its id after the restart");
+    assert_eq!(
+        again["id"], 1,
+        "the old schema keeps its id after the restart"
+    );
     restarted.stop().await;
 }
 
@@ -132,10 +156,17 @@ async fn lookups_and_errors_use_confluent_codes() {
     let (_, id) = registry.register("a-value", &heartbeat(vec![])).await;
 
     let (status, found) = registry
-        .call("POST", "/subjects/a-value", Some(json!({"schema": heartbeat(vec![]).to_string()})))
+        .call(
+            "POST",
+            "/subjects/a-value",
+            Some(json!({"schema": heartbeat(vec![]).to_string()})),
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!((found["id"].clone(), found["version"].clone()), (id["id"].clone(), json!(1)));
+    assert_eq!(
+        (found["id"].clone(), found["version"].clone()),
+        (id["id"].clone(), json!(1))
+    );
 
     let cases = [
         ("GET", "/subjects/missing/versions", None, 404, 40401),
@@ -144,7 +175,9 @@ async fn lookups_and_errors_use_confluent_codes() {
         (
             "POST",
             "/subjects/a-value",
-            Some(json!({"schema": heartbeat(vec![json!({"name": "x", "type": "int"})]).to_string()})),
+            Some(
+                json!({"schema": heartbeat(vec![json!({"name": "x", "type": "int"})]).to_string()}),
+            ),
             404,
             40403,
         ),
@@ -156,12 +189,22 @@ async fn lookups_and_errors_use_confluent_codes() {
             42201,
         ),
         ("GET", "/subjects/a-value/versions/abc", None, 422, 42202),
-        ("PUT", "/config", Some(json!({"compatibility": "SIDEWAYS"})), 422, 42203),
+        (
+            "PUT",
+            "/config",
+            Some(json!({"compatibility": "SIDEWAYS"})),
+            422,
+            42203,
+        ),
         ("GET", "/config/a-value", None, 404, 40408),
     ];
     for (method, path, body, status, code) in cases {
         let (got_status, got) = registry.call(method, path, body).await;
-        assert_eq!((got_status, got["error_code"].clone()), (status, json!(code)), "{method} {path}: {got}");
+        assert_eq!(
+            (got_status, got["error_code"].clone()),
+            (status, json!(code)),
+            "{method} {path}: {got}"
+        );
         assert!(got["message"].is_string());
     }
     registry.stop().await;
@@ -176,17 +219,35 @@ async fn compatibility_is_backward_by_default_and_configurable_per_subject() {
     );
     registry.register("a-value", &heartbeat(vec![])).await;
     let without_default = heartbeat(vec![json!({"name": "required", "type": "string"})]);
-    let with_default = heartbeat(vec![json!({"name": "optional", "type": "string", "default": "x"})]);
+    let with_default = heartbeat(vec![
+        json!({"name": "optional", "type": "string", "default": "x"}),
+    ]);
 
     let check = |schema: &Value| json!({"schema": schema.to_string()});
     let path = "/compatibility/subjects/a-value/versions/latest";
-    assert_eq!(registry.call("POST", path, Some(check(&with_default))).await.1, json!({"is_compatible": true}));
-    assert_eq!(registry.call("POST", path, Some(check(&without_default))).await.1, json!({"is_compatible": false}));
+    assert_eq!(
+        registry
+            .call("POST", path, Some(check(&with_default)))
+            .await
+            .1,
+        json!({"is_compatible": true})
+    );
+    assert_eq!(
+        registry
+            .call("POST", path, Some(check(&without_default)))
+            .await
+            .1,
+        json!({"is_compatible": false})
+    );
     let (status, rejected) = registry.register("a-value", &without_default).await;
     assert_eq!((status, rejected["error_code"].clone()), (409, json!(409)));
 
     let (status, set) = registry
-        .call("PUT", "/config/a-value", Some(json!({"compatibility": "NONE"})))
+        .call(
+            "PUT",
+            "/config/a-value",
+            Some(json!({"compatibility": "NONE"})),
+        )
         .await;
     assert_eq!((status, set), (200, json!({"compatibility": "NONE"})));
     assert_eq!(

@@ -32,12 +32,16 @@ pub struct Plumbing {
     pub config: ServiceConfig,
 }
 
+/// Starts a task that runs until the token is cancelled.
+type BackgroundTask =
+    Box<dyn FnOnce(CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> + Send>;
+
 /// A built service, bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     plumbing: Plumbing,
-    background: Vec<Box<dyn FnOnce(CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> + Send>>,
+    background: Vec<BackgroundTask>,
 }
 
 impl Application {
@@ -59,7 +63,11 @@ impl Application {
         let names = TopicNames::new(config.kafka.topic_prefix.clone());
         let codec = RegistryCodec::connect(&config.registry, &names).await?;
         let mut registry = Registry::with_labels(
-            [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Borrowed(defaults.name))].into_iter(),
+            [(
+                std::borrow::Cow::Borrowed("service"),
+                std::borrow::Cow::Borrowed(defaults.name),
+            )]
+            .into_iter(),
         );
         let metrics = EventMetrics::register(&mut registry);
         let kafka_probe: BaseConsumer = config.kafka.base().create()?;
@@ -114,8 +122,19 @@ impl Application {
     /// server stops taking requests and finishes in-flight ones, the consumers finish their
     /// record and commit, the relay finishes its batch and flushes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Plumbing { pool, metrics, config, .. } = self.plumbing;
-        let relay = OutboxRelay::new(pool, &config.kafka, config.relay.clone(), config.retry.clone(), metrics)?;
+        let Plumbing {
+            pool,
+            metrics,
+            config,
+            ..
+        } = self.plumbing;
+        let relay = OutboxRelay::new(
+            pool,
+            &config.kafka,
+            config.relay.clone(),
+            config.retry.clone(),
+            metrics,
+        )?;
         let mut tasks = JoinSet::new();
         {
             let token = shutdown.clone();
@@ -127,7 +146,10 @@ impl Application {
         }
         let router = self.router.layer((
             TraceLayer::new_for_http(),
-            TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10)),
+            TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(10),
+            ),
         ));
         let server_shutdown = shutdown.clone();
         tracing::info!(address = %self.listener.local_addr()?, "listening");

@@ -14,7 +14,11 @@ pub struct ServiceConfig {
     #[arg(long = "database-url", env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Most database connections this replica opens.
-    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
     pub database_max_connections: u32,
     #[command(flatten)]
     pub kafka: KafkaConfig,

@@ -28,36 +28,47 @@ pub struct HealthState {
 
 pub fn router(state: HealthState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "alive"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({"status": "alive"})) }),
+        )
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
 async fn ready(State(state): State<HealthState>) -> Response {
-    let database = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool))
-        .await
-        .map_err(|_| "timed out".to_owned())
-        .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
+    let database =
+        tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool))
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
     let probe = state.kafka_probe.clone();
-    let broker = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, CHECK_TIMEOUT).map(drop))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let broker =
+        tokio::task::spawn_blocking(move || probe.fetch_metadata(None, CHECK_TIMEOUT).map(drop))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
     let failing: Vec<_> = [("database", database), ("broker", broker)]
         .into_iter()
-        .filter_map(|(check, result)| result.err().map(|reason| {
-            tracing::warn!(check, reason, "readiness check failed");
-            check
-        }))
+        .filter_map(|(check, result)| {
+            result.err().map(|reason| {
+                tracing::warn!(check, reason, "readiness check failed");
+                check
+            })
+        })
         .collect();
     if failing.is_empty() {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "/problems/not-ready", "Not ready")
-            .detail(format!("unreachable: {}", failing.join(", ")))
-            .with("failing_checks", json!(failing))
-            .into_response()
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/not-ready",
+            "Not ready",
+        )
+        .detail(format!("unreachable: {}", failing.join(", ")))
+        .with("failing_checks", json!(failing))
+        .into_response()
     }
 }
 
@@ -68,7 +79,10 @@ async fn metrics(State(state): State<HealthState>) -> Response {
         return Problem::internal().into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
         .into_response()

@@ -40,7 +40,11 @@ impl Problem {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "/problems/internal",
+            "Internal error",
+        )
     }
 }
 

@@ -9,7 +9,8 @@ pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut terminate =
+            signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),

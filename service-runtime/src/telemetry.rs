@@ -25,7 +25,10 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
-pub fn init(service_name: &'static str, config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+pub fn init(
+    service_name: &'static str,
+    config: &TelemetryConfig,
+) -> anyhow::Result<TelemetryGuard> {
     let resource = Resource::builder().with_service_name(service_name).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &config.otlp_endpoint {

@@ -114,9 +114,8 @@ impl RegistryCodec {
         let mut strategies = HashMap::new();
         let mut readers = HashMap::new();
         for contract in CONTRACTS {
-            let schema = Schema::parse_str(contract.schema_json).map_err(|e| {
-                Error::InvalidContract(format!("{}: {e}", contract.event_type))
-            })?;
+            let schema = Schema::parse_str(contract.schema_json)
+                .map_err(|e| Error::InvalidContract(format!("{}: {e}", contract.event_type)))?;
             readers.insert(contract.event_type, schema);
             let topic = names.name(contract.topic);
             let strategy = if config.auto_register {
@@ -158,8 +157,11 @@ impl RegistryCodec {
     /// The event in the Confluent wire format, ready to be a Kafka record value.
     pub async fn encode(&self, event: &Event) -> Result<Vec<u8>, Error> {
         let strategy = &self.inner.strategies[event.event_type()];
-        let invalid = |e: apache_avro::Error| Error::InvalidContract(format!("{}: {e}", event.event_type()));
-        let subject = strategy.get_subject().map_err(|e| Error::Registry(e.to_string()))?;
+        let invalid =
+            |e: apache_avro::Error| Error::InvalidContract(format!("{}: {e}", event.event_type()));
+        let subject = strategy
+            .get_subject()
+            .map_err(|e| Error::Registry(e.to_string()))?;
         // The schema this record is written with: ours when we registered it, else the
         // subject's latest. Resolving onto it types logical fields (uuid, timestamps) and
         // fills defaults of fields a newer registered version added. Cached after start-up.
@@ -169,7 +171,8 @@ impl RegistryCodec {
             .get_schema_and_id(&subject, strategy.clone())
             .await
             .map_err(|e| Error::Registry(e.to_string()))?;
-        let value = resolve_onto_reader(event.to_avro().map_err(invalid)?, &target.parsed).map_err(invalid)?;
+        let value = resolve_onto_reader(event.to_avro().map_err(invalid)?, &target.parsed)
+            .map_err(invalid)?;
         self.inner
             .encoder
             .encode_value(value, strategy)
@@ -193,15 +196,15 @@ impl RegistryCodec {
         if let Err(e) = self.inner.decoder.get_schema(id).await {
             return Err(self.classify_lookup_error(id, e));
         }
-        let decoded = self
-            .inner
-            .decoder
-            .decode(Some(bytes))
-            .await
-            .map_err(|e| DecodeError::Malformed {
-                id,
-                reason: e.to_string(),
-            })?;
+        let decoded =
+            self.inner
+                .decoder
+                .decode(Some(bytes))
+                .await
+                .map_err(|e| DecodeError::Malformed {
+                    id,
+                    reason: e.to_string(),
+                })?;
         let full_name = decoded
             .name
             .map(|n| n.fullname(None))
@@ -209,12 +212,11 @@ impl RegistryCodec {
         let contract = Contract::by_full_name(&full_name)
             .ok_or_else(|| DecodeError::UnknownRecord(full_name.clone()))?;
         let reader = &self.inner.readers[contract.event_type];
-        let value = resolve_onto_reader(decoded.value, reader).map_err(|e| {
-            DecodeError::Incompatible {
+        let value =
+            resolve_onto_reader(decoded.value, reader).map_err(|e| DecodeError::Incompatible {
                 event_type: contract.event_type.to_owned(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Event::from_avro(contract.event_type, &value)?)
     }
 

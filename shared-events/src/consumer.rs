@@ -9,7 +9,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
@@ -43,7 +45,9 @@ impl From<sqlx::Error> for HandlerError {
         match &error {
             // Integrity (23xxx) and data (22xxx) errors will fail the same way every time.
             sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| c.starts_with("23") || c.starts_with("22")) =>
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("23") || c.starts_with("22")) =>
             {
                 HandlerError::Rejected(error.to_string())
             }
@@ -197,8 +201,13 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             }
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => warn!(error = %e, "final offset commit failed; records since the last commit are redelivered"),
+            Ok(())
+            | Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => {
+                warn!(error = %e, "final offset commit failed; records since the last commit are redelivered")
+            }
         }
         self.consumer.unsubscribe();
         info!(group = %self.group_id, "consumer stopped");
@@ -239,7 +248,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             Err(e) if e.is_transient() => return Err(Transient(e.to_string())),
             Err(e) => {
                 return self
-                    .dead_letter(message, &event_type_header(message), e.class(), &e.to_string())
+                    .dead_letter(
+                        message,
+                        &event_type_header(message),
+                        e.class(),
+                        &e.to_string(),
+                    )
                     .await;
             }
         };
@@ -278,14 +292,23 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 Ok(())
             }
             Ok(Applied::Rejected(reason)) => {
-                self.dead_letter(message, event.event_type(), ErrorClass::HandlerRejected, &reason)
-                    .await
+                self.dead_letter(
+                    message,
+                    event.event_type(),
+                    ErrorClass::HandlerRejected,
+                    &reason,
+                )
+                .await
             }
             Err(e) => Err(e),
         }
     }
 
-    async fn apply_once(&self, message: &BorrowedMessage<'_>, event: &Event) -> Result<Applied, Transient> {
+    async fn apply_once(
+        &self,
+        message: &BorrowedMessage<'_>,
+        event: &Event,
+    ) -> Result<Applied, Transient> {
         let transient = |e: sqlx::Error| Transient(e.to_string());
         let mut tx = self.pool.begin().await.map_err(transient)?;
         let inserted = sqlx::query(
@@ -324,8 +347,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         class: ErrorClass,
         reason: &str,
     ) -> Result<(), Transient> {
-        warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
-            class = class.as_str(), reason, "sending record to the dead-letter topic");
+        warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            class = class.as_str(),
+            reason,
+            "sending record to the dead-letter topic"
+        );
         self.dead_letters
             .publish(message, &self.group_id, class, reason)
             .await
@@ -343,7 +372,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     /// Circuit breaker: stop fetching the partition, rewind it to the stalled record and
     /// try again after the cool-down. Polling goes on, so the group membership stays alive.
-    fn pause(&self, message: &BorrowedMessage<'_>, paused: &mut HashMap<(String, i32), PausedPartition>) {
+    fn pause(
+        &self,
+        message: &BorrowedMessage<'_>,
+        paused: &mut HashMap<(String, i32), PausedPartition>,
+    ) {
         let tpl = single_partition(message.topic(), message.partition());
         if let Err(e) = self.consumer.pause(&tpl) {
             warn!(error = %e, "could not pause partition");
@@ -375,17 +408,35 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
-            let Some(state) = paused.remove(&key) else { continue };
+            let Some(state) = paused.remove(&key) else {
+                continue;
+            };
             let (topic, partition) = &key;
-            if let Err(e) = self.consumer.seek(topic, *partition, Offset::Offset(state.offset), Duration::from_secs(5)) {
+            if let Err(e) = self.consumer.seek(
+                topic,
+                *partition,
+                Offset::Offset(state.offset),
+                Duration::from_secs(5),
+            ) {
                 warn!(error = %e, topic, partition, "could not rewind partition; pausing again");
-                paused.insert(key, PausedPartition { offset: state.offset, resume_at: now + self.retry.cool_down() });
+                paused.insert(
+                    key,
+                    PausedPartition {
+                        offset: state.offset,
+                        resume_at: now + self.retry.cool_down(),
+                    },
+                );
                 continue;
             }
             if let Err(e) = self.consumer.resume(&single_partition(topic, *partition)) {
                 warn!(error = %e, topic, partition, "could not resume partition");
             }
-            info!(topic, partition, offset = state.offset, "cool-down over; retrying partition");
+            info!(
+                topic,
+                partition,
+                offset = state.offset,
+                "cool-down over; retrying partition"
+            );
             rewound_to.insert(key, state.offset);
         }
     }
@@ -413,7 +464,10 @@ enum Applied {
 fn event_type_header(message: &BorrowedMessage<'_>) -> String {
     message
         .headers()
-        .and_then(|h| h.iter().find(|h| h.key == crate::outbox::headers::EVENT_TYPE))
+        .and_then(|h| {
+            h.iter()
+                .find(|h| h.key == crate::outbox::headers::EVENT_TYPE)
+        })
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("unknown")
@@ -449,7 +503,11 @@ impl ConsumerContext for RebalanceTracker {
                     info!(error = %e, "no offsets to commit before revocation");
                 }
                 let mut revoked = self.revoked.lock().expect("revoked list poisoned");
-                revoked.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                revoked.extend(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
                 info!(partitions = tpl.count(), "partitions revoked");
             }
             Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),

@@ -77,18 +77,29 @@ impl DeadLetterPublisher {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        let producer = self.producer.lock().expect("producer lock poisoned").clone();
+        let producer = self
+            .producer
+            .lock()
+            .expect("producer lock poisoned")
+            .clone();
         let result = producer.send(record, self.timeout).await;
         if result.is_err() {
             // Start a new producer session for the retry, as the relay does (see relay.rs).
-            let fresh = self.kafka.idempotent_producer().create().map_err(Error::Kafka)?;
+            let fresh = self
+                .kafka
+                .idempotent_producer()
+                .create()
+                .map_err(Error::Kafka)?;
             *self.producer.lock().expect("producer lock poisoned") = fresh;
         }
         result.map(drop).map_err(|(e, _)| Error::Kafka(e))
     }
 }
 
-fn copy_headers(source: Option<&rdkafka::message::BorrowedHeaders>, keep: impl Fn(&str) -> bool) -> OwnedHeaders {
+fn copy_headers(
+    source: Option<&rdkafka::message::BorrowedHeaders>,
+    keep: impl Fn(&str) -> bool,
+) -> OwnedHeaders {
     let mut copy = OwnedHeaders::new();
     if let Some(source) = source {
         for header in source.iter().filter(|h| keep(h.key)) {
@@ -124,7 +135,9 @@ pub fn read_dead_letters(kafka: &KafkaConfig, dlq_topic: &str) -> Result<Vec<Dea
         letters.push(DeadLetter {
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
             original_topic: header(message, headers::ORIGINAL_TOPIC),
             original_partition: header(message, headers::ORIGINAL_PARTITION),
             original_offset: header(message, headers::ORIGINAL_OFFSET),

@@ -12,7 +12,10 @@ pub enum Error {
     #[error("kafka: {0}")]
     Kafka(KafkaError),
     #[error("creating topic {topic}: {code}")]
-    TopicProvisioning { topic: String, code: RDKafkaErrorCode },
+    TopicProvisioning {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("schema registry: {0}")]
     Registry(String),
     #[error("registering or finding the schema of subject {subject}: {reason}")]

@@ -6,19 +6,39 @@ use rdkafka::ClientConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated host:port.
-    #[arg(long = "kafka-bootstrap-servers", env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub bootstrap_servers: String,
     /// Prefix of every topic name (isolates test runs or tenants on a shared cluster).
-    #[arg(long = "kafka-topic-prefix", env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = ""
+    )]
     pub topic_prefix: String,
     /// Consumer-group session timeout; a dead consumer's partitions move after this long.
-    #[arg(long = "kafka-session-timeout-ms", env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "kafka-session-timeout-ms",
+        env = "KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub session_timeout_ms: u32,
     /// Longest gap between polls before the consumer is removed from its group.
-    #[arg(long = "kafka-max-poll-interval-ms", env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000)]
+    #[arg(
+        long = "kafka-max-poll-interval-ms",
+        env = "KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
     pub max_poll_interval_ms: u32,
     /// How long the producer retries one record before reporting it failed.
-    #[arg(long = "kafka-message-timeout-ms", env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "kafka-message-timeout-ms",
+        env = "KAFKA_MESSAGE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub message_timeout_ms: u32,
     /// librdkafka debug contexts (e.g. `cgrp,consumer`), logged at debug level.
     #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
@@ -71,8 +91,14 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (self.session_timeout_ms / 3).to_string())
-            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string());
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout_ms / 3).to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            );
         config
     }
 }

@@ -35,10 +35,18 @@ const RELAY_LOCK_KEY: i64 = 0x6f75_7462_6f78;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayConfig {
     /// Most rows read and published in one batch.
-    #[arg(long = "outbox-batch-size", env = "OUTBOX_BATCH_SIZE", default_value_t = 500)]
+    #[arg(
+        long = "outbox-batch-size",
+        env = "OUTBOX_BATCH_SIZE",
+        default_value_t = 500
+    )]
     pub batch_size: i64,
     /// Fallback poll when no notification arrives, and how often a standby tries the lock.
-    #[arg(long = "outbox-poll-interval-ms", env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 1_000)]
+    #[arg(
+        long = "outbox-poll-interval-ms",
+        env = "OUTBOX_POLL_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
     pub poll_interval_ms: u64,
 }
 
@@ -135,7 +143,9 @@ impl OutboxRelay {
         }
         info!("outbox relay active");
         self.metrics.relay_active.set(1);
-        let result = self.publish_until_stopped(&mut lock_session, shutdown).await;
+        let result = self
+            .publish_until_stopped(&mut lock_session, shutdown)
+            .await;
         self.metrics.relay_active.set(0);
         // Ending the session releases the lock for a standby.
         let _ = lock_session.close().await;
@@ -165,7 +175,11 @@ impl OutboxRelay {
                 // A new producer session (new producer id) retries the failed rows: after a
                 // timeout librdkafka bumps the idempotent producer's epoch on its own, which
                 // some Kafka-compatible brokers mishandle; a fresh session is valid anywhere.
-                self.producer = self.kafka.idempotent_producer().create().map_err(Error::Kafka)?;
+                self.producer = self
+                    .kafka
+                    .idempotent_producer()
+                    .create()
+                    .map_err(Error::Kafka)?;
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
@@ -242,7 +256,11 @@ impl OutboxRelay {
             }
         }
         if failed > 0 {
-            warn!(failed, delivered = delivered.len(), "some outbox records were not delivered; retrying");
+            warn!(
+                failed,
+                delivered = delivered.len(),
+                "some outbox records were not delivered; retrying"
+            );
         }
         if !delivered.is_empty() {
             sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")

@@ -8,16 +8,32 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetryConfig {
     /// First delay after a transient failure.
-    #[arg(long = "retry-initial-delay-ms", env = "RETRY_INITIAL_DELAY_MS", default_value_t = 100)]
+    #[arg(
+        long = "retry-initial-delay-ms",
+        env = "RETRY_INITIAL_DELAY_MS",
+        default_value_t = 100
+    )]
     pub initial_delay_ms: u64,
     /// Longest delay between two attempts.
-    #[arg(long = "retry-max-delay-ms", env = "RETRY_MAX_DELAY_MS", default_value_t = 5_000)]
+    #[arg(
+        long = "retry-max-delay-ms",
+        env = "RETRY_MAX_DELAY_MS",
+        default_value_t = 5_000
+    )]
     pub max_delay_ms: u64,
     /// Retries of one record before its partition is paused for a cool-down.
-    #[arg(long = "retry-max-attempts", env = "RETRY_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(
+        long = "retry-max-attempts",
+        env = "RETRY_MAX_ATTEMPTS",
+        default_value_t = 5
+    )]
     pub max_attempts: usize,
     /// How long a partition stays paused before the record is tried again.
-    #[arg(long = "retry-cool-down-ms", env = "RETRY_COOL_DOWN_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "retry-cool-down-ms",
+        env = "RETRY_COOL_DOWN_MS",
+        default_value_t = 30_000
+    )]
     pub cool_down_ms: u64,
 }
 
@@ -73,6 +89,9 @@ mod tests {
         let delays: Vec<_> = config.delays().collect();
         assert_eq!(delays.len(), 6);
         // Jitter adds at most one more base delay on top of the capped delay.
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(80)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(80)),
+            "{delays:?}"
+        );
     }
 }

@@ -24,22 +24,24 @@ fn rename_aliased_fields(value: Value, schema: &Schema, names: &NamesRef<'_>) ->
             for field in &record.fields {
                 let present = fields.iter().any(|(name, _)| *name == field.name);
                 if !present
-                    && let Some(slot) = fields.iter_mut().find(|(name, _)| field.aliases.contains(name))
+                    && let Some(slot) = fields
+                        .iter_mut()
+                        .find(|(name, _)| field.aliases.contains(name))
                 {
                     slot.0 = field.name.clone();
                 }
             }
             let fields = fields
                 .into_iter()
-                .map(|(name, value)| {
-                    match record.fields.iter().find(|f| f.name == name) {
+                .map(
+                    |(name, value)| match record.fields.iter().find(|f| f.name == name) {
                         Some(field) => {
                             let value = rename_aliased_fields(value, &field.schema, names);
                             (name, value)
                         }
                         None => (name, value),
-                    }
-                })
+                    },
+                )
                 .collect();
             Value::Record(fields)
         }
@@ -51,7 +53,11 @@ fn rename_aliased_fields(value: Value, schema: &Schema, names: &NamesRef<'_>) ->
         ),
         (Value::Union(index, inner), Schema::Union(union)) => {
             // A nested record in a union: rename against the first reader record variant.
-            let inner = match union.variants().iter().find(|v| matches!(v, Schema::Record(_) | Schema::Ref { .. })) {
+            let inner = match union
+                .variants()
+                .iter()
+                .find(|v| matches!(v, Schema::Record(_) | Schema::Ref { .. }))
+            {
                 Some(variant) if matches!(*inner, Value::Record(_)) => {
                     rename_aliased_fields(*inner, variant, names)
                 }

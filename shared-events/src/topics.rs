@@ -122,8 +122,16 @@ mod tests {
         assert_eq!(
             names.all_with_dead_letters(),
             [
-                "orders", "orders.dlq", "payments", "payments.dlq", "inventory",
-                "inventory.dlq", "shipments", "shipments.dlq", "catalog", "catalog.dlq"
+                "orders",
+                "orders.dlq",
+                "payments",
+                "payments.dlq",
+                "inventory",
+                "inventory.dlq",
+                "shipments",
+                "shipments.dlq",
+                "catalog",
+                "catalog.dlq"
             ]
         );
     }

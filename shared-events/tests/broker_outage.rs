@@ -21,11 +21,18 @@ struct FrozenBroker {
 
 impl FrozenBroker {
     fn freeze() -> Self {
-        let pid_file = std::env::var("TANSU_PID_FILE").map(PathBuf::from).unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/tansu.pid")
-        });
+        let pid_file = std::env::var("TANSU_PID_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/tansu.pid")
+            });
         let pid = std::fs::read_to_string(&pid_file)
-            .unwrap_or_else(|e| panic!("{} (start the broker with scripts/stack-up): {e}", pid_file.display()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} (start the broker with scripts/stack-up): {e}",
+                    pid_file.display()
+                )
+            })
             .trim()
             .to_owned();
         signal("-STOP", &pid);
@@ -69,7 +76,10 @@ async fn every_event_arrives_once_and_in_order_after_the_broker_freezes_mid_rela
                 for chunk in orders.chunks(10) {
                     let mut tx = stack_pool.begin().await.unwrap();
                     for order in chunk {
-                        outbox.append(&mut tx, &step_event(*order, step)).await.unwrap();
+                        outbox
+                            .append(&mut tx, &step_event(*order, step))
+                            .await
+                            .unwrap();
                     }
                     tx.commit().await.unwrap();
                 }
@@ -89,10 +99,14 @@ async fn every_event_arrives_once_and_in_order_after_the_broker_freezes_mid_rela
     writer.await.unwrap();
 
     let total = orders.len() * steps;
-    let effects = eventually(Duration::from_secs(180), "every event after the outage", || async {
-        let effects = stack.effects().await;
-        (effects.len() >= total && stack.outbox_len().await == 0).then_some(effects)
-    })
+    let effects = eventually(
+        Duration::from_secs(180),
+        "every event after the outage",
+        || async {
+            let effects = stack.effects().await;
+            (effects.len() >= total && stack.outbox_len().await == 0).then_some(effects)
+        },
+    )
     .await;
     // Give late duplicates a moment to show up; dedup must keep them out.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -112,7 +126,10 @@ async fn every_event_arrives_once_and_in_order_after_the_broker_freezes_mid_rela
         topic: stack.names.name(Topic::Orders),
     };
     let failures = stack.metrics.publish_failures.get_or_create(&labels).get();
-    assert!(failures > 0, "the outage should have failed some deliveries");
+    assert!(
+        failures > 0,
+        "the outage should have failed some deliveries"
+    );
     shutdown.cancel();
     relay.await.unwrap();
     consumer.await.unwrap();

@@ -55,7 +55,10 @@ async fn the_same_event_delivered_twice_has_one_effect() {
     let consumer = stack.spawn_consumer("dedup", vec![Topic::Orders], &shutdown);
     let effects = eventually(Duration::from_secs(60), "the marker event", || async {
         let effects = stack.effects().await;
-        effects.iter().any(|(id, _, _)| *id == marker.metadata.event_id).then_some(effects)
+        effects
+            .iter()
+            .any(|(id, _, _)| *id == marker.metadata.event_id)
+            .then_some(effects)
     })
     .await;
 
@@ -76,7 +79,12 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_next_record_is_proce
     let stack = TestStack::new(1).await;
     let order = Uuid::now_v7();
     let garbage = produce_raw(&stack, &order.to_string(), b"definitely not avro").await;
-    let unknown_schema = produce_raw(&stack, &order.to_string(), &[0, 0x7f, 0xff, 0xff, 0x01, 2, 4]).await;
+    let unknown_schema = produce_raw(
+        &stack,
+        &order.to_string(),
+        &[0, 0x7f, 0xff, 0xff, 0x01, 2, 4],
+    )
+    .await;
     let rejected = Event::first_of_order(
         order,
         "integration-test",
@@ -85,15 +93,21 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_next_record_is_proce
         },
     );
     let valid = step_event(order, 7);
-    stack.append_committed(&[rejected.clone(), valid.clone()]).await;
+    stack
+        .append_committed(&[rejected.clone(), valid.clone()])
+        .await;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
     let consumer = stack.spawn_consumer("poison", vec![Topic::Orders], &shutdown);
 
-    let effects = eventually(Duration::from_secs(60), "the valid record after the poison", || async {
-        let effects = stack.effects().await;
-        (!effects.is_empty()).then_some(effects)
-    })
+    let effects = eventually(
+        Duration::from_secs(60),
+        "the valid record after the poison",
+        || async {
+            let effects = stack.effects().await;
+            (!effects.is_empty()).then_some(effects)
+        },
+    )
     .await;
     assert_eq!(effects.len(), 1);
     assert_eq!(effects[0].0, valid.metadata.event_id);
@@ -112,16 +126,30 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_next_record_is_proce
         (unknown_schema, "unknown_schema_id"),
     ];
     for (letter, ((partition, offset), class)) in letters.iter().zip(expected) {
-        assert_eq!(letter.original_topic.as_deref(), Some(orders_topic.as_str()));
+        assert_eq!(
+            letter.original_topic.as_deref(),
+            Some(orders_topic.as_str())
+        );
         assert_eq!(letter.original_partition, Some(partition.to_string()));
         assert_eq!(letter.original_offset, Some(offset.to_string()));
         assert_eq!(letter.consumer_group.as_deref(), Some(group.as_str()));
         assert_eq!(letter.error_class.as_deref(), Some(class));
-        assert!(letter.error_message.as_deref().is_some_and(|m| !m.is_empty()));
+        assert!(
+            letter
+                .error_message
+                .as_deref()
+                .is_some_and(|m| !m.is_empty())
+        );
         assert_eq!(letter.key.as_deref(), Some(order.to_string().as_str()));
     }
     assert_eq!(letters[2].error_class.as_deref(), Some("handler_rejected"));
-    assert!(letters[2].error_message.as_deref().unwrap().contains("asked for a rejection"));
+    assert!(
+        letters[2]
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("asked for a rejection")
+    );
 
     shutdown.cancel();
     relay.await.unwrap();
@@ -153,9 +181,13 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
     })
     .await;
 
-    let replayed = replay_dead_letters(&stack.kafka, &dlq, Some(&[(letters[0].partition, letters[0].offset)]))
-        .await
-        .unwrap();
+    let replayed = replay_dead_letters(
+        &stack.kafka,
+        &dlq,
+        Some(&[(letters[0].partition, letters[0].offset)]),
+    )
+    .await
+    .unwrap();
     assert_eq!(replayed, 1);
     // The replayed record is on the original topic again with its payload intact: a plain
     // read decodes it to the same event.
@@ -166,7 +198,8 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    rdkafka::consumer::Consumer::subscribe(&reader, &[stack.names.name(Topic::Orders).as_str()]).unwrap();
+    rdkafka::consumer::Consumer::subscribe(&reader, &[stack.names.name(Topic::Orders).as_str()])
+        .unwrap();
     let mut decoded = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while decoded.len() < 2 && std::time::Instant::now() < deadline {

@@ -20,7 +20,10 @@ async fn outbox_rows_of_a_rolled_back_transaction_never_reach_kafka() {
     let rolled_back = Uuid::now_v7();
     let outbox = stack.outbox();
     let mut tx = stack.pool.begin().await.unwrap();
-    outbox.append(&mut tx, &step_event(rolled_back, 0)).await.unwrap();
+    outbox
+        .append(&mut tx, &step_event(rolled_back, 0))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     // A committed event after it proves the relay and the consumer were running meanwhile.
     let committed = Uuid::now_v7();
@@ -103,10 +106,14 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops() {
     first_shutdown.cancel();
     first.await.unwrap();
     stack.append_committed(&[step_event(order, 1)]).await;
-    let effects = eventually(Duration::from_secs(60), "the event published by the standby", || async {
-        let effects = stack.effects().await;
-        (effects.len() == 2).then_some(effects)
-    })
+    let effects = eventually(
+        Duration::from_secs(60),
+        "the event published by the standby",
+        || async {
+            let effects = stack.effects().await;
+            (effects.len() == 2).then_some(effects)
+        },
+    )
     .await;
 
     let steps: Vec<_> = effects.into_iter().map(|(_, _, step)| step).collect();

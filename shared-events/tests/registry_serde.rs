@@ -29,7 +29,12 @@ async fn a_produced_record_decodes_with_the_writer_schema_fetched_by_id() {
     })
     .await;
 
-    let reader: BaseConsumer = stack.kafka.base().set("group.id", "wire-format-check").create().unwrap();
+    let reader: BaseConsumer = stack
+        .kafka
+        .base()
+        .set("group.id", "wire-format-check")
+        .create()
+        .unwrap();
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(&stack.names.name(Topic::Orders), 0, Offset::Beginning)
@@ -69,9 +74,19 @@ async fn a_produced_record_decodes_with_the_writer_schema_fetched_by_id() {
         .read_value(&mut &payload[5..])
         .unwrap();
 
-    let Value::Record(fields) = value else { panic!("not a record") };
-    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();
-    let Value::Record(metadata) = field("metadata") else { panic!("metadata is not a record") };
+    let Value::Record(fields) = value else {
+        panic!("not a record")
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let Value::Record(metadata) = field("metadata") else {
+        panic!("metadata is not a record")
+    };
     assert!(metadata.contains(&("event_id".into(), Value::Uuid(event.metadata.event_id))));
     assert!(metadata.contains(&("event_type".into(), Value::String("OrderPlaced".into()))));
     assert_eq!(field("customer_id"), Value::String("customer-1".into()));

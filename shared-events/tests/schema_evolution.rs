@@ -33,31 +33,53 @@ fn v1() -> Json {
 fn v2() -> Json {
     let mut schema = v1();
     let fields = schema["fields"].as_array_mut().unwrap();
-    let note = fields.iter_mut().find(|f| f["name"] == "customer_note").unwrap();
+    let note = fields
+        .iter_mut()
+        .find(|f| f["name"] == "customer_note")
+        .unwrap();
     note["name"] = json!("delivery_instructions");
     note["aliases"] = json!(["customer_note"]);
-    fields.push(json!({"name": "gift_wrap", "type": "boolean", "default": false, "doc": "Wrap as a gift."}));
+    fields.push(
+        json!({"name": "gift_wrap", "type": "boolean", "default": false, "doc": "Wrap as a gift."}),
+    );
     schema
 }
 
 fn encode(schema: &Schema, value: Value) -> Vec<u8> {
     let value = value.resolve(schema).unwrap();
-    GenericDatumWriter::builder(schema).build().unwrap().write_value_to_vec(value).unwrap()
+    GenericDatumWriter::builder(schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap()
 }
 
 fn decode(writer: &Schema, reader: &Schema, bytes: &[u8]) -> Value {
-    let written = GenericDatumReader::builder(writer).build().unwrap().read_value(&mut &bytes[..]).unwrap();
+    let written = GenericDatumReader::builder(writer)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..])
+        .unwrap();
     resolve_onto_reader(written, reader).unwrap()
 }
 
 fn field<'a>(record: &'a Value, name: &str) -> &'a Value {
-    let Value::Record(fields) = record else { panic!("not a record") };
-    &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no field {name}")).1
+    let Value::Record(fields) = record else {
+        panic!("not a record")
+    };
+    &fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .1
 }
 
 #[tokio::test]
 async fn a_compatible_v2_is_accepted_and_an_incompatible_one_is_rejected_with_409() {
-    let subject = format!("evolution-{}-orders-orderflow.events.OrderPlaced", Uuid::new_v4().simple());
+    let subject = format!(
+        "evolution-{}-orders-orderflow.events.OrderPlaced",
+        Uuid::new_v4().simple()
+    );
     let (status, v1_id) = register(&subject, &v1()).await;
     assert_eq!(status, 200, "{v1_id}");
 
@@ -97,13 +119,21 @@ fn data_written_with_v1_reads_with_v2_and_data_written_with_v2_reads_with_v1() {
     );
     assert_eq!(field(&as_v2, "gift_wrap"), &Value::Boolean(false));
 
-    let Value::Record(mut fields) = as_v2 else { unreachable!() };
+    let Value::Record(mut fields) = as_v2 else {
+        unreachable!()
+    };
     fields.iter_mut().find(|(n, _)| n == "gift_wrap").unwrap().1 = Value::Boolean(true);
     let new_bytes = encode(&v2, Value::Record(fields));
     let as_v1 = decode(&v2, &v1, &new_bytes);
     // v1 does not know the renamed field, so it reads its own default; the rest is intact.
-    assert_eq!(field(&as_v1, "customer_note"), &Value::Union(0, Box::new(Value::Null)));
-    assert_eq!(field(&as_v1, "customer_id"), &Value::String("customer-1".into()));
+    assert_eq!(
+        field(&as_v1, "customer_note"),
+        &Value::Union(0, Box::new(Value::Null))
+    );
+    assert_eq!(
+        field(&as_v1, "customer_id"),
+        &Value::String("customer-1".into())
+    );
     let back = shared_events::Event::from_avro("OrderPlaced", &as_v1).unwrap();
     assert_eq!(back.metadata, event.metadata);
 }

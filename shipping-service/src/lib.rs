@@ -17,7 +17,11 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]
-#[command(name = "shipping-service", version, about = "Schedules shipments for the order saga.")]
+#[command(
+    name = "shipping-service",
+    version,
+    about = "Schedules shipments for the order saga."
+)]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,

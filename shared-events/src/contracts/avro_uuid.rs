@@ -46,7 +46,9 @@ pub mod option {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Uuid>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Uuid>, D::Error> {
         #[derive(Deserialize)]
         struct Wrapped(#[serde(with = "super")] Uuid);
         Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(id)| id))

@@ -127,14 +127,22 @@ pub enum ContractError {
 
 impl Event {
     /// The first event of an order's saga (correlation id = order id, no causation).
-    pub fn first_of_order(order_id: Uuid, producer: &str, payload: impl Into<EventPayload>) -> Self {
+    pub fn first_of_order(
+        order_id: Uuid,
+        producer: &str,
+        payload: impl Into<EventPayload>,
+    ) -> Self {
         let payload = payload.into();
         let metadata = EventMetadata::first_of_order(payload.event_type(), order_id, producer);
         Self { metadata, payload }
     }
 
     /// An event caused by `cause`: it inherits the order and correlation id.
-    pub fn caused_by(cause: &EventMetadata, producer: &str, payload: impl Into<EventPayload>) -> Self {
+    pub fn caused_by(
+        cause: &EventMetadata,
+        producer: &str,
+        payload: impl Into<EventPayload>,
+    ) -> Self {
         let payload = payload.into();
         let metadata = EventMetadata::caused_by(cause, payload.event_type(), producer);
         Self { metadata, payload }
@@ -174,7 +182,10 @@ impl Event {
             unreachable!("every payload is a struct, which serializes to a record")
         };
         let mut fields = Vec::with_capacity(payload_fields.len() + 1);
-        fields.push(("metadata".to_owned(), apache_avro::to_value(&self.metadata)?));
+        fields.push((
+            "metadata".to_owned(),
+            apache_avro::to_value(&self.metadata)?,
+        ));
         fields.extend(payload_fields);
         Ok(Value::Record(fields))
     }

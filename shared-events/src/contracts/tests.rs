@@ -48,9 +48,24 @@ fn samples() -> Vec<Event> {
     }];
     vec![
         first.clone(),
-        caused(OrderCancellationRequested { reason: "customer_request".into() }.into()),
-        caused(OrderCompleted { total: Money::new(4_498, "EUR") }.into()),
-        caused(OrderCancelled { reason: "payment_declined".into() }.into()),
+        caused(
+            OrderCancellationRequested {
+                reason: "customer_request".into(),
+            }
+            .into(),
+        ),
+        caused(
+            OrderCompleted {
+                total: Money::new(4_498, "EUR"),
+            }
+            .into(),
+        ),
+        caused(
+            OrderCancelled {
+                reason: "payment_declined".into(),
+            }
+            .into(),
+        ),
         caused(
             PaymentAuthorized {
                 payment_id: Uuid::now_v7(),
@@ -76,8 +91,20 @@ fn samples() -> Vec<Event> {
             }
             .into(),
         ),
-        caused(StockReserved { reservation_id: Uuid::now_v7(), lines: lines.clone() }.into()),
-        caused(StockRejected { product_id: "sku-2".into(), reason: "insufficient_stock".into() }.into()),
+        caused(
+            StockReserved {
+                reservation_id: Uuid::now_v7(),
+                lines: lines.clone(),
+            }
+            .into(),
+        ),
+        caused(
+            StockRejected {
+                product_id: "sku-2".into(),
+                reason: "insufficient_stock".into(),
+            }
+            .into(),
+        ),
         caused(
             StockReleased {
                 reservation_id: Uuid::now_v7(),
@@ -94,7 +121,12 @@ fn samples() -> Vec<Event> {
             }
             .into(),
         ),
-        caused(ShipmentFailed { reason: "unsupported_destination".into() }.into()),
+        caused(
+            ShipmentFailed {
+                reason: "unsupported_destination".into(),
+            }
+            .into(),
+        ),
         Event::catalog(
             "inventory-service",
             ProductUpserted {
@@ -135,8 +167,15 @@ fn every_contract_has_a_sample_and_every_sample_round_trips_through_avro() {
 #[test]
 fn caused_events_inherit_the_order_and_correlation_and_name_their_cause() {
     let first = Event::first_of_order(order(), "order-service", placed());
-    let next = Event::caused_by(&first.metadata, "billing-service", OrderCancelled { reason: "x".into() });
-    assert_eq!(first.metadata.correlation_id, first.metadata.order_id.unwrap());
+    let next = Event::caused_by(
+        &first.metadata,
+        "billing-service",
+        OrderCancelled { reason: "x".into() },
+    );
+    assert_eq!(
+        first.metadata.correlation_id,
+        first.metadata.order_id.unwrap()
+    );
     assert_eq!(first.metadata.causation_id, None);
     assert_eq!(next.metadata.order_id, first.metadata.order_id);
     assert_eq!(next.metadata.correlation_id, first.metadata.correlation_id);
@@ -157,10 +196,17 @@ fn order_events_are_keyed_by_order_id_and_catalog_events_by_product_id() {
 
 #[test]
 fn an_order_event_without_an_order_id_is_not_a_valid_event() {
-    let mut event = Event::first_of_order(order(), "order-service", OrderCancelled { reason: "x".into() });
+    let mut event = Event::first_of_order(
+        order(),
+        "order-service",
+        OrderCancelled { reason: "x".into() },
+    );
     event.metadata.order_id = None;
     let error = Event::from_avro("OrderCancelled", &event.to_avro().unwrap()).unwrap_err();
-    assert!(matches!(error, ContractError::MissingOrderId("OrderCancelled")));
+    assert!(matches!(
+        error,
+        ContractError::MissingOrderId("OrderCancelled")
+    ));
 }
 
 fn walk_fields(schema: &Json, visit: &mut dyn FnMut(&Json)) {
@@ -185,7 +231,11 @@ fn walk_fields(schema: &Json, visit: &mut dyn FnMut(&Json)) {
 fn every_field_of_every_schema_has_a_doc() {
     for contract in CONTRACTS {
         let schema: Json = serde_json::from_str(contract.schema_json).unwrap();
-        assert!(schema["doc"].is_string(), "{} has no doc", contract.event_type);
+        assert!(
+            schema["doc"].is_string(),
+            "{} has no doc",
+            contract.event_type
+        );
         walk_fields(&schema, &mut |field| {
             assert!(
                 field["doc"].as_str().is_some_and(|d| !d.is_empty()),
@@ -207,13 +257,21 @@ fn every_schema_carries_the_same_metadata_record_first() {
     };
     let reference = metadata_of(&CONTRACTS[0]);
     for contract in CONTRACTS {
-        assert_eq!(metadata_of(contract), reference, "{} metadata differs", contract.event_type);
+        assert_eq!(
+            metadata_of(contract),
+            reference,
+            "{} metadata differs",
+            contract.event_type
+        );
     }
 }
 
 #[test]
 fn money_is_never_a_float() {
     for contract in CONTRACTS {
-        assert!(!contract.schema_json.contains("\"float\"") && !contract.schema_json.contains("\"double\""));
+        assert!(
+            !contract.schema_json.contains("\"float\"")
+                && !contract.schema_json.contains("\"double\"")
+        );
     }
 }

@@ -29,7 +29,8 @@ pub fn registry_url() -> String {
 }
 
 fn postgres_url(database: &str) -> String {
-    let base = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     format!("{base}/{database}")
 }
 
@@ -58,7 +59,10 @@ fn init_test_logging() {
         if std::env::var_os("TEST_LOG").is_some() {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
-            tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
         }
     });
 }
@@ -80,7 +84,10 @@ impl TestStack {
             .connect(&postgres_url(&database))
             .await
             .unwrap();
-        shared_events::migrations::PLUMBING.run(&pool).await.unwrap();
+        shared_events::migrations::PLUMBING
+            .run(&pool)
+            .await
+            .unwrap();
         sqlx::query(EFFECTS_TABLE).execute(&pool).await.unwrap();
 
         let mut kafka = KafkaConfig::local(&kafka_bootstrap());
@@ -144,7 +151,12 @@ impl TestStack {
     }
 
     /// Starts the idempotent consumer runner with [`RecordingHandler`] on `topics`.
-    pub fn spawn_consumer(&self, group: &str, topics: Vec<Topic>, shutdown: &CancellationToken) -> JoinHandle<()> {
+    pub fn spawn_consumer(
+        &self,
+        group: &str,
+        topics: Vec<Topic>,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: self.kafka.clone(),
@@ -199,8 +211,8 @@ pub fn step_event(order_id: Uuid, step: usize) -> Event {
 }
 
 pub fn sample_order_placed(order_id: Uuid) -> Event {
-    use shared_events::contracts::{Address, OrderLine};
     use shared_events::Money;
+    use shared_events::contracts::{Address, OrderLine};
     Event::first_of_order(
         order_id,
         "integration-test",
@@ -235,7 +247,9 @@ impl EventHandler for RecordingHandler {
             other => other.event_type().to_owned(),
         };
         if step == "reject-me" {
-            return Err(HandlerError::Rejected("the test asked for a rejection".into()));
+            return Err(HandlerError::Rejected(
+                "the test asked for a rejection".into(),
+            ));
         }
         sqlx::query("INSERT INTO test_effects (event_id, order_id, step) VALUES ($1, $2, $3)")
             .bind(event.metadata.event_id)
@@ -258,7 +272,10 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
