@@ -212,3 +212,116 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
     relay.await.unwrap();
     consumer.await.unwrap();
 }
+
+#[tokio::test]
+async fn transient_failures_are_retried_then_the_partition_pauses_and_resumes_in_order() {
+    let stack = TestStack::new(1).await;
+    let order = Uuid::now_v7();
+    let flaky = Event::first_of_order(
+        order,
+        "integration-test",
+        OrderCancellationRequested {
+            reason: "flaky-step".into(),
+        },
+    );
+    let after = step_event(order, 1);
+    stack
+        .append_committed(&[flaky.clone(), after.clone()])
+        .await;
+    let shutdown = CancellationToken::new();
+    let relay = stack.spawn_relay(&shutdown);
+    // fast_retry allows 3 retries per round: 4 attempts fail the first round (pause), the
+    // resumed round fails twice more and then succeeds.
+    let handler = support::RecordingHandler::failing_transiently(6);
+    let consumer =
+        stack.spawn_consumer_with("flaky", vec![Topic::Orders], handler.clone(), &shutdown);
+
+    let effects = eventually(Duration::from_secs(60), "both events applied", || async {
+        let effects = stack.effects().await;
+        (effects.len() == 2).then_some(effects)
+    })
+    .await;
+
+    let applied: Vec<_> = effects.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(
+        applied,
+        [flaky.metadata.event_id, after.metadata.event_id],
+        "order kept"
+    );
+    let labels = shared_events::metrics::RecordLabels::new(
+        &stack.names.name(Topic::Orders),
+        "OrderCancellationRequested",
+    );
+    assert_eq!(stack.metrics.retried.get_or_create(&labels).get(), 6);
+    let topic = shared_events::metrics::TopicLabels {
+        topic: stack.names.name(Topic::Orders),
+    };
+    assert_eq!(
+        stack.metrics.partitions_paused.get_or_create(&topic).get(),
+        1
+    );
+    assert_eq!(
+        handler
+            .transient_failures
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    shutdown.cancel();
+    relay.await.unwrap();
+    consumer.await.unwrap();
+}
+
+/// Appends the given steps of every order, step by step, 30 events per transaction.
+async fn append_steps(stack: &TestStack, orders: &[Uuid], steps: std::ops::Range<usize>) {
+    let events: Vec<_> = steps
+        .flat_map(|step| orders.iter().map(move |order| step_event(*order, step)))
+        .collect();
+    for chunk in events.chunks(30) {
+        stack.append_committed(chunk).await;
+    }
+}
+
+#[tokio::test]
+async fn consumers_joining_and_leaving_the_group_lose_nothing_and_keep_per_order_order() {
+    let stack = TestStack::new(6).await;
+    let orders: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    let shutdown = CancellationToken::new();
+    let first_shutdown = CancellationToken::new();
+    let relay = stack.spawn_relay(&shutdown);
+    let first = stack.spawn_consumer("rebalance", vec![Topic::Orders], &first_shutdown);
+    append_steps(&stack, &orders, 0..4).await;
+    eventually(
+        Duration::from_secs(60),
+        "the first member to apply events",
+        || async { (stack.effects().await.len() >= 30).then_some(()) },
+    )
+    .await;
+
+    // A second member joins (rebalance), then the first leaves (rebalance again), while
+    // events keep coming.
+    let second = stack.spawn_consumer("rebalance", vec![Topic::Orders], &shutdown);
+    append_steps(&stack, &orders, 4..7).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first_shutdown.cancel();
+    first.await.unwrap();
+    append_steps(&stack, &orders, 7..10).await;
+
+    let effects = eventually(Duration::from_secs(120), "all 300 events", || async {
+        let effects = stack.effects().await;
+        (effects.len() >= 300).then_some(effects)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.effects().await.len(), 300, "each event applied once");
+    let mut per_order: std::collections::HashMap<Uuid, Vec<String>> = Default::default();
+    for (_, order, step) in effects {
+        per_order.entry(order).or_default().push(step);
+    }
+    let expected: Vec<String> = (0..10).map(|s| format!("step-{s:04}")).collect();
+    for (order, steps) in per_order {
+        assert_eq!(steps, expected, "order {order} applied out of order");
+    }
+    shutdown.cancel();
+    relay.await.unwrap();
+    second.await.unwrap();
+}

@@ -3,7 +3,12 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -49,7 +54,8 @@ pub const EFFECTS_TABLE: &str = "CREATE TABLE test_effects (
     applied_seq BIGSERIAL PRIMARY KEY,
     event_id UUID NOT NULL,
     order_id UUID NOT NULL,
-    step TEXT NOT NULL
+    step TEXT NOT NULL,
+    trace_id TEXT
 )";
 
 /// Logs appear only when `TEST_LOG` is set (filter with `RUST_LOG`).
@@ -150,11 +156,21 @@ impl TestStack {
         tokio::spawn(async move { relay.run(shutdown).await.unwrap() })
     }
 
-    /// Starts the idempotent consumer runner with [`RecordingHandler`] on `topics`.
+    /// Starts the idempotent consumer runner with a plain [`RecordingHandler`] on `topics`.
     pub fn spawn_consumer(
         &self,
         group: &str,
         topics: Vec<Topic>,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
+        self.spawn_consumer_with(group, topics, RecordingHandler::default(), shutdown)
+    }
+
+    pub fn spawn_consumer_with(
+        &self,
+        group: &str,
+        topics: Vec<Topic>,
+        handler: RecordingHandler,
         shutdown: &CancellationToken,
     ) -> JoinHandle<()> {
         let consumer = IdempotentConsumer::new(
@@ -166,7 +182,7 @@ impl TestStack {
             },
             self.pool.clone(),
             self.codec.clone(),
-            RecordingHandler,
+            handler,
             self.metrics.clone(),
         )
         .unwrap();
@@ -237,8 +253,21 @@ pub fn sample_order_placed(order_id: Uuid) -> Event {
     )
 }
 
-/// Records every event it applies in `test_effects`, inside the runner's transaction.
-pub struct RecordingHandler;
+/// Records every event it applies in `test_effects` (with the trace id its span runs in),
+/// inside the runner's transaction. Events whose step is `reject-me` are rejected; events
+/// whose step starts with `flaky` fail transiently while `transient_failures` lasts.
+#[derive(Clone, Default)]
+pub struct RecordingHandler {
+    pub transient_failures: Arc<AtomicUsize>,
+}
+
+impl RecordingHandler {
+    pub fn failing_transiently(times: usize) -> Self {
+        Self {
+            transient_failures: Arc::new(AtomicUsize::new(times)),
+        }
+    }
+}
 
 impl EventHandler for RecordingHandler {
     async fn handle(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
@@ -251,12 +280,33 @@ impl EventHandler for RecordingHandler {
                 "the test asked for a rejection".into(),
             ));
         }
-        sqlx::query("INSERT INTO test_effects (event_id, order_id, step) VALUES ($1, $2, $3)")
-            .bind(event.metadata.event_id)
-            .bind(event.metadata.order_id)
-            .bind(step)
-            .execute(&mut *tx)
-            .await?;
+        if step.starts_with("flaky")
+            && self
+                .transient_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(HandlerError::Transient(
+                "the test asked for a transient failure".into(),
+            ));
+        }
+        let span_context = tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .clone();
+        let trace_id = span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string());
+        sqlx::query(
+            "INSERT INTO test_effects (event_id, order_id, step, trace_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(event.metadata.event_id)
+        .bind(event.metadata.order_id)
+        .bind(step)
+        .bind(trace_id)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }
