@@ -51,22 +51,19 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// Delays for one record's retries; ends after `max_attempts`.
     pub fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(self.initial_delay_ms))
-            .with_max_delay(Duration::from_millis(self.max_delay_ms))
-            .with_max_times(self.max_attempts)
-            .with_jitter()
-            .build()
+        self.exponential().with_max_times(self.max_attempts).build()
     }
 
     /// Delays for a loop that never gives up (the relay): the cap still applies.
     pub fn endless_delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        self.exponential().without_max_times().build()
+    }
+
+    fn exponential(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.initial_delay_ms))
             .with_max_delay(Duration::from_millis(self.max_delay_ms))
-            .without_max_times()
             .with_jitter()
-            .build()
     }
 
     pub fn cool_down(&self) -> Duration {

@@ -12,7 +12,7 @@ use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use shared_events::contracts::ProductUpserted;
 use shared_events::{Event, Money, Topic};
-use support::{TestStack, eventually, registry_url, sample_order_placed};
+use support::{TestStack, registry_url, sample_order_placed};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -21,13 +21,8 @@ async fn a_produced_record_decodes_with_the_writer_schema_fetched_by_id() {
     let stack = TestStack::new(1).await;
     let order = Uuid::now_v7();
     let event = sample_order_placed(order);
-    stack.append_committed(std::slice::from_ref(&event)).await;
     let shutdown = CancellationToken::new();
-    let relay = stack.spawn_relay(&shutdown);
-    eventually(Duration::from_secs(30), "the relay to publish", || async {
-        (stack.outbox_len().await == 0).then_some(())
-    })
-    .await;
+    let relay = stack.publish(std::slice::from_ref(&event), &shutdown).await;
 
     let reader: BaseConsumer = stack
         .kafka

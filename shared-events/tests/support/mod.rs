@@ -200,6 +200,17 @@ impl TestStack {
         tx.commit().await.unwrap();
     }
 
+    /// Commits `events` to the outbox, starts a relay, and returns once they are on Kafka.
+    pub async fn publish(&self, events: &[Event], shutdown: &CancellationToken) -> JoinHandle<()> {
+        self.append_committed(events).await;
+        let relay = self.spawn_relay(shutdown);
+        eventually(Duration::from_secs(30), "the relay to publish", || async {
+            (self.outbox_len().await == 0).then_some(())
+        })
+        .await;
+        relay
+    }
+
     pub async fn effects(&self) -> Vec<(Uuid, Uuid, String)> {
         sqlx::query_as("SELECT event_id, order_id, step FROM test_effects ORDER BY applied_seq")
             .fetch_all(&self.pool)
