@@ -5,19 +5,22 @@
 //! delivers it.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sqlx::{PgConnection, PgPool};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+mod handler;
+mod rebalance;
+
+pub use handler::{EventHandler, HandlerError};
+use rebalance::{RebalanceTracker, RevokedPartitions};
 
 use crate::codec::RegistryCodec;
 use crate::contracts::Event;
@@ -27,54 +30,6 @@ use crate::metrics::{DeadLetterLabels, EventMetrics, RecordLabels, TopicLabels};
 use crate::retry::RetryConfig;
 use crate::topics::{Topic, TopicNames};
 use crate::{Error, ErrorClass, trace_context};
-
-/// What a handler reports when it cannot apply an event.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// The event can never be applied (it breaks a business rule or is inconsistent):
-    /// the record goes to the dead-letter topic.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// Applying may succeed later (database or registry unreachable): retried.
-    #[error("transient: {0}")]
-    Transient(String),
-}
-
-impl From<sqlx::Error> for HandlerError {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            // Integrity (23xxx) and data (22xxx) errors will fail the same way every time.
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("23") || c.starts_with("22")) =>
-            {
-                HandlerError::Rejected(error.to_string())
-            }
-            _ => HandlerError::Transient(error.to_string()),
-        }
-    }
-}
-
-impl From<Error> for HandlerError {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::Database(e) => e.into(),
-            Error::InvalidContract(reason) => HandlerError::Rejected(reason),
-            other => HandlerError::Transient(other.to_string()),
-        }
-    }
-}
-
-/// Applies one event inside the runner's transaction. Write state and append outgoing
-/// events (with [`crate::Outbox::append`]) through `tx`; do not commit.
-pub trait EventHandler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        event: &Event,
-        tx: &mut PgConnection,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-}
 
 /// Who the consumer is and what it reads.
 #[derive(Debug, Clone)]
@@ -88,7 +43,7 @@ pub struct ConsumerSettings {
 /// Runs an [`EventHandler`] over a consumer group's records until shutdown.
 pub struct IdempotentConsumer<H> {
     consumer: StreamConsumer<RebalanceTracker>,
-    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    revoked: RevokedPartitions,
     group_id: String,
     pool: PgPool,
     codec: RegistryCodec,
@@ -484,34 +439,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Logs rebalances, commits stored offsets before partitions leave (so the next owner
-/// starts right after the last applied record), and tells the runner what was revoked.
-struct RebalanceTracker {
-    revoked: Arc<Mutex<Vec<(String, i32)>>>,
-}
-
-impl ClientContext for RebalanceTracker {}
-
-impl ConsumerContext for RebalanceTracker {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    info!(error = %e, "no offsets to commit before revocation");
-                }
-                let mut revoked = self.revoked.lock().expect("revoked list poisoned");
-                revoked.extend(
-                    tpl.elements()
-                        .iter()
-                        .map(|e| (e.topic().to_owned(), e.partition())),
-                );
-                info!(partitions = tpl.count(), "partitions revoked");
-            }
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
-        }
     }
 }
