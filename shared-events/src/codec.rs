@@ -12,6 +12,7 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::AvroSchema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
@@ -58,8 +59,17 @@ pub struct RegistryCodec {
 struct CodecInner {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    strategies: HashMap<&'static str, SubjectNameStrategy>,
-    readers: HashMap<&'static str, Schema>,
+    contracts: HashMap<&'static str, ContractCodec>,
+}
+
+/// Everything encoding and decoding one event type needs, resolved once in `connect`.
+struct ContractCodec {
+    strategy: SubjectNameStrategy,
+    /// This build's schema: decoded values are resolved onto it.
+    reader: Schema,
+    /// The registered schema records are written with: ours when we registered it, else the
+    /// subject's latest.
+    writer: Arc<AvroSchema>,
 }
 
 /// Why a record could not be decoded into an event. Only [`DecodeError::RegistryUnavailable`]
@@ -111,12 +121,11 @@ impl RegistryCodec {
                 .build()
                 .map_err(|e| Error::Registry(e.to_string()))
         };
-        let mut strategies = HashMap::new();
-        let mut readers = HashMap::new();
+        let encoder = AvroEncoder::new(settings()?);
+        let mut contracts = HashMap::new();
         for contract in CONTRACTS {
-            let schema = Schema::parse_str(contract.schema_json)
+            let reader = Schema::parse_str(contract.schema_json)
                 .map_err(|e| Error::InvalidContract(format!("{}: {e}", contract.event_type)))?;
-            readers.insert(contract.event_type, schema);
             let topic = names.name(contract.topic);
             let strategy = if config.auto_register {
                 let supplied = SuppliedSchema::new(
@@ -128,54 +137,44 @@ impl RegistryCodec {
             } else {
                 SubjectNameStrategy::TopicRecordNameStrategy(topic, contract.full_name())
             };
-            strategies.insert(contract.event_type, strategy);
-        }
-        let codec = Self {
-            inner: Arc::new(CodecInner {
-                encoder: AvroEncoder::new(settings()?),
-                decoder: AvroDecoder::new(settings()?),
-                strategies,
-                readers,
-            }),
-        };
-        for contract in CONTRACTS {
-            let strategy = &codec.inner.strategies[contract.event_type];
             let subject = subject_name(names, contract);
-            codec
-                .inner
-                .encoder
+            let writer = encoder
                 .get_schema_and_id(&subject, strategy.clone())
                 .await
                 .map_err(|e| Error::SchemaRegistration {
                     subject,
                     reason: e.to_string(),
                 })?;
+            contracts.insert(
+                contract.event_type,
+                ContractCodec {
+                    strategy,
+                    reader,
+                    writer,
+                },
+            );
         }
-        Ok(codec)
+        Ok(Self {
+            inner: Arc::new(CodecInner {
+                encoder,
+                decoder: AvroDecoder::new(settings()?),
+                contracts,
+            }),
+        })
     }
 
     /// The event in the Confluent wire format, ready to be a Kafka record value.
     pub async fn encode(&self, event: &Event) -> Result<Vec<u8>, Error> {
-        let strategy = &self.inner.strategies[event.event_type()];
+        let contract = &self.inner.contracts[event.event_type()];
         let invalid =
             |e: apache_avro::Error| Error::InvalidContract(format!("{}: {e}", event.event_type()));
-        let subject = strategy
-            .get_subject()
-            .map_err(|e| Error::Registry(e.to_string()))?;
-        // The schema this record is written with: ours when we registered it, else the
-        // subject's latest. Resolving onto it types logical fields (uuid, timestamps) and
-        // fills defaults of fields a newer registered version added. Cached after start-up.
-        let target = self
-            .inner
-            .encoder
-            .get_schema_and_id(&subject, strategy.clone())
-            .await
-            .map_err(|e| Error::Registry(e.to_string()))?;
-        let value = resolve_onto_reader(event.to_avro().map_err(invalid)?, &target.parsed)
+        // Resolving onto the writer schema types logical fields (uuid, timestamps) and fills
+        // defaults of fields a newer registered version added.
+        let value = resolve_onto_reader(event.to_avro().map_err(invalid)?, &contract.writer.parsed)
             .map_err(invalid)?;
         self.inner
             .encoder
-            .encode_value(value, strategy)
+            .encode_value(value, &contract.strategy)
             .await
             .map_err(|e| Error::Registry(e.to_string()))
     }
@@ -211,7 +210,7 @@ impl RegistryCodec {
             .unwrap_or_else(|| "<unnamed>".to_owned());
         let contract = Contract::by_full_name(&full_name)
             .ok_or_else(|| DecodeError::UnknownRecord(full_name.clone()))?;
-        let reader = &self.inner.readers[contract.event_type];
+        let reader = &self.inner.contracts[contract.event_type].reader;
         let value =
             resolve_onto_reader(decoded.value, reader).map_err(|e| DecodeError::Incompatible {
                 event_type: contract.event_type.to_owned(),
