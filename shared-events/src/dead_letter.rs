@@ -69,14 +69,7 @@ impl DeadLetterPublisher {
                 value: Some(value),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&topic).headers(record_headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
+        let record = record(&topic, message.key(), message.payload(), record_headers);
         let producer = self
             .producer
             .lock()
@@ -182,14 +175,12 @@ pub async fn replay_dead_letters(
     })?;
     let timeout = Duration::from_millis(u64::from(kafka.message_timeout_ms));
     for (topic, key, payload, record_headers) in &to_send {
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(record_headers.clone());
-        if let Some(key) = key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(payload) = payload {
-            record = record.payload(payload.as_slice());
-        }
+        let record = record(
+            topic,
+            key.as_deref(),
+            payload.as_deref(),
+            record_headers.clone(),
+        );
         producer
             .send(record, timeout)
             .await
@@ -198,13 +189,30 @@ pub async fn replay_dead_letters(
     Ok(to_send.len())
 }
 
+/// A record of raw bytes; Kafka allows records without key or value.
+fn record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    headers: OwnedHeaders,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    record
+}
+
+/// The value of the first header named `key`.
+pub(crate) fn header_value<'m>(message: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m [u8]> {
+    message.headers()?.iter().find(|h| h.key == key)?.value
+}
+
 fn header(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    header_value(message, key).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Calls `visit` for every record of `topic` between the low and high watermark at call time.

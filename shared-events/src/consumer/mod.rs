@@ -417,13 +417,7 @@ enum Applied {
 }
 
 fn event_type_header(message: &BorrowedMessage<'_>) -> String {
-    message
-        .headers()
-        .and_then(|h| {
-            h.iter()
-                .find(|h| h.key == crate::outbox::headers::EVENT_TYPE)
-        })
-        .and_then(|h| h.value)
+    crate::dead_letter::header_value(message, crate::outbox::headers::EVENT_TYPE)
         .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("unknown")
         .to_owned()
