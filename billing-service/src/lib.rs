@@ -1,10 +1,17 @@
-//! billing-service: Authorizes and refunds payments for the order saga.
+//! billing-service: authorizes and refunds payments.
 //!
-//! For now the service runs the shared event plumbing (migrations, registry, outbox relay)
-//! and serves `/healthz`, `/readyz` and `/metrics`; the saga gives it its domain.
+//! It hears `OrderPlaced` (charge the customer's account or decline), `StockRejected` and
+//! `ShipmentFailed` (refund), and `OrderCompleted` (the charge becomes final). The rules
+//! live in [`domain`], free of I/O; [`handler`] applies them in the consumer's transaction.
+
+pub mod domain;
+pub mod handler;
+pub mod http;
 
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use shared_events::{ConsumerSettings, IdempotentConsumer, Topic};
 use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
 
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name: "billing-service",
@@ -20,14 +27,33 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 #[command(
     name = "billing-service",
     version,
-    about = "Authorizes and refunds payments for the order saga."
+    about = "Authorizes and refunds payments."
 )]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
 }
 
-/// Builds the service: database, registry, relay, HTTP routes.
+/// Builds the service: database, registry, relay, the saga consumer and the HTTP API.
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    Application::build(DEFAULTS, config.service, &MIGRATIONS).await
+    let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
+    let plumbing = app.plumbing().clone();
+    let consumer = IdempotentConsumer::new(
+        ConsumerSettings {
+            kafka: plumbing.config.kafka.clone(),
+            group_id: DEFAULTS.name.to_owned(),
+            topics: vec![Topic::Orders, Topic::Inventory, Topic::Shipments],
+            retry: plumbing.config.retry.clone(),
+        },
+        plumbing.pool.clone(),
+        plumbing.codec.clone(),
+        handler::BillingHandler {
+            outbox: plumbing.outbox.clone(),
+        },
+        plumbing.metrics.clone(),
+    )?;
+    Ok(app
+        .with_routes(http::routes(plumbing.pool))
+        .with_openapi(http::ApiDoc::openapi())
+        .with_task(|token| async move { Ok(consumer.run(token).await?) }))
 }

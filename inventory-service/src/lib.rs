@@ -1,10 +1,17 @@
-//! inventory-service: Reserves and releases stock for the order saga, and publishes the catalog.
+//! inventory-service: reserves and releases stock, and owns the product catalog.
 //!
-//! For now the service runs the shared event plumbing (migrations, registry, outbox relay)
-//! and serves `/healthz`, `/readyz` and `/metrics`; the saga gives it its domain.
+//! It reserves an order's lines (all or none) once it has heard both `OrderPlaced` (what)
+//! and `PaymentAuthorized` (paid), and releases them on `ShipmentFailed`. Product changes
+//! made over REST are published as `ProductUpserted`. The rules live in [`domain`].
+
+pub mod domain;
+pub mod handler;
+pub mod http;
 
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use shared_events::{ConsumerSettings, IdempotentConsumer, Topic};
 use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
 
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name: "inventory-service",
@@ -20,14 +27,33 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 #[command(
     name = "inventory-service",
     version,
-    about = "Reserves and releases stock for the order saga, and publishes the catalog."
+    about = "Reserves and releases stock."
 )]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
 }
 
-/// Builds the service: database, registry, relay, HTTP routes.
+/// Builds the service: database, registry, relay, the saga consumer and the HTTP API.
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    Application::build(DEFAULTS, config.service, &MIGRATIONS).await
+    let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
+    let plumbing = app.plumbing().clone();
+    let consumer = IdempotentConsumer::new(
+        ConsumerSettings {
+            kafka: plumbing.config.kafka.clone(),
+            group_id: DEFAULTS.name.to_owned(),
+            topics: vec![Topic::Orders, Topic::Payments, Topic::Shipments],
+            retry: plumbing.config.retry.clone(),
+        },
+        plumbing.pool.clone(),
+        plumbing.codec.clone(),
+        handler::InventoryHandler {
+            outbox: plumbing.outbox.clone(),
+        },
+        plumbing.metrics.clone(),
+    )?;
+    Ok(app
+        .with_routes(http::routes(plumbing.pool, plumbing.outbox))
+        .with_openapi(http::ApiDoc::openapi())
+        .with_task(|token| async move { Ok(consumer.run(token).await?) }))
 }

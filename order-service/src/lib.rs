@@ -1,10 +1,27 @@
-//! order-service: REST entry point of the order saga: takes orders, keeps their event-sourced history and read model, publishes order events.
+//! order-service: the REST entry point of the order saga.
 //!
-//! For now the service runs the shared event plumbing (migrations, registry, outbox relay)
-//! and serves `/healthz`, `/readyz` and `/metrics`; the saga gives it its domain.
+//! An order's source of truth is its history in `order_events` (event sourcing);
+//! `orders_view` is a projection for queries, rebuilt from the history by
+//! `order-service rebuild-view`. The service publishes `OrderPlaced`,
+//! `OrderCancellationRequested`, `OrderCompleted` and `OrderCancelled`, and records what
+//! billing, inventory and shipping report.
+
+pub mod deadline;
+pub mod domain;
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod orders;
+pub mod store;
+
+use std::time::Duration;
 
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use shared_events::{ConsumerSettings, IdempotentConsumer, Topic};
 use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
+
+pub use error::Error;
 
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name: "order-service",
@@ -13,7 +30,7 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 };
 
 /// This service's own tables; the plumbing's come from `shared-events`.
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]
@@ -25,9 +42,82 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
+    /// Seconds an order may stay in flight before it is cancelled and compensated.
+    #[arg(
+        long = "saga-deadline-secs",
+        env = "SAGA_DEADLINE_SECS",
+        default_value_t = 30
+    )]
+    pub saga_deadline_secs: u64,
+    /// How often overdue orders are looked for, in milliseconds.
+    #[arg(
+        long = "deadline-poll-ms",
+        env = "DEADLINE_POLL_MS",
+        default_value_t = 500
+    )]
+    pub deadline_poll_ms: u64,
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
-/// Builds the service: database, registry, relay, HTTP routes.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Rebuild `orders_view` from `order_events`, then exit.
+    RebuildView,
+}
+
+/// Builds the service: database, registry, relay, consumer, deadline watcher, HTTP API.
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    Application::build(DEFAULTS, config.service, &MIGRATIONS).await
+    if config.saga_deadline_secs == 0 || config.deadline_poll_ms == 0 {
+        anyhow::bail!("SAGA_DEADLINE_SECS and DEADLINE_POLL_MS must be positive");
+    }
+    let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
+    let plumbing = app.plumbing().clone();
+    let orders = orders::Orders::new(plumbing.outbox.clone());
+    let consumer = IdempotentConsumer::new(
+        ConsumerSettings {
+            kafka: plumbing.config.kafka.clone(),
+            group_id: DEFAULTS.name.to_owned(),
+            topics: vec![
+                Topic::Payments,
+                Topic::Inventory,
+                Topic::Shipments,
+                Topic::Catalog,
+            ],
+            retry: plumbing.config.retry.clone(),
+        },
+        plumbing.pool.clone(),
+        plumbing.codec.clone(),
+        handler::OrderHandler {
+            orders: orders.clone(),
+        },
+        plumbing.metrics.clone(),
+    )?;
+    let watcher = deadline::DeadlineWatcher {
+        pool: plumbing.pool.clone(),
+        orders: orders.clone(),
+        poll_interval: Duration::from_millis(config.deadline_poll_ms),
+    };
+    let api = http::ApiState {
+        pool: plumbing.pool,
+        orders,
+        saga_timeout: Duration::from_secs(config.saga_deadline_secs),
+    };
+    Ok(app
+        .with_routes(http::routes(api))
+        .with_openapi(http::ApiDoc::openapi())
+        .with_task(|token| async move { Ok(consumer.run(token).await?) })
+        .with_task(|token| watcher.run(token)))
+}
+
+/// `order-service rebuild-view`: replaces the projection with one folded from the history.
+pub async fn rebuild_view(config: &Config) -> anyhow::Result<u64> {
+    let pool = sqlx::PgPool::connect(&config.service.database_url(&DEFAULTS)).await?;
+    shared_events::migrations::with_service_migrations(&MIGRATIONS)
+        .run(&pool)
+        .await?;
+    let mut tx = pool.begin().await?;
+    let rebuilt = store::rebuild_view(&mut tx).await?;
+    tx.commit().await?;
+    Ok(rebuilt)
 }

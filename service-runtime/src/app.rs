@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use rdkafka::consumer::BaseConsumer;
 use shared_events::{EventMetrics, Outbox, OutboxRelay, RegistryCodec, TopicNames};
@@ -107,6 +109,17 @@ impl Application {
         self
     }
 
+    /// Serves `doc`, completed with the health endpoints, at `/openapi.json`.
+    pub fn with_openapi(mut self, mut doc: utoipa::openapi::OpenApi) -> Self {
+        doc.merge(health::openapi());
+        let doc = Arc::new(doc);
+        self.router = self.router.route(
+            "/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        );
+        self
+    }
+
     /// Adds a task (e.g. an idempotent consumer) that runs until the token is cancelled.
     pub fn with_task<F, Fut>(mut self, task: F) -> Self
     where
@@ -146,6 +159,7 @@ impl Application {
         }
         let router = self.router.layer((
             TraceLayer::new_for_http(),
+            DefaultBodyLimit::max(crate::json::BODY_LIMIT_BYTES),
             TimeoutLayer::with_status_code(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(10),

@@ -28,15 +28,31 @@ pub struct HealthState {
 
 pub fn router(state: HealthState) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({"status": "alive"})) }),
-        )
+        .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
+/// The health endpoints every service serves, for its OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(alive, ready, metrics))]
+    struct HealthApi;
+    <HealthApi as utoipa::OpenApi>::openapi()
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
+async fn alive() -> Json<serde_json::Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// The database and the broker answer.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "A dependency is unreachable", content_type = "application/problem+json"),
+))]
 async fn ready(State(state): State<HealthState>) -> Response {
     let database =
         tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool))
@@ -72,6 +88,8 @@ async fn ready(State(state): State<HealthState>) -> Response {
     }
 }
 
+/// Prometheus metrics, OpenMetrics text.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<HealthState>) -> Response {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.metrics) {

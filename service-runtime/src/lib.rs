@@ -5,12 +5,14 @@
 mod app;
 pub mod config;
 pub mod health;
+pub mod json;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use app::{Application, Plumbing};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
+pub use json::ValidJson;
 pub use problem::Problem;
 
 /// What a service binary does after parsing its config: start telemetry, build the

@@ -39,12 +39,59 @@ impl Problem {
         self
     }
 
+    /// 422 with one entry per broken rule: `errors: [{field, message}]`.
+    pub fn validation(errors: impl serde::Serialize) -> Self {
+        let errors = serde_json::to_value(errors).unwrap_or(Value::Null);
+        let detail = errors
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["field"].as_str().unwrap_or(""),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+            "The request is invalid",
+        )
+        .detail(detail)
+        .with("errors", errors)
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "/problems/not-found", "Not found").detail(what)
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "/problems/internal",
             "Internal error",
         )
+    }
+}
+
+/// A database failure is the server's problem: logged here, a bare 500 for the client.
+impl From<sqlx::Error> for Problem {
+    fn from(error: sqlx::Error) -> Self {
+        tracing::error!(error = %error, "database error");
+        Self::internal()
+    }
+}
+
+/// An event-plumbing failure (registry unreachable, say) while appending to the outbox.
+impl From<shared_events::Error> for Problem {
+    fn from(error: shared_events::Error) -> Self {
+        tracing::error!(error = %error, "event plumbing error");
+        Self::internal()
     }
 }
 

@@ -1,10 +1,16 @@
-//! shipping-service: Schedules shipments for the order saga.
-//!
-//! For now the service runs the shared event plumbing (migrations, registry, outbox relay)
-//! and serves `/healthz`, `/readyz` and `/metrics`; the saga gives it its domain.
+//! shipping-service: schedules shipments, and is the one place that decides whether an
+//! order ships. Once it emits `ShipmentScheduled` the order can no longer be cancelled; a
+//! cancellation or a passed saga deadline heard first makes it emit `ShipmentFailed`
+//! instead, which starts the compensations. The rules live in [`domain`].
+
+pub mod domain;
+pub mod handler;
+pub mod http;
 
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use shared_events::{ConsumerSettings, IdempotentConsumer, Topic};
 use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
 
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name: "shipping-service",
@@ -17,17 +23,50 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "shipping-service",
-    version,
-    about = "Schedules shipments for the order saga."
-)]
+#[command(name = "shipping-service", version, about = "Schedules shipments.")]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
+    /// Countries (ISO 3166-1 alpha-2) some carrier ships to; orders elsewhere are refused.
+    #[arg(
+        long = "shipping-destinations",
+        env = "SHIPPING_DESTINATIONS",
+        value_delimiter = ',',
+        default_value = "US,CA,GB,IE,DE,FR,NL,BE,LU,AT,CH,ES,PT,IT,DK,SE,NO,FI,PL,CZ"
+    )]
+    pub destinations: Vec<String>,
 }
 
-/// Builds the service: database, registry, relay, HTTP routes.
+/// Builds the service: database, registry, relay, the saga consumer and the HTTP API.
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    Application::build(DEFAULTS, config.service, &MIGRATIONS).await
+    if let Some(bad) = config
+        .destinations
+        .iter()
+        .find(|d| d.len() != 2 || !d.chars().all(|c| c.is_ascii_alphabetic()))
+    {
+        anyhow::bail!("SHIPPING_DESTINATIONS: {bad:?} is not a two-letter country code");
+    }
+    let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
+    let plumbing = app.plumbing().clone();
+    let consumer = IdempotentConsumer::new(
+        ConsumerSettings {
+            kafka: plumbing.config.kafka.clone(),
+            group_id: DEFAULTS.name.to_owned(),
+            topics: vec![Topic::Orders, Topic::Inventory],
+            retry: plumbing.config.retry.clone(),
+        },
+        plumbing.pool.clone(),
+        plumbing.codec.clone(),
+        handler::ShippingHandler {
+            outbox: plumbing.outbox.clone(),
+            carriers: domain::Carriers {
+                destinations: config.destinations,
+            },
+        },
+        plumbing.metrics.clone(),
+    )?;
+    Ok(app
+        .with_routes(http::routes(plumbing.pool))
+        .with_openapi(http::ApiDoc::openapi())
+        .with_task(|token| async move { Ok(consumer.run(token).await?) }))
 }

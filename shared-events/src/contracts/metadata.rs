@@ -19,6 +19,9 @@ pub struct EventMetadata {
     #[serde(with = "super::avro_uuid::option")]
     pub causation_id: Option<Uuid>,
     pub producer: String,
+    /// When the order's saga gives up; copied from cause to effect (deadline propagation).
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    pub saga_deadline: Option<DateTime<Utc>>,
 }
 
 impl EventMetadata {
@@ -32,6 +35,7 @@ impl EventMetadata {
             correlation_id: order_id,
             causation_id: None,
             producer: producer.to_owned(),
+            saga_deadline: None,
         }
     }
 
@@ -45,6 +49,7 @@ impl EventMetadata {
             correlation_id: cause.correlation_id,
             causation_id: Some(cause.event_id),
             producer: producer.to_owned(),
+            saga_deadline: cause.saga_deadline,
         }
     }
 
@@ -59,7 +64,13 @@ impl EventMetadata {
             correlation_id: event_id,
             causation_id: None,
             producer: producer.to_owned(),
+            saga_deadline: None,
         }
+    }
+
+    /// Whether the saga's deadline has passed at `now` (never, without a deadline).
+    pub fn deadline_passed(&self, now: DateTime<Utc>) -> bool {
+        self.saga_deadline.is_some_and(|deadline| now >= deadline)
     }
 }
 

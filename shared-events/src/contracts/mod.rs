@@ -7,6 +7,7 @@ mod metadata;
 mod payloads;
 
 use apache_avro::types::Value;
+use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 pub use metadata::{EventMetadata, Money};
@@ -146,6 +147,12 @@ impl Event {
         let payload = payload.into();
         let metadata = EventMetadata::caused_by(cause, payload.event_type(), producer);
         Self { metadata, payload }
+    }
+
+    /// Sets the saga deadline (on an order's first event; effects inherit it).
+    pub fn with_saga_deadline(mut self, deadline: DateTime<Utc>) -> Self {
+        self.metadata.saga_deadline = Some(deadline.trunc_subsecs(3));
+        self
     }
 
     /// A catalog event (no order).

@@ -1,0 +1,188 @@
+//! Inventory's REST API: list and read products; create, restock or reprice one, which
+//! publishes `ProductUpserted` (through the outbox) for order-service's catalog copy.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use service_runtime::{Problem, ValidJson};
+use shared_events::contracts::ProductUpserted;
+use shared_events::{Event, Money, Outbox};
+use sqlx::{FromRow, PgExecutor, PgPool};
+use utoipa::{OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "inventory-service",
+        description = "Products, stock and reservations."
+    ),
+    paths(list_products, get_product, put_product)
+)]
+pub struct ApiDoc;
+
+#[derive(Clone)]
+struct ApiState {
+    pool: PgPool,
+    outbox: Outbox,
+}
+
+pub fn routes(pool: PgPool, outbox: Outbox) -> Router {
+    Router::new()
+        .route("/products", get(list_products))
+        .route("/products/{product_id}", get(get_product).put(put_product))
+        .with_state(ApiState { pool, outbox })
+}
+
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+pub struct ProductView {
+    pub product_id: String,
+    pub name: String,
+    pub unit_price_minor: i64,
+    pub currency: String,
+    /// Units that can still be reserved.
+    pub available: i32,
+    /// Units held by orders in flight.
+    pub reserved: i32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutProduct {
+    pub name: String,
+    pub unit_price_minor: i64,
+    /// ISO 4217 code: EUR, USD, GBP or CHF.
+    pub currency: String,
+    /// Units available for new orders (reserved units are not affected).
+    pub available: i32,
+}
+
+const SELECT_PRODUCT: &str =
+    "SELECT product_id, name, unit_price_minor, currency, available, reserved FROM products";
+
+/// Every product, by id.
+#[utoipa::path(get, path = "/products", tag = "products",
+    responses((status = 200, body = Vec<ProductView>)))]
+async fn list_products(State(state): State<ApiState>) -> Result<Json<Vec<ProductView>>, Problem> {
+    let products = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_PRODUCT} ORDER BY product_id"
+    )))
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(products))
+}
+
+/// One product with its stock.
+#[utoipa::path(get, path = "/products/{product_id}", tag = "products",
+    params(("product_id" = String, Path)),
+    responses(
+        (status = 200, body = ProductView),
+        (status = 404, description = "No such product", content_type = "application/problem+json"),
+    ))]
+async fn get_product(
+    State(state): State<ApiState>,
+    Path(product_id): Path<String>,
+) -> Result<Json<ProductView>, Problem> {
+    find(&state.pool, &product_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no product {product_id}")))
+}
+
+/// Creates a product, or restocks / reprices / renames it; publishes `ProductUpserted`.
+#[utoipa::path(put, path = "/products/{product_id}", tag = "products",
+    params(("product_id" = String, Path)),
+    request_body = PutProduct,
+    responses(
+        (status = 200, description = "Updated", body = ProductView),
+        (status = 201, description = "Created", body = ProductView),
+        (status = 422, description = "Invalid", content_type = "application/problem+json"),
+    ))]
+async fn put_product(
+    State(state): State<ApiState>,
+    Path(product_id): Path<String>,
+    ValidJson(body): ValidJson<PutProduct>,
+) -> Result<(StatusCode, Json<ProductView>), Problem> {
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, field: &str, message: &str| {
+        if !ok {
+            errors.push(serde_json::json!({"field": field, "message": message}));
+        }
+    };
+    check(
+        !product_id.is_empty()
+            && product_id.len() <= 64
+            && product_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "product_id",
+        "must be 1 to 64 letters, digits, '-' or '_'",
+    );
+    check(
+        !body.name.trim().is_empty() && body.name.len() <= 200,
+        "name",
+        "must be 1 to 200 characters",
+    );
+    check(
+        body.unit_price_minor > 0,
+        "unit_price_minor",
+        "must be positive",
+    );
+    check(
+        ["EUR", "USD", "GBP", "CHF"].contains(&body.currency.as_str()),
+        "currency",
+        "unknown currency; use EUR, USD, GBP or CHF",
+    );
+    check(body.available >= 0, "available", "must not be negative");
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let mut tx = state.pool.begin().await?;
+    let (inserted,): (bool,) = sqlx::query_as(
+        "INSERT INTO products (product_id, name, unit_price_minor, currency, available)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (product_id) DO UPDATE SET name = $2, unit_price_minor = $3,
+             currency = $4, available = $5, updated_at = now()
+         RETURNING (xmax = 0)",
+    )
+    .bind(&product_id)
+    .bind(&body.name)
+    .bind(body.unit_price_minor)
+    .bind(&body.currency)
+    .bind(body.available)
+    .fetch_one(&mut *tx)
+    .await?;
+    let event = Event::catalog(
+        crate::DEFAULTS.name,
+        ProductUpserted {
+            product_id: product_id.clone(),
+            name: body.name,
+            unit_price: Money::new(body.unit_price_minor, body.currency),
+            available_quantity: body.available,
+        },
+    );
+    state.outbox.append(&mut tx, &event).await?;
+    let view = find(&mut *tx, &product_id)
+        .await?
+        .ok_or_else(Problem::internal)?;
+    tx.commit().await?;
+    let status = if inserted {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+async fn find<'e>(
+    executor: impl PgExecutor<'e>,
+    product_id: &str,
+) -> Result<Option<ProductView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_PRODUCT} WHERE product_id = $1"
+    )))
+    .bind(product_id)
+    .fetch_optional(executor)
+    .await
+}

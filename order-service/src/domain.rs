@@ -1,0 +1,9 @@
+//! order-service's domain, free of I/O: the order's events, the aggregate folded from them,
+//! and validation of new orders.
+
+pub mod events;
+pub mod order;
+pub mod validation;
+
+pub use events::{Line, OrderEvent, Placed};
+pub use order::{CancelRefused, Order, OrderStatus};

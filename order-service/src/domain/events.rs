@@ -1,0 +1,198 @@
+//! The order's own history: what order-service records in `order_events`, one row per fact.
+//!
+//! These are domain events, not the Kafka contracts: they keep what the order needs and
+//! nothing else, and two of them (`CancellationRejected`, and the terminal events' reasons)
+//! exist only here. [`OrderEvent::from_contract`] and [`OrderEvent::to_contract`] translate.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared_events::contracts::{
+    Address, OrderCancellationRequested, OrderCancelled, OrderCompleted, OrderLine, OrderPlaced,
+};
+use shared_events::{EventPayload, Money};
+use uuid::Uuid;
+
+/// One line of an order, priced from the catalog when the order was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Line {
+    pub product_id: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}
+
+/// Everything fixed when the order is placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    pub customer_id: String,
+    pub currency: String,
+    pub lines: Vec<Line>,
+    pub total_minor: i64,
+    pub shipping_address: Address,
+    pub note: Option<String>,
+    pub saga_deadline: DateTime<Utc>,
+}
+
+/// One fact in an order's history, stored as JSON in `order_events.data`.
+// OrderPlaced is big, but histories are short and events are handled one at a time.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OrderEvent {
+    OrderPlaced(Placed),
+    PaymentAuthorized {
+        payment_id: Uuid,
+        amount_minor: i64,
+    },
+    PaymentDeclined {
+        reason: String,
+    },
+    PaymentRefunded {
+        amount_minor: i64,
+        reason: String,
+    },
+    StockReserved {
+        reservation_id: Uuid,
+    },
+    StockRejected {
+        product_id: String,
+        reason: String,
+    },
+    StockReleased {
+        reservation_id: Uuid,
+    },
+    ShipmentScheduled {
+        tracking_id: String,
+        carrier: String,
+    },
+    ShipmentFailed {
+        reason: String,
+    },
+    OrderCancellationRequested {
+        reason: String,
+    },
+    /// A cancellation lost the race with the shipment: recorded, never published.
+    CancellationRejected {
+        reason: String,
+    },
+    OrderCompleted,
+    OrderCancelled {
+        reason: String,
+    },
+}
+
+impl OrderEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderPlaced(_) => "OrderPlaced",
+            OrderEvent::PaymentAuthorized { .. } => "PaymentAuthorized",
+            OrderEvent::PaymentDeclined { .. } => "PaymentDeclined",
+            OrderEvent::PaymentRefunded { .. } => "PaymentRefunded",
+            OrderEvent::StockReserved { .. } => "StockReserved",
+            OrderEvent::StockRejected { .. } => "StockRejected",
+            OrderEvent::StockReleased { .. } => "StockReleased",
+            OrderEvent::ShipmentScheduled { .. } => "ShipmentScheduled",
+            OrderEvent::ShipmentFailed { .. } => "ShipmentFailed",
+            OrderEvent::OrderCancellationRequested { .. } => "OrderCancellationRequested",
+            OrderEvent::CancellationRejected { .. } => "CancellationRejected",
+            OrderEvent::OrderCompleted => "OrderCompleted",
+            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
+        }
+    }
+
+    /// A one-line summary for timelines.
+    pub fn detail(&self) -> String {
+        match self {
+            OrderEvent::OrderPlaced(p) => format!(
+                "{} line(s), total {} {}",
+                p.lines.len(),
+                p.total_minor,
+                p.currency
+            ),
+            OrderEvent::PaymentAuthorized { amount_minor, .. } => format!("charged {amount_minor}"),
+            OrderEvent::PaymentRefunded { amount_minor, .. } => format!("refunded {amount_minor}"),
+            OrderEvent::StockReserved { reservation_id } => format!("reservation {reservation_id}"),
+            OrderEvent::StockReleased { reservation_id } => format!("released {reservation_id}"),
+            OrderEvent::StockRejected { product_id, reason } => format!("{product_id}: {reason}"),
+            OrderEvent::ShipmentScheduled {
+                tracking_id,
+                carrier,
+            } => format!("{carrier} {tracking_id}"),
+            OrderEvent::PaymentDeclined { reason }
+            | OrderEvent::ShipmentFailed { reason }
+            | OrderEvent::OrderCancellationRequested { reason }
+            | OrderEvent::CancellationRejected { reason }
+            | OrderEvent::OrderCancelled { reason } => reason.clone(),
+            OrderEvent::OrderCompleted => String::new(),
+        }
+    }
+
+    /// The fact another service reported, as this order records it; `None` for events
+    /// order-service does not track.
+    pub fn from_contract(payload: &EventPayload) -> Option<Self> {
+        Some(match payload {
+            EventPayload::PaymentAuthorized(p) => OrderEvent::PaymentAuthorized {
+                payment_id: p.payment_id,
+                amount_minor: p.amount.amount_minor,
+            },
+            EventPayload::PaymentDeclined(p) => OrderEvent::PaymentDeclined {
+                reason: p.reason.clone(),
+            },
+            EventPayload::PaymentRefunded(p) => OrderEvent::PaymentRefunded {
+                amount_minor: p.amount.amount_minor,
+                reason: p.reason.clone(),
+            },
+            EventPayload::StockReserved(p) => OrderEvent::StockReserved {
+                reservation_id: p.reservation_id,
+            },
+            EventPayload::StockRejected(p) => OrderEvent::StockRejected {
+                product_id: p.product_id.clone(),
+                reason: p.reason.clone(),
+            },
+            EventPayload::StockReleased(p) => OrderEvent::StockReleased {
+                reservation_id: p.reservation_id,
+            },
+            EventPayload::ShipmentScheduled(p) => OrderEvent::ShipmentScheduled {
+                tracking_id: p.tracking_id.clone(),
+                carrier: p.carrier.clone(),
+            },
+            EventPayload::ShipmentFailed(p) => OrderEvent::ShipmentFailed {
+                reason: p.reason.clone(),
+            },
+            _ => return None,
+        })
+    }
+
+    /// The contract order-service publishes for this event, if it publishes one.
+    pub fn to_contract(&self, placed: &Placed) -> Option<EventPayload> {
+        let money = |amount_minor| Money::new(amount_minor, placed.currency.clone());
+        Some(match self {
+            OrderEvent::OrderPlaced(p) => EventPayload::OrderPlaced(OrderPlaced {
+                customer_id: p.customer_id.clone(),
+                lines: p
+                    .lines
+                    .iter()
+                    .map(|l| OrderLine {
+                        product_id: l.product_id.clone(),
+                        quantity: l.quantity,
+                        unit_price: money(l.unit_price_minor),
+                    })
+                    .collect(),
+                total: money(p.total_minor),
+                shipping_address: p.shipping_address.clone(),
+                customer_note: p.note.clone(),
+            }),
+            OrderEvent::OrderCancellationRequested { reason } => {
+                EventPayload::OrderCancellationRequested(OrderCancellationRequested {
+                    reason: reason.clone(),
+                })
+            }
+            OrderEvent::OrderCompleted => EventPayload::OrderCompleted(OrderCompleted {
+                total: money(placed.total_minor),
+            }),
+            OrderEvent::OrderCancelled { reason } => EventPayload::OrderCancelled(OrderCancelled {
+                reason: reason.clone(),
+            }),
+            _ => return None,
+        })
+    }
+}

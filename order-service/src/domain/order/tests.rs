@@ -1,0 +1,192 @@
+use chrono::{Duration, Utc};
+use shared_events::contracts::Address;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::events::{Line, OrderEvent, Placed};
+
+fn placed() -> Placed {
+    Placed {
+        customer_id: "alice".into(),
+        currency: "EUR".into(),
+        lines: vec![Line {
+            product_id: "p1".into(),
+            quantity: 2,
+            unit_price_minor: 500,
+        }],
+        total_minor: 1000,
+        shipping_address: Address {
+            recipient: "Alice".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        },
+        note: None,
+        saga_deadline: Utc::now() + Duration::seconds(30),
+    }
+}
+
+fn order_after(events: &[OrderEvent]) -> Order {
+    let mut history = vec![OrderEvent::OrderPlaced(placed())];
+    history.extend(events.iter().cloned());
+    Order::from_history(Uuid::now_v7(), &history).unwrap()
+}
+
+fn charged() -> OrderEvent {
+    OrderEvent::PaymentAuthorized {
+        payment_id: Uuid::nil(),
+        amount_minor: 1000,
+    }
+}
+
+fn reserved() -> OrderEvent {
+    OrderEvent::StockReserved {
+        reservation_id: Uuid::nil(),
+    }
+}
+
+fn shipped() -> OrderEvent {
+    OrderEvent::ShipmentScheduled {
+        tracking_id: "UP1".into(),
+        carrier: "UPS".into(),
+    }
+}
+
+fn refunded() -> OrderEvent {
+    OrderEvent::PaymentRefunded {
+        amount_minor: 1000,
+        reason: "r".into(),
+    }
+}
+
+#[test]
+fn the_happy_path_completes_on_shipment() {
+    let order = order_after(&[charged(), reserved()]);
+    assert_eq!(order.status(), OrderStatus::StockReserved);
+    assert_eq!(
+        order.react(shipped()),
+        vec![shipped(), OrderEvent::OrderCompleted]
+    );
+}
+
+#[test]
+fn a_decline_cancels_at_once() {
+    let order = order_after(&[]);
+    let decline = OrderEvent::PaymentDeclined {
+        reason: "insufficient funds".into(),
+    };
+    let recorded = order.react(decline);
+    assert_eq!(recorded.len(), 2);
+    assert!(
+        matches!(&recorded[1], OrderEvent::OrderCancelled { reason } if reason.contains("insufficient"))
+    );
+}
+
+#[test]
+fn a_stock_rejection_cancels_only_after_the_refund() {
+    let rejected = OrderEvent::StockRejected {
+        product_id: "p1".into(),
+        reason: "none left".into(),
+    };
+    let order = order_after(&[charged()]);
+    assert_eq!(order.react(rejected.clone()), vec![rejected.clone()]);
+    let order = order_after(&[charged(), rejected]);
+    assert_eq!(order.status(), OrderStatus::Cancelling);
+    let recorded = order.react(refunded());
+    assert!(matches!(
+        recorded[..],
+        [_, OrderEvent::OrderCancelled { .. }]
+    ));
+}
+
+#[test]
+fn a_shipment_failure_cancels_after_release_and_refund_in_either_order() {
+    let failed = OrderEvent::ShipmentFailed {
+        reason: "no carrier".into(),
+    };
+    let released = OrderEvent::StockReleased {
+        reservation_id: Uuid::nil(),
+    };
+    for (first, second) in [
+        (released.clone(), refunded()),
+        (refunded(), released.clone()),
+    ] {
+        let order = order_after(&[charged(), reserved(), failed.clone()]);
+        assert_eq!(order.react(first.clone()).len(), 1);
+        let order = order_after(&[charged(), reserved(), failed.clone(), first]);
+        assert!(matches!(
+            order.react(second)[..],
+            [_, OrderEvent::OrderCancelled { .. }]
+        ));
+    }
+}
+
+#[test]
+fn a_duplicate_fact_is_recorded_once() {
+    let order = order_after(&[charged()]);
+    assert!(order.react(charged()).is_empty());
+}
+
+#[test]
+fn cancellation_is_refused_once_shipped_and_idempotent_before() {
+    let order = order_after(&[charged(), reserved(), shipped(), OrderEvent::OrderCompleted]);
+    assert_eq!(
+        order.request_cancellation("changed my mind"),
+        Err(CancelRefused::AlreadyShipped)
+    );
+    let order = order_after(&[charged()]);
+    assert!(matches!(
+        order.request_cancellation("x"),
+        Ok(Some(OrderEvent::OrderCancellationRequested { .. }))
+    ));
+    let order = order_after(&[
+        charged(),
+        OrderEvent::OrderCancellationRequested { reason: "x".into() },
+    ]);
+    assert_eq!(order.request_cancellation("again"), Ok(None));
+    assert_eq!(order.status(), OrderStatus::Cancelling);
+}
+
+#[test]
+fn a_shipment_that_wins_the_race_completes_and_rejects_the_cancellation() {
+    let order = order_after(&[
+        charged(),
+        reserved(),
+        OrderEvent::OrderCancellationRequested { reason: "x".into() },
+    ]);
+    let recorded = order.react(shipped());
+    assert!(matches!(
+        recorded[..],
+        [
+            OrderEvent::ShipmentScheduled { .. },
+            OrderEvent::CancellationRejected { .. },
+            OrderEvent::OrderCompleted
+        ]
+    ));
+}
+
+#[test]
+fn the_deadline_is_due_only_for_orders_still_in_flight() {
+    let order = order_after(&[charged()]);
+    let later = order.placed.saga_deadline + Duration::seconds(1);
+    assert!(!order.deadline_due(Utc::now()));
+    assert!(order.deadline_due(later));
+    let cancelling = order_after(&[
+        charged(),
+        OrderEvent::OrderCancellationRequested { reason: "x".into() },
+    ]);
+    assert!(!cancelling.deadline_due(later));
+    let done = order_after(&[charged(), reserved(), shipped(), OrderEvent::OrderCompleted]);
+    assert!(!done.deadline_due(later));
+}
+
+#[test]
+fn terminal_orders_record_nothing_more() {
+    let order = order_after(&[
+        OrderEvent::PaymentDeclined { reason: "x".into() },
+        OrderEvent::OrderCancelled { reason: "x".into() },
+    ]);
+    assert!(order.react(charged()).is_empty());
+}

@@ -1,0 +1,151 @@
+//! A JSON body extractor whose rejections are problem documents naming the offending field:
+//! malformed JSON is 400, a well-formed body of the wrong shape is 422 with the field's path,
+//! a body over the limit is 413, a non-JSON content type is 415.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::problem::Problem;
+
+/// Largest request body any service accepts.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Like `axum::Json`, with problem+json rejections.
+#[derive(Debug, Clone)]
+pub struct ValidJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let json_content = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+        if !json_content {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "/problems/unsupported-media-type",
+                "Expected application/json",
+            )
+            .detail("send the body with Content-Type: application/json"));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "/problems/payload-too-large",
+                        "Request body too large",
+                    )
+                    .detail(format!("the limit is {BODY_LIMIT_BYTES} bytes"))
+                } else {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "/problems/unreadable-body",
+                        "Request body could not be read",
+                    )
+                    .detail(rejection.body_text())
+                }
+            })?;
+        parse(&bytes).map(ValidJson)
+    }
+}
+
+/// Parses a JSON body, reporting the path of a field of the wrong shape.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let (path, inner) = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => match deserializer.end() {
+            Ok(()) => return Ok(value),
+            Err(trailing) => (".".to_owned(), trailing),
+        },
+        Err(error) => (error.path().to_string(), error.into_inner()),
+    };
+    if !inner.is_data() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "/problems/malformed-json",
+            "Malformed JSON",
+        )
+        .detail(inner.to_string()));
+    }
+    let message = inner.to_string();
+    let field = field_path(&path, &message);
+    Err(Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/validation",
+        "The request is invalid",
+    )
+    .detail(format!("{field}: {message}"))
+    .with("errors", json!([{"field": field, "message": message}])))
+}
+
+/// serde reports a missing field at its parent's path; name the field itself.
+fn field_path(path: &str, message: &str) -> String {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
+        (".", Some(field)) => field.to_owned(),
+        (parent, Some(field)) => format!("{parent}.{field}"),
+        (".", None) => "body".to_owned(),
+        (path, None) => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        quantity: i32,
+    }
+
+    fn field(bytes: &str) -> (StatusCode, Option<String>) {
+        let problem = parse::<Body>(bytes.as_bytes()).unwrap_err();
+        let field = problem
+            .extensions
+            .get("errors")
+            .map(|e| e[0]["field"].as_str().unwrap().to_owned());
+        (problem.status, field)
+    }
+
+    #[test]
+    fn malformed_json_is_400_and_a_wrong_shape_names_the_field() {
+        assert_eq!(field("{\"name\": "), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(field("{} trailing"), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(
+            field(r#"{"name": "x", "items": [{"quantity": "two"}]}"#),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("items[0].quantity".into())
+            )
+        );
+        assert_eq!(
+            field(r#"{"name": "x", "items": [{}]}"#),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("items[0].quantity".into())
+            )
+        );
+        assert_eq!(
+            field(r#"{"items": []}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("name".into()))
+        );
+    }
+}

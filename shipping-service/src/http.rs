@@ -1,0 +1,88 @@
+//! Shipping's REST API: where an order's shipment stands.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use service_runtime::Problem;
+use shared_events::contracts::Address;
+use sqlx::PgPool;
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::domain::OrderShipment;
+use crate::handler::ORDER_SHIPMENTS;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shipping-service", description = "Shipments of orders."),
+    paths(get_shipment)
+)]
+pub struct ApiDoc;
+
+pub fn routes(pool: PgPool) -> Router {
+    Router::new()
+        .route("/shipments/{order_id}", get(get_shipment))
+        .with_state(pool)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShipmentView {
+    pub order_id: Uuid,
+    /// `waiting` (for the order or its stock), `scheduled` or `refused`.
+    pub status: &'static str,
+    pub shipment_id: Option<Uuid>,
+    pub tracking_id: Option<String>,
+    pub carrier: Option<String>,
+    pub country: Option<String>,
+    /// Why the shipment was refused.
+    pub reason: Option<String>,
+}
+
+/// The shipment of an order.
+#[utoipa::path(get, path = "/shipments/{order_id}", tag = "shipments",
+    params(("order_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ShipmentView),
+        (status = 404, description = "Shipping has not heard of the order", content_type = "application/problem+json"),
+    ))]
+async fn get_shipment(
+    State(pool): State<PgPool>,
+    Path(order_id): Path<Uuid>,
+) -> Result<Json<ShipmentView>, Problem> {
+    let state: OrderShipment = ORDER_SHIPMENTS
+        .get(&pool, order_id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no shipment for order {order_id}")))?;
+    let country = |address: &Option<Address>| address.as_ref().map(|a| a.country.clone());
+    let mut view = ShipmentView {
+        order_id,
+        status: "waiting",
+        shipment_id: None,
+        tracking_id: None,
+        carrier: None,
+        country: None,
+        reason: None,
+    };
+    match state {
+        OrderShipment::Open => {}
+        OrderShipment::Waiting { address, .. } => view.country = country(&address),
+        OrderShipment::Scheduled {
+            shipment_id,
+            tracking_id,
+            carrier,
+            address,
+        } => {
+            view.status = "scheduled";
+            view.shipment_id = Some(shipment_id);
+            view.tracking_id = Some(tracking_id);
+            view.carrier = Some(carrier);
+            view.country = Some(address.country);
+        }
+        OrderShipment::Refused { reason } => {
+            view.status = "refused";
+            view.reason = Some(reason);
+        }
+    }
+    Ok(Json(view))
+}
