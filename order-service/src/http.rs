@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use service_runtime::{Problem, ValidJson};
 use shared_events::contracts::Address;
@@ -112,7 +112,7 @@ async fn place_order(
         total_minor: valid.total_minor,
         shipping_address: valid.shipping_address,
         note: valid.note,
-        saga_deadline: Utc::now() + state.saga_timeout,
+        saga_deadline: (Utc::now() + state.saga_timeout).trunc_subsecs(3),
     };
     let mut tx = state.pool.begin().await?;
     if !store::claim_idempotency_key(&mut tx, &key, &request_json, order_id).await? {
@@ -232,8 +232,10 @@ async fn get_order(
     let Some(row) = row else {
         return Err(Problem::not_found(format!("no order {order_id}")));
     };
-    let timeline = store::history(&state.pool, order_id)
-        .await?
+    let mut history = store::history(&state.pool, order_id).await?;
+    // Facts arrive over different topics; the timeline shows them in the order they happened.
+    history.sort_by_key(|r| (r.occurred_at, r.sequence));
+    let timeline = history
         .into_iter()
         .map(|r| TimelineEntry {
             at: r.occurred_at,

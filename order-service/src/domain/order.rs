@@ -194,10 +194,15 @@ impl Order {
     }
 
     /// What order-service records after `fact` arrives: the fact itself (unless it was
-    /// already recorded or the order is over) and the consequences it makes due.
+    /// already recorded) and the consequences it makes due (none once the order is over).
     pub fn react(&self, fact: OrderEvent) -> Vec<OrderEvent> {
-        if self.status().is_terminal() || self.recorded.contains(&fact.event_type()) {
+        if self.recorded.contains(&fact.event_type()) {
             return Vec::new();
+        }
+        if self.status().is_terminal() {
+            // A fact that trails the outcome (e.g. StockReserved heard after the shipment
+            // completed the order) still belongs in the timeline; it changes nothing.
+            return vec![fact];
         }
         let mut after = self.clone();
         after.apply(&fact);

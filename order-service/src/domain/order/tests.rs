@@ -183,10 +183,16 @@ fn the_deadline_is_due_only_for_orders_still_in_flight() {
 }
 
 #[test]
-fn terminal_orders_record_nothing_more() {
+fn terminal_orders_record_late_facts_and_decide_nothing_more() {
     let order = order_after(&[
         OrderEvent::PaymentDeclined { reason: "x".into() },
         OrderEvent::OrderCancelled { reason: "x".into() },
     ]);
-    assert!(order.react(charged()).is_empty());
+    assert_eq!(order.react(charged()), vec![charged()]);
+    let late = order_after(&[
+        OrderEvent::PaymentDeclined { reason: "x".into() },
+        OrderEvent::OrderCancelled { reason: "x".into() },
+        charged(),
+    ]);
+    assert_eq!(late.status(), OrderStatus::Cancelled);
 }
