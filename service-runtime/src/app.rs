@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, HealthState};
@@ -158,7 +158,10 @@ impl Application {
             tasks.spawn(async move { handle.await? });
         }
         let router = self.router.layer((
-            TraceLayer::new_for_http(),
+            // INFO, so that a request's span (the root of an order's trace) passes the
+            // default filter and reaches the exporter.
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
             DefaultBodyLimit::max(crate::json::BODY_LIMIT_BYTES),
             TimeoutLayer::with_status_code(
                 axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -41,6 +41,14 @@ pub struct TelemetryConfig {
     /// Without it spans still carry trace ids across services, but are not exported.
     #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// OTLP encoding: `http/protobuf` (collectors' default) or `http/json`.
+    #[arg(
+        long = "otlp-protocol",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf",
+        value_parser = ["http/protobuf", "http/json"]
+    )]
+    pub otlp_protocol: String,
 }
 
 /// What differs between services when nothing is configured.

@@ -2,7 +2,7 @@
 //! context that the outbox carries across Kafka, exported over OTLP when configured.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,6 +34,10 @@ pub fn init(
     if let Some(endpoint) = &config.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_protocol(match config.otlp_protocol.as_str() {
+                "http/json" => Protocol::HttpJson,
+                _ => Protocol::HttpBinary,
+            })
             .with_endpoint(endpoint.clone())
             .build()?;
         builder = builder.with_batch_exporter(exporter);

@@ -1,0 +1,118 @@
+//! HTTP calls the tests make, with the assertions every caller would repeat.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::Stack;
+
+pub fn order_body(customer_id: &str, items: &[(&str, i64)], country: &str) -> Value {
+    json!({
+        "customer_id": customer_id,
+        "currency": "EUR",
+        "items": items.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect::<Vec<_>>(),
+        "shipping_address": {"recipient": "Test Customer", "line1": "1 Test Street",
+                             "city": "Testville", "postal_code": "12345", "country": country},
+    })
+}
+
+/// Places an order; returns its id.
+pub async fn place(stack: &Stack, body: &Value) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/orders", stack.url("order-service")))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        response.text().await.unwrap()
+    );
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = response.json().await.unwrap();
+    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/orders/{order_id}"));
+    order_id
+}
+
+pub async fn get_json(url: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn order(stack: &Stack, order_id: &str) -> Value {
+    let (status, order) =
+        get_json(&format!("{}/orders/{order_id}", stack.url("order-service"))).await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    order
+}
+
+/// Polls the order until its status is `status`; panics with the timeline otherwise.
+pub async fn wait_for_status(stack: &Stack, order_id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let order = order(stack, order_id).await;
+        if order["status"] == status {
+            return order;
+        }
+        let terminal = ["COMPLETED", "CANCELLED"].contains(&order["status"].as_str().unwrap());
+        assert!(
+            !terminal && tokio::time::Instant::now() < deadline,
+            "order {order_id} did not reach {status}: {order:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+pub async fn cancel(stack: &Stack, order_id: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/orders/{order_id}/cancel",
+            stack.url("order-service")
+        ))
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+pub async fn account(stack: &Stack, customer_id: &str) -> Value {
+    let (status, account) = get_json(&format!(
+        "{}/accounts/{customer_id}",
+        stack.url("billing-service")
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    account
+}
+
+pub async fn product(stack: &Stack, product_id: &str) -> Value {
+    let (status, product) = get_json(&format!(
+        "{}/products/{product_id}",
+        stack.url("inventory-service")
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{product}");
+    product
+}
+
+/// A counter's value summed over its label sets, from a service's `/metrics`.
+pub async fn metric(base_url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

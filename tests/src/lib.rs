@@ -1,0 +1,285 @@
+//! Harness for the end-to-end tests: a "stack" is the four services as real processes,
+//! each with its own fresh database, on their own topic prefix of the local broker and
+//! registry (`scripts/stack-up`). Tests drive them over HTTP only.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use serde_json::{Value, json};
+use shared_events::topics::provision_topics;
+use shared_events::{KafkaConfig, TopicNames};
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+
+pub mod client;
+
+pub const SERVICES: [&str; 4] = [
+    "order-service",
+    "billing-service",
+    "inventory-service",
+    "shipping-service",
+];
+
+pub fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn postgres_url() -> String {
+    env_or("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+}
+
+pub fn bootstrap_servers() -> String {
+    env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One service process and how to start it again.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub base_url: String,
+    pub database_url: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    fn spawn(&mut self) {
+        let mut command = Command::new(binary(self.name));
+        command
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
+        self.child = Some(command.spawn().unwrap());
+    }
+
+    pub async fn wait_until_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", self.base_url)).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (the consumer leaves its group on the way out).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not stop within 20 s of SIGTERM", self.name))
+            .unwrap();
+        assert!(exit.success(), "{} exited with {exit}", self.name);
+    }
+
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        self.spawn();
+        self.wait_until_ready().await;
+    }
+}
+
+/// Four services on a topic prefix and databases of their own.
+pub struct Stack {
+    pub prefix: String,
+    pub services: HashMap<&'static str, ServiceProcess>,
+}
+
+impl Stack {
+    /// Provisions topics, creates databases and starts every service with `extra_env`.
+    pub async fn start(label: &str, extra_env: &[(&str, String)]) -> Stack {
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let prefix = format!("e2e{label}{run_id}-");
+        let kafka = KafkaConfig::local(&bootstrap_servers());
+        let admin: AdminClient<DefaultClientContext> = kafka.base().create().unwrap();
+        provision_topics(&admin, &TopicNames::new(prefix.clone()), 3, 1)
+            .await
+            .expect("the local stack must run: scripts/stack-up");
+        let postgres = postgres_url();
+        let mut admin_db = sqlx::PgConnection::connect(&format!("{postgres}/postgres"))
+            .await
+            .unwrap();
+        let mut services = HashMap::new();
+        for name in SERVICES {
+            let database = format!("e2e{label}{run_id}_{}", name.replace('-', "_"));
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+                .execute(&mut admin_db)
+                .await
+                .unwrap();
+            let port = free_port();
+            let database_url = format!("{postgres}/{database}");
+            let mut env: Vec<(String, String)> = [
+                ("HTTP_ADDR", format!("127.0.0.1:{port}")),
+                ("DATABASE_URL", database_url.clone()),
+                ("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers()),
+                ("KAFKA_TOPIC_PREFIX", prefix.clone()),
+                (
+                    "SCHEMA_REGISTRY_URL",
+                    env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+                ),
+                ("KAFKA_SESSION_TIMEOUT_MS", "6000".to_owned()),
+                ("KAFKA_MAX_POLL_INTERVAL_MS", "10000".to_owned()),
+                ("RUST_LOG", env_or("TEST_RUST_LOG", "info")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            let mut process = ServiceProcess {
+                name,
+                base_url: format!("http://127.0.0.1:{port}"),
+                database_url,
+                env,
+                child: None,
+            };
+            process.spawn();
+            services.insert(name, process);
+        }
+        for service in services.values() {
+            service.wait_until_ready().await;
+        }
+        Stack { prefix, services }
+    }
+
+    pub fn url(&self, service: &str) -> &str {
+        &self.services[service].base_url
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut ServiceProcess {
+        self.services.get_mut(name).unwrap()
+    }
+
+    /// Starts any service a failed scenario left stopped.
+    pub async fn ensure_all_running(&mut self) {
+        for service in self.services.values_mut() {
+            if service.child.is_none() {
+                service.start().await;
+            }
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for service in self.services.values_mut() {
+            service.stop().await;
+        }
+    }
+}
+
+/// A catalog entry and the accounts the tests create, through the services' REST APIs.
+pub async fn put_product(stack: &Stack, product_id: &str, price_minor: i64, available: i32) {
+    let response = reqwest::Client::new()
+        .put(format!(
+            "{}/products/{product_id}",
+            stack.url("inventory-service")
+        ))
+        .json(&json!({"name": product_id, "unit_price_minor": price_minor,
+                      "currency": "EUR", "available": available}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+pub async fn put_account(stack: &Stack, customer_id: &str, balance_minor: i64) {
+    let response = reqwest::Client::new()
+        .put(format!(
+            "{}/accounts/{customer_id}",
+            stack.url("billing-service")
+        ))
+        .json(&json!({"currency": "EUR", "credit_limit_minor": 0, "balance_minor": balance_minor}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+/// Waits until order-service's catalog copy has every product (ProductUpserted arrived).
+pub async fn wait_for_catalog(stack: &Stack, products: &[&str]) {
+    let client = reqwest::Client::new();
+    for attempt in 0.. {
+        let mut missing = None;
+        for product in products {
+            // Quantity 0 is always refused, so the probe places nothing; the errors name the
+            // product too while the catalog does not know it.
+            let response = client
+                .post(format!("{}/orders", stack.url("order-service")))
+                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .json(&client::order_body("probe", &[(product, 0)], "DE"))
+                .send()
+                .await
+                .unwrap();
+            let problem: Value = response.json().await.unwrap();
+            if problem.to_string().contains("items[0].product_id") {
+                missing = Some(*product);
+                break;
+            }
+        }
+        if missing.is_none() {
+            return;
+        }
+        assert!(attempt < 150, "order-service never heard of {missing:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn timeline_types(order: &Value) -> Vec<String> {
+    order["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,0 +1,202 @@
+//! Scenarios that stop a service to hold the saga at a stage, act, and start it again: a
+//! user cancellation at each stage before shipment, the saga deadline, and the projection
+//! rebuild. They run one at a time on their own stack, whose saga deadline is short.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use orderflow_e2e::client::{self, order_body};
+use orderflow_e2e::{Stack, put_account, put_product, timeline_types, wait_for_catalog};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::FaultScenario;
+
+pub const DEADLINE_SECS: u64 = 8;
+
+type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+pub const SCENARIOS: &[(&str, FaultScenario)] = &[
+    (
+        "faults::cancel_while_pending_declines_instead_of_charging",
+        cancel_pending,
+    ),
+    ("faults::cancel_after_payment_refunds", cancel_after_payment),
+    (
+        "faults::cancel_after_reservation_releases_and_refunds",
+        cancel_after_reservation,
+    ),
+    (
+        "faults::saga_deadline_cancels_when_shipping_is_down",
+        deadline_with_shipping_down,
+    ),
+    ("cqrs::rebuilt_projection_is_identical", rebuild_projection),
+];
+
+async fn seed(stack: &Stack, tag: &str) -> (String, String) {
+    let product = format!("{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let customer = format!("{product}-customer");
+    put_product(stack, &product, 400, 10).await;
+    put_account(stack, &customer, 10_000).await;
+    wait_for_catalog(stack, &[&product]).await;
+    (product, customer)
+}
+
+/// Nothing was kept: the customer has their money and the product its stock.
+async fn assert_compensated(stack: &Stack, product: &str, customer: &str, order: &Value) {
+    let account = client::account(stack, customer).await;
+    assert_eq!(account["balance_minor"], 10_000, "{account:#}\n{order:#}");
+    assert_eq!(account["holds"], json!([]));
+    let stock = client::product(stack, product).await;
+    assert_eq!(
+        (stock["available"].clone(), stock["reserved"].clone()),
+        (json!(10), json!(0)),
+        "{order:#}"
+    );
+    assert!(!timeline_types(order).contains(&"ShipmentScheduled".to_owned()));
+}
+
+async fn cancel_accepted(stack: &Stack, order_id: &str) {
+    let (status, body) = client::cancel(stack, order_id).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "CANCELLING");
+}
+
+fn cancel_pending(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "pending").await;
+        stack.service("billing-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 2)], "DE")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(client::order(stack, &order_id).await["status"], "PENDING");
+        cancel_accepted(stack, &order_id).await;
+        stack.service("billing-service").start().await;
+        let order = client::wait_for_status(stack, &order_id, "CANCELLED").await;
+        assert!(
+            timeline_types(&order).contains(&"PaymentDeclined".to_owned()),
+            "{order:#}"
+        );
+        assert!(!timeline_types(&order).contains(&"PaymentAuthorized".to_owned()));
+        assert!(
+            order["outcome_reason"]
+                .as_str()
+                .unwrap()
+                .contains("changed my mind")
+        );
+        assert_compensated(stack, &product, &customer, &order).await;
+    })
+}
+
+fn cancel_after_payment(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "paid").await;
+        stack.service("inventory-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 2)], "DE")).await;
+        client::wait_for_status(stack, &order_id, "PAYMENT_AUTHORIZED").await;
+        cancel_accepted(stack, &order_id).await;
+        stack.service("inventory-service").start().await;
+        let order = client::wait_for_status(stack, &order_id, "CANCELLED").await;
+        assert!(
+            timeline_types(&order).contains(&"PaymentRefunded".to_owned()),
+            "{order:#}"
+        );
+        assert_compensated(stack, &product, &customer, &order).await;
+    })
+}
+
+fn cancel_after_reservation(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "reserved").await;
+        stack.service("shipping-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 2)], "DE")).await;
+        let order = client::wait_for_status(stack, &order_id, "STOCK_RESERVED").await;
+        cancel_accepted(stack, &order_id).await;
+        // Shipping hears the reservation and the cancellation on different topics, in either
+        // order; restarted after the deadline it refuses either way, so the cancellation wins
+        // deterministically (before it, the race is legitimately open).
+        sleep_past(&order["saga_deadline"]).await;
+        stack.service("shipping-service").start().await;
+        let order = client::wait_for_status(stack, &order_id, "CANCELLED").await;
+        for expected in ["ShipmentFailed", "StockReleased", "PaymentRefunded"] {
+            assert!(
+                timeline_types(&order).contains(&expected.to_owned()),
+                "{expected}: {order:#}"
+            );
+        }
+        assert!(
+            order["outcome_reason"]
+                .as_str()
+                .unwrap()
+                .contains("changed my mind")
+        );
+        assert_compensated(stack, &product, &customer, &order).await;
+    })
+}
+
+fn deadline_with_shipping_down(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "deadline").await;
+        stack.service("shipping-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 2)], "DE")).await;
+        let order = client::wait_for_status(stack, &order_id, "STOCK_RESERVED").await;
+        sleep_past(&order["saga_deadline"]).await;
+        let order = client::wait_for_status(stack, &order_id, "CANCELLING").await;
+        assert!(timeline_types(&order).contains(&"OrderCancellationRequested".to_owned()));
+        stack.service("shipping-service").start().await;
+        let order = client::wait_for_status(stack, &order_id, "CANCELLED").await;
+        assert!(
+            order["outcome_reason"]
+                .as_str()
+                .unwrap()
+                .contains("deadline"),
+            "{order:#}"
+        );
+        assert_compensated(stack, &product, &customer, &order).await;
+    })
+}
+
+async fn sleep_past(deadline: &Value) {
+    let deadline = chrono::DateTime::parse_from_rfc3339(deadline.as_str().unwrap()).unwrap();
+    let wait = (deadline.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds() + 500;
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+fn rebuild_projection(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "rebuild").await;
+        let completed = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
+        let refused = client::place(stack, &order_body(&customer, &[(&product, 1)], "AQ")).await;
+        client::wait_for_status(stack, &completed, "COMPLETED").await;
+        client::wait_for_status(stack, &refused, "CANCELLED").await;
+        let database_url = stack.service("order-service").database_url.clone();
+        let before = snapshot(&database_url).await;
+        assert!(before.len() >= 2);
+        let output = tokio::process::Command::new(orderflow_e2e::binary("order-service"))
+            .arg("rebuild-view")
+            .env("DATABASE_URL", &database_url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let after = snapshot(&database_url).await;
+        assert_eq!(before, after);
+    })
+}
+
+async fn snapshot(database_url: &str) -> Vec<Value> {
+    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let rows: Vec<(Value,)> =
+        sqlx::query_as("SELECT to_jsonb(v) FROM orders_view v ORDER BY order_id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    rows.into_iter().map(|(row,)| row).collect()
+}
