@@ -153,7 +153,10 @@ fn happy_path(ctx: &Ctx) -> Run<'_> {
             if account["payments"][0]["status"] == "captured" {
                 break account;
             }
-            assert!(tokio::time::Instant::now() < deadline, "never captured: {account:#}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never captured: {account:#}"
+            );
             tokio::time::sleep(Duration::from_millis(150)).await;
         };
         assert_eq!(account["balance_minor"], 100_000 - 2800);
