@@ -1,5 +1,7 @@
 //! `orderflow-admin`: the operator's tool for the event topology.
 
+mod demo;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use rdkafka::admin::AdminClient;
@@ -36,6 +38,12 @@ enum Command {
     SmokeCheck {
         #[command(flatten)]
         registry: RegistryConfig,
+    },
+    /// Seed demo products and customers, place one order per saga outcome through the
+    /// services' REST APIs, and print each order's timeline.
+    Demo {
+        #[command(flatten)]
+        urls: demo::DemoUrls,
     },
     /// Dead letters of a topic: list them, or replay some to the original topic.
     Dlq {
@@ -112,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", shared_events::codec::subject_name(&names, contract));
             }
         }
+        Command::Demo { urls } => demo::run(urls).await?,
         Command::SmokeCheck { registry } => smoke_check(&cli.kafka, &registry, &names).await?,
         Command::Dlq { command } => match command {
             DlqCommand::List { topic } => {

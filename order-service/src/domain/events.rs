@@ -105,11 +105,15 @@ impl OrderEvent {
             OrderEvent::OrderPlaced(p) => format!(
                 "{} line(s), total {} {}",
                 p.lines.len(),
-                p.total_minor,
+                decimal(p.total_minor),
                 p.currency
             ),
-            OrderEvent::PaymentAuthorized { amount_minor, .. } => format!("charged {amount_minor}"),
-            OrderEvent::PaymentRefunded { amount_minor, .. } => format!("refunded {amount_minor}"),
+            OrderEvent::PaymentAuthorized { amount_minor, .. } => {
+                format!("charged {}", decimal(*amount_minor))
+            }
+            OrderEvent::PaymentRefunded { amount_minor, .. } => {
+                format!("refunded {}", decimal(*amount_minor))
+            }
             OrderEvent::StockReserved { reservation_id } => format!("reservation {reservation_id}"),
             OrderEvent::StockReleased { reservation_id } => format!("released {reservation_id}"),
             OrderEvent::StockRejected { product_id, reason } => format!("{product_id}: {reason}"),
@@ -195,4 +199,10 @@ impl OrderEvent {
             _ => return None,
         })
     }
+}
+
+/// Minor units as a decimal amount; every accepted currency has two decimals.
+fn decimal(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", minor.abs() / 100, minor.abs() % 100)
 }
