@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_runtime::{Problem, ValidJson};
+use service_runtime::{FieldErrors, Problem, ValidJson};
+use shared_events::contracts::CURRENCIES;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
 use utoipa::{OpenApi, ToSchema};
@@ -152,22 +153,23 @@ async fn put_account(
     Path(customer_id): Path<String>,
     ValidJson(body): ValidJson<PutAccount>,
 ) -> Result<(StatusCode, Json<AccountView>), Problem> {
-    let mut errors = Vec::new();
-    if customer_id.is_empty() || customer_id.len() > 200 {
-        errors.push(field_error("customer_id", "must be 1 to 200 characters"));
-    }
-    if !["EUR", "USD", "GBP", "CHF"].contains(&body.currency.as_str()) {
-        errors.push(field_error(
-            "currency",
-            "unknown currency; use EUR, USD, GBP or CHF",
-        ));
-    }
-    if body.credit_limit_minor < 0 {
-        errors.push(field_error("credit_limit_minor", "must not be negative"));
-    }
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
+    let mut errors = FieldErrors::default();
+    errors.check(
+        !customer_id.is_empty() && customer_id.len() <= 200,
+        "customer_id",
+        "must be 1 to 200 characters",
+    );
+    errors.check(
+        CURRENCIES.contains(&body.currency.as_str()),
+        "currency",
+        format!("unknown currency; use one of {}", CURRENCIES.join(", ")),
+    );
+    errors.check(
+        body.credit_limit_minor >= 0,
+        "credit_limit_minor",
+        "must not be negative",
+    );
+    errors.into_result()?;
     let mut tx = pool.begin().await?;
     let existing: Option<(String,)> =
         sqlx::query_as("SELECT currency FROM accounts WHERE customer_id = $1 FOR UPDATE")
@@ -176,10 +178,13 @@ async fn put_account(
             .await?;
     let status = match existing {
         Some((currency,)) if currency != body.currency => {
-            return Err(Problem::validation([field_error(
+            let mut errors = FieldErrors::default();
+            errors.check(
+                false,
                 "currency",
-                &format!("the account is kept in {currency}"),
-            )]));
+                format!("the account is kept in {currency}"),
+            );
+            return errors.into_result().map(|()| unreachable!());
         }
         Some(_) => {
             sqlx::query(
@@ -211,8 +216,4 @@ async fn put_account(
     tx.commit().await?;
     let Json(view) = get_account(State(pool), Path(customer_id)).await?;
     Ok((status, Json(view)))
-}
-
-fn field_error(field: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({"field": field, "message": message})
 }

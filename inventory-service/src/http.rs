@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_runtime::{Problem, ValidJson};
-use shared_events::contracts::ProductUpserted;
+use service_runtime::{FieldErrors, Problem, ValidJson};
+use shared_events::contracts::{CURRENCIES, ProductUpserted};
 use shared_events::{Event, Money, Outbox};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use utoipa::{OpenApi, ToSchema};
@@ -104,13 +104,8 @@ async fn put_product(
     Path(product_id): Path<String>,
     ValidJson(body): ValidJson<PutProduct>,
 ) -> Result<(StatusCode, Json<ProductView>), Problem> {
-    let mut errors = Vec::new();
-    let mut check = |ok: bool, field: &str, message: &str| {
-        if !ok {
-            errors.push(serde_json::json!({"field": field, "message": message}));
-        }
-    };
-    check(
+    let mut errors = FieldErrors::default();
+    errors.check(
         !product_id.is_empty()
             && product_id.len() <= 64
             && product_id
@@ -119,25 +114,23 @@ async fn put_product(
         "product_id",
         "must be 1 to 64 letters, digits, '-' or '_'",
     );
-    check(
+    errors.check(
         !body.name.trim().is_empty() && body.name.len() <= 200,
         "name",
         "must be 1 to 200 characters",
     );
-    check(
+    errors.check(
         body.unit_price_minor > 0,
         "unit_price_minor",
         "must be positive",
     );
-    check(
-        ["EUR", "USD", "GBP", "CHF"].contains(&body.currency.as_str()),
+    errors.check(
+        CURRENCIES.contains(&body.currency.as_str()),
         "currency",
-        "unknown currency; use EUR, USD, GBP or CHF",
+        format!("unknown currency; use one of {}", CURRENCIES.join(", ")),
     );
-    check(body.available >= 0, "available", "must not be negative");
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
+    errors.check(body.available >= 0, "available", "must not be negative");
+    errors.into_result()?;
     let mut tx = state.pool.begin().await?;
     let (inserted,): (bool,) = sqlx::query_as(
         "INSERT INTO products (product_id, name, unit_price_minor, currency, available)

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use service_runtime::{Problem, ValidJson};
+use service_runtime::{FieldErrors, Problem, ValidJson};
 use shared_events::contracts::Address;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
@@ -314,26 +314,23 @@ async fn list_orders(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<OrderPage>, Problem> {
-    let Query(query) = query.map_err(|rejection| {
-        Problem::validation([
-            serde_json::json!({"field": "query", "message": rejection.body_text()}),
-        ])
-    })?;
+    let Query(query) =
+        query.map_err(|rejection| Problem::invalid_field("query", rejection.body_text()))?;
     let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(Problem::validation([
-            serde_json::json!({"field": "limit", "message": "must be 1 to 100"}),
-        ]));
-    }
-    if let Some(status) = &query.status
-        && OrderStatus::parse(status).is_none()
-    {
-        return Err(Problem::validation([serde_json::json!({
-            "field": "status",
-            "message": format!("unknown status; use one of {}",
-                OrderStatus::ALL.map(OrderStatus::as_str).join(", ")),
-        })]));
-    }
+    let mut errors = FieldErrors::default();
+    errors.check((1..=100).contains(&limit), "limit", "must be 1 to 100");
+    errors.check(
+        query
+            .status
+            .as_deref()
+            .is_none_or(|s| OrderStatus::parse(s).is_some()),
+        "status",
+        format!(
+            "unknown status; use one of {}",
+            OrderStatus::ALL.map(OrderStatus::as_str).join(", ")
+        ),
+    );
+    errors.into_result()?;
     let mut orders: Vec<OrderSummary> = sqlx::query_as(
         "SELECT order_id, customer_id, status, currency, total_minor, placed_at, updated_at
              FROM orders_view

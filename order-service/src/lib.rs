@@ -17,7 +17,7 @@ pub mod store;
 use std::time::Duration;
 
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
-use shared_events::{ConsumerSettings, IdempotentConsumer, Topic};
+use shared_events::Topic;
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -74,25 +74,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
     let plumbing = app.plumbing().clone();
     let orders = orders::Orders::new(plumbing.outbox.clone());
-    let consumer = IdempotentConsumer::new(
-        ConsumerSettings {
-            kafka: plumbing.config.kafka.clone(),
-            group_id: DEFAULTS.name.to_owned(),
-            topics: vec![
-                Topic::Payments,
-                Topic::Inventory,
-                Topic::Shipments,
-                Topic::Catalog,
-            ],
-            retry: plumbing.config.retry.clone(),
-        },
-        plumbing.pool.clone(),
-        plumbing.codec.clone(),
-        handler::OrderHandler {
-            orders: orders.clone(),
-        },
-        plumbing.metrics.clone(),
-    )?;
+    let handler = handler::OrderHandler {
+        orders: orders.clone(),
+    };
     let watcher = deadline::DeadlineWatcher {
         pool: plumbing.pool.clone(),
         orders: orders.clone(),
@@ -104,9 +88,17 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         saga_timeout: Duration::from_secs(config.saga_deadline_secs),
     };
     Ok(app
+        .with_consumer(
+            vec![
+                Topic::Payments,
+                Topic::Inventory,
+                Topic::Shipments,
+                Topic::Catalog,
+            ],
+            handler,
+        )?
         .with_routes(http::routes(api))
         .with_openapi(http::ApiDoc::openapi())
-        .with_task(|token| async move { Ok(consumer.run(token).await?) })
         .with_task(|token| watcher.run(token)))
 }
 

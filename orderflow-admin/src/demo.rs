@@ -40,6 +40,14 @@ const PRODUCTS: [(&str, &str, i64, i32); 3] = [
 /// A rich customer and a poor one: (id, balance in cents).
 const CUSTOMERS: [(&str, i64); 2] = [("alice", 500_000), ("bob", 1_000)];
 
+/// (title, customer, items as (product, quantity), destination country).
+type Scenario = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, i64)],
+    &'static str,
+);
+
 struct Demo {
     http: reqwest::Client,
     urls: DemoUrls,
@@ -53,7 +61,7 @@ pub async fn run(urls: DemoUrls) -> anyhow::Result<()> {
         urls,
     };
     demo.seed().await?;
-    let scenarios: [(&str, &str, &[(&str, i64)], &str); 5] = [
+    let scenarios: [Scenario; 5] = [
         (
             "Happy path",
             "alice",
@@ -252,10 +260,7 @@ fn print_order(order: &Value) {
     let start: Option<DateTime<Utc>> = timeline
         .first()
         .and_then(|e| e["at"].as_str()?.parse().ok());
-    println!(
-        "   {:>8}  {:<18} {:<27} {}",
-        "+ms", "SERVICE", "EVENT", "DETAIL"
-    );
+    println!("   {:>8}  {:<18} {:<27} DETAIL", "+ms", "SERVICE", "EVENT");
     for entry in &timeline {
         let at: Option<DateTime<Utc>> = entry["at"].as_str().and_then(|t| t.parse().ok());
         let offset = match (start, at) {

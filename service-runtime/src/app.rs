@@ -10,7 +10,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use rdkafka::consumer::BaseConsumer;
-use shared_events::{EventMetrics, Outbox, OutboxRelay, RegistryCodec, TopicNames};
+use shared_events::{
+    ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
+    RegistryCodec, Topic, TopicNames,
+};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -40,6 +43,7 @@ type BackgroundTask =
 
 /// A built service, bound to its port, ready to run.
 pub struct Application {
+    name: &'static str,
     listener: TcpListener,
     router: Router,
     plumbing: Plumbing,
@@ -88,6 +92,7 @@ impl Application {
             config,
         };
         Ok(Self {
+            name: defaults.name,
             listener,
             router: health,
             plumbing,
@@ -118,6 +123,29 @@ impl Application {
             get(move || async move { Json(doc.as_ref().clone()) }),
         );
         self
+    }
+
+    /// Adds an idempotent consumer of `topics` running `handler`, in the consumer group named
+    /// after the service.
+    pub fn with_consumer<H: EventHandler>(
+        self,
+        topics: Vec<Topic>,
+        handler: H,
+    ) -> anyhow::Result<Self> {
+        let plumbing = &self.plumbing;
+        let consumer = IdempotentConsumer::new(
+            ConsumerSettings {
+                kafka: plumbing.config.kafka.clone(),
+                group_id: self.name.to_owned(),
+                topics,
+                retry: plumbing.config.retry.clone(),
+            },
+            plumbing.pool.clone(),
+            plumbing.codec.clone(),
+            handler,
+            plumbing.metrics.clone(),
+        )?;
+        Ok(self.with_task(|token| async move { Ok(consumer.run(token).await?) }))
     }
 
     /// Adds a task (e.g. an idempotent consumer) that runs until the token is cancelled.

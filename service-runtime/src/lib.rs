@@ -13,7 +13,7 @@ pub mod telemetry;
 pub use app::{Application, Plumbing};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
 pub use json::ValidJson;
-pub use problem::Problem;
+pub use problem::{FieldErrors, Problem};
 
 /// What a service binary does after parsing its config: start telemetry, build the
 /// application (`build` is not polled before telemetry is up), run until SIGINT/SIGTERM.

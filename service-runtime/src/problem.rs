@@ -66,6 +66,11 @@ impl Problem {
         .with("errors", errors)
     }
 
+    /// 422 for one broken rule.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation([json!({"field": field, "message": message.into()})])
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "/problems/not-found", "Not found").detail(what)
     }
@@ -113,5 +118,27 @@ impl IntoResponse for Problem {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         response
+    }
+}
+
+/// Collects broken rules of a request; [`FieldErrors::into_result`] turns them into one 422.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<Value>);
+
+impl FieldErrors {
+    /// Records `message` against `field` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) {
+        if !ok {
+            self.0
+                .push(json!({"field": field, "message": message.into()}));
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), Problem> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::validation(self.0))
+        }
     }
 }

@@ -8,7 +8,7 @@ pub mod handler;
 pub mod http;
 
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
-use shared_events::{ConsumerSettings, IdempotentConsumer, Topic};
+use shared_events::Topic;
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -48,25 +48,14 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     }
     let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
     let plumbing = app.plumbing().clone();
-    let consumer = IdempotentConsumer::new(
-        ConsumerSettings {
-            kafka: plumbing.config.kafka.clone(),
-            group_id: DEFAULTS.name.to_owned(),
-            topics: vec![Topic::Orders, Topic::Inventory],
-            retry: plumbing.config.retry.clone(),
+    let handler = handler::ShippingHandler {
+        outbox: plumbing.outbox.clone(),
+        carriers: domain::Carriers {
+            destinations: config.destinations,
         },
-        plumbing.pool.clone(),
-        plumbing.codec.clone(),
-        handler::ShippingHandler {
-            outbox: plumbing.outbox.clone(),
-            carriers: domain::Carriers {
-                destinations: config.destinations,
-            },
-        },
-        plumbing.metrics.clone(),
-    )?;
+    };
     Ok(app
+        .with_consumer(vec![Topic::Orders, Topic::Inventory], handler)?
         .with_routes(http::routes(plumbing.pool))
-        .with_openapi(http::ApiDoc::openapi())
-        .with_task(|token| async move { Ok(consumer.run(token).await?) }))
+        .with_openapi(http::ApiDoc::openapi()))
 }

@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use shared_events::contracts::Address;
+use shared_events::contracts::{Address, CURRENCIES};
 
 use super::events::Line;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
-pub const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "CHF"];
 const MAX_TEXT: usize = 200;
 
 /// The body of `POST /orders`.

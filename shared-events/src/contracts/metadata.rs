@@ -79,6 +79,9 @@ fn now_millis() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
+/// The currencies orderflow accepts (ISO 4217); each has two decimal places.
+pub const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "CHF"];
+
 /// An amount in the currency's minor units. Never a float.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {

@@ -10,7 +10,7 @@ use apache_avro::types::Value;
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
-pub use metadata::{EventMetadata, Money};
+pub use metadata::{CURRENCIES, EventMetadata, Money};
 pub use payloads::*;
 
 use crate::topics::Topic;
