@@ -34,7 +34,8 @@ enum Command {
         registry: RegistryConfig,
     },
     /// Publish one event through the registry serde and read it back from Kafka: proves the
-    /// broker, the registry and the wire format work together.
+    /// broker, the registry and the wire format work together. Uses `smoke-check-` topics
+    /// (created if missing), which no service reads.
     SmokeCheck {
         #[command(flatten)]
         registry: RegistryConfig,
@@ -121,7 +122,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Demo { urls } => demo::run(urls).await?,
-        Command::SmokeCheck { registry } => smoke_check(&cli.kafka, &registry, &names).await?,
+        Command::SmokeCheck { registry } => {
+            // Topics of its own, so that no service ever consumes the made-up order.
+            let names = TopicNames::new(format!("{}smoke-check-", cli.kafka.topic_prefix));
+            let admin: AdminClient<DefaultClientContext> = cli.kafka.base().create()?;
+            provision_topics(&admin, &names, 1, 1).await?;
+            smoke_check(&cli.kafka, &registry, &names).await?
+        }
         Command::Dlq { command } => match command {
             DlqCommand::List { topic } => {
                 let dlq = dead_letter_topic(&names, &topic)?;
