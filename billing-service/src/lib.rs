@@ -8,7 +8,7 @@ pub mod domain;
 pub mod handler;
 pub mod http;
 
-use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
 use shared_events::Topic;
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -18,6 +18,9 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     http_port: 8083,
     database: "orderflow_billing",
 };
+
+/// The topics this service consumes (its consumer group is named after the service).
+pub const CONSUMES: [Topic; 3] = [Topic::Orders, Topic::Inventory, Topic::Shipments];
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -32,6 +35,18 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
+    #[command(subcommand)]
+    pub command: Option<Maintenance>,
+}
+
+/// Runs the service until SIGINT/SIGTERM, or the maintenance subcommand given.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(command) = &config.command {
+        return service_runtime::maintenance::run(command, DEFAULTS, &config.service, &MIGRATIONS)
+            .await;
+    }
+    let telemetry = config.service.telemetry.clone();
+    service_runtime::run(DEFAULTS, &telemetry, build(config)).await
 }
 
 /// Builds the service: database, registry, relay, the saga consumer and the HTTP API.
@@ -42,10 +57,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         outbox: plumbing.outbox.clone(),
     };
     Ok(app
-        .with_consumer(
-            vec![Topic::Orders, Topic::Inventory, Topic::Shipments],
-            handler,
-        )?
+        .with_consumer(CONSUMES.to_vec(), handler)?
         .with_routes(http::routes(plumbing.pool))
         .with_openapi(http::ApiDoc::openapi()))
 }

@@ -2,12 +2,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = inventory_service::Config::parse();
-    let telemetry = config.service.telemetry.clone();
-    service_runtime::run(
-        inventory_service::DEFAULTS,
-        &telemetry,
-        inventory_service::build(config),
-    )
-    .await
+    inventory_service::run(inventory_service::Config::parse()).await
 }

@@ -11,12 +11,13 @@ pub mod domain;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod metrics;
 pub mod orders;
 pub mod store;
 
 use std::time::Duration;
 
-use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
 use shared_events::Topic;
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -28,6 +29,14 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     http_port: 8080,
     database: "orderflow_orders",
 };
+
+/// The topics this service consumes (its consumer group is named after the service).
+pub const CONSUMES: [Topic; 4] = [
+    Topic::Payments,
+    Topic::Inventory,
+    Topic::Shipments,
+    Topic::Catalog,
+];
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -64,6 +73,26 @@ pub struct Config {
 pub enum Command {
     /// Rebuild `orders_view` from `order_events`, then exit.
     RebuildView,
+    #[command(flatten)]
+    Maintenance(Maintenance),
+}
+
+/// Runs the service until SIGINT/SIGTERM, or the subcommand given.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    match &config.command {
+        Some(Command::RebuildView) => {
+            let rebuilt = rebuild_view(&config).await?;
+            println!("rebuilt orders_view from order_events: {rebuilt} orders");
+            Ok(())
+        }
+        Some(Command::Maintenance(command)) => {
+            service_runtime::maintenance::run(command, DEFAULTS, &config.service, &MIGRATIONS).await
+        }
+        None => {
+            let telemetry = config.service.telemetry.clone();
+            service_runtime::run(DEFAULTS, &telemetry, build(config)).await
+        }
+    }
 }
 
 /// Builds the service: database, registry, relay, consumer, deadline watcher, HTTP API.
@@ -73,7 +102,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     }
     let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
     let plumbing = app.plumbing().clone();
-    let orders = orders::Orders::new(plumbing.outbox.clone());
+    let order_metrics = metrics::OrderMetrics::default();
+    app.register_metrics(|registry| order_metrics.register(registry));
+    let orders = orders::Orders::new(plumbing.outbox.clone(), order_metrics);
     let handler = handler::OrderHandler {
         orders: orders.clone(),
     };
@@ -88,15 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         saga_timeout: Duration::from_secs(config.saga_deadline_secs),
     };
     Ok(app
-        .with_consumer(
-            vec![
-                Topic::Payments,
-                Topic::Inventory,
-                Topic::Shipments,
-                Topic::Catalog,
-            ],
-            handler,
-        )?
+        .with_consumer(CONSUMES.to_vec(), handler)?
         .with_routes(http::routes(api))
         .with_openapi(http::ApiDoc::openapi())
         .with_task(|token| watcher.run(token)))

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::{CancelRefused, Order, OrderEvent, OrderStatus, Placed};
 use crate::error::Error;
+use crate::metrics::OrderMetrics;
 use crate::store::{self, LoadedOrder};
 
 /// What a cancellation request came to.
@@ -23,13 +24,14 @@ pub enum Cancellation {
 #[derive(Clone)]
 pub struct Orders {
     outbox: Outbox,
+    metrics: OrderMetrics,
 }
 
 const PRODUCER: &str = crate::DEFAULTS.name;
 
 impl Orders {
-    pub fn new(outbox: Outbox) -> Self {
-        Self { outbox }
+    pub fn new(outbox: Outbox, metrics: OrderMetrics) -> Self {
+        Self { outbox, metrics }
     }
 
     /// Records and publishes a new order.
@@ -147,6 +149,16 @@ impl Orders {
                 EventMetadata::caused_by(cause, event.event_type(), PRODUCER)
             };
             store::append(tx, order.id, sequence, &metadata, &event).await?;
+            let outcome = match event {
+                OrderEvent::OrderCompleted => Some("completed"),
+                OrderEvent::OrderCancelled { .. } => Some("cancelled"),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                let saga = metadata.occurred_at - placed.occurred_at;
+                self.metrics
+                    .finished(outcome, saga.num_milliseconds() as f64 / 1000.0);
+            }
             order.apply(&event);
             sequence += 1;
             last_at = metadata.occurred_at;

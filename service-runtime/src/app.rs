@@ -2,7 +2,7 @@
 //! and the HTTP server, all stopped by one cancellation token.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -44,6 +44,7 @@ type BackgroundTask =
 /// A built service, bound to its port, ready to run.
 pub struct Application {
     name: &'static str,
+    registry: Arc<Mutex<Registry>>,
     listener: TcpListener,
     router: Router,
     plumbing: Plumbing,
@@ -77,10 +78,11 @@ impl Application {
         );
         let metrics = EventMetrics::register(&mut registry);
         let kafka_probe: BaseConsumer = config.kafka.base().create()?;
+        let registry = Arc::new(Mutex::new(registry));
         let health = health::router(HealthState {
             pool: pool.clone(),
             kafka_probe: Arc::new(kafka_probe),
-            metrics: Arc::new(registry),
+            metrics: registry.clone(),
         });
         let listener = TcpListener::bind(config.http_addr(&defaults)).await?;
         let plumbing = Plumbing {
@@ -93,6 +95,7 @@ impl Application {
         };
         Ok(Self {
             name: defaults.name,
+            registry,
             listener,
             router: health,
             plumbing,
@@ -102,6 +105,15 @@ impl Application {
 
     pub fn plumbing(&self) -> &Plumbing {
         &self.plumbing
+    }
+
+    /// Registers the service's own metrics beside the plumbing's, under `orderflow_`.
+    pub fn register_metrics(&self, register: impl FnOnce(&mut Registry)) {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        register(registry.sub_registry_with_prefix("orderflow"));
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

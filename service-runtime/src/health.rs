@@ -1,7 +1,7 @@
 //! `/healthz` (the process is alive), `/readyz` (its database and broker answer) and
 //! `/metrics` (Prometheus text), merged into every service's router.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -23,7 +23,8 @@ pub struct HealthState {
     pub pool: PgPool,
     /// A client used only to ask the broker for metadata.
     pub kafka_probe: Arc<BaseConsumer>,
-    pub metrics: Arc<Registry>,
+    /// Shared so that a service can register metrics of its own after the build.
+    pub metrics: Arc<Mutex<Registry>>,
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -92,7 +93,11 @@ async fn ready(State(state): State<HealthState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<HealthState>) -> Response {
     let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
+    let registry = state
+        .metrics
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
         tracing::error!(error = %e, "encoding metrics failed");
         return Problem::internal().into_response();
     }

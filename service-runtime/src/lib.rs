@@ -6,6 +6,7 @@ mod app;
 pub mod config;
 pub mod health;
 pub mod json;
+pub mod maintenance;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
@@ -13,6 +14,7 @@ pub mod telemetry;
 pub use app::{Application, Plumbing};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
 pub use json::ValidJson;
+pub use maintenance::Maintenance;
 pub use problem::{FieldErrors, Problem};
 
 /// What a service binary does after parsing its config: start telemetry, build the

@@ -7,7 +7,7 @@ pub mod domain;
 pub mod handler;
 pub mod http;
 
-use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
 use shared_events::Topic;
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -18,6 +18,9 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     database: "orderflow_shipping",
 };
 
+/// The topics this service consumes (its consumer group is named after the service).
+pub const CONSUMES: [Topic; 2] = [Topic::Orders, Topic::Inventory];
+
 /// This service's own tables; the plumbing's come from `shared-events`.
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -27,6 +30,8 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
+    #[command(subcommand)]
+    pub command: Option<Maintenance>,
     /// Countries (ISO 3166-1 alpha-2) some carrier ships to; orders elsewhere are refused.
     #[arg(
         long = "shipping-destinations",
@@ -35,6 +40,16 @@ pub struct Config {
         default_value = "US,CA,GB,IE,DE,FR,NL,BE,LU,AT,CH,ES,PT,IT,DK,SE,NO,FI,PL,CZ"
     )]
     pub destinations: Vec<String>,
+}
+
+/// Runs the service until SIGINT/SIGTERM, or the maintenance subcommand given.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(command) = &config.command {
+        return service_runtime::maintenance::run(command, DEFAULTS, &config.service, &MIGRATIONS)
+            .await;
+    }
+    let telemetry = config.service.telemetry.clone();
+    service_runtime::run(DEFAULTS, &telemetry, build(config)).await
 }
 
 /// Builds the service: database, registry, relay, the saga consumer and the HTTP API.
@@ -55,7 +70,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         },
     };
     Ok(app
-        .with_consumer(vec![Topic::Orders, Topic::Inventory], handler)?
+        .with_consumer(CONSUMES.to_vec(), handler)?
         .with_routes(http::routes(plumbing.pool))
         .with_openapi(http::ApiDoc::openapi()))
 }

@@ -1,0 +1,62 @@
+//! Subcommands every service binary has besides serving: a container healthcheck that needs
+//! no curl in the image, and migrations on their own (for an init container or a Job).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::migrate::Migrator;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{ServiceConfig, ServiceDefaults};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Maintenance {
+    /// Exit 0 if this service's /readyz answers 200 (for container healthchecks).
+    Healthcheck,
+    /// Apply this service's database migrations, then exit.
+    Migrate,
+}
+
+pub async fn run(
+    command: &Maintenance,
+    defaults: ServiceDefaults,
+    config: &ServiceConfig,
+    migrations: &Migrator,
+) -> anyhow::Result<()> {
+    match command {
+        Maintenance::Healthcheck => healthcheck(config.http_addr(&defaults)).await,
+        Maintenance::Migrate => {
+            let pool = sqlx::PgPool::connect(&config.database_url(&defaults))
+                .await
+                .context("connecting to the database")?;
+            shared_events::migrations::with_service_migrations(migrations)
+                .run(&pool)
+                .await?;
+            println!("{}: migrations applied", defaults.name);
+            Ok(())
+        }
+    }
+}
+
+async fn healthcheck(mut address: std::net::SocketAddr) -> anyhow::Result<()> {
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let probe = async {
+        let mut stream = TcpStream::connect(address).await?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .context("readiness probe timed out")??;
+    if &head[9..12] != b"200" {
+        bail!("not ready: {}", String::from_utf8_lossy(&head).trim_end());
+    }
+    Ok(())
+}
