@@ -33,6 +33,10 @@ pub const SCENARIOS: &[(&str, FaultScenario)] = &[
         deadline_with_shipping_down,
     ),
     ("cqrs::rebuilt_projection_is_identical", rebuild_projection),
+    (
+        "faults::sigterm_under_load_loses_nothing_and_repeats_nothing",
+        sigterm_under_load,
+    ),
 ];
 
 async fn seed(stack: &Stack, tag: &str) -> (String, String) {
@@ -199,4 +203,96 @@ async fn snapshot(database_url: &str) -> Vec<Value> {
             .await
             .unwrap();
     rows.into_iter().map(|(row,)| row).collect()
+}
+
+fn sigterm_under_load(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        const ORDERS: usize = 60;
+        let product = format!(
+            "sigterm-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let customer = format!("{product}-customer");
+        put_product(stack, &product, 100, 1_000).await;
+        put_account(stack, &customer, 10_000_000).await;
+        wait_for_catalog(stack, &[&product]).await;
+        // The client retries each order with its Idempotency-Key until it is accepted, as a
+        // real client would through a restart; a retry must never make a second order.
+        let url = format!("{}/orders", stack.url("order-service"));
+        let body = order_body(&customer, &[(&product, 2)], "DE");
+        let load = tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let mut accepted = Vec::new();
+            for _ in 0..ORDERS {
+                let key = uuid::Uuid::new_v4().to_string();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let sent = http
+                        .post(&url)
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(response) = sent
+                        && response.status() == StatusCode::ACCEPTED
+                    {
+                        let answer: Value = response.json().await.unwrap();
+                        accepted.push(answer["order_id"].as_str().unwrap().to_owned());
+                        break;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "order never accepted"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            accepted
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Each stop asserts a clean exit within 20 s of SIGTERM (the pods' grace is 30 s).
+        for service in ["billing-service", "order-service", "inventory-service"] {
+            stack.service(service).stop().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stack.service(service).start().await;
+        }
+        let accepted = load.await.unwrap();
+        let distinct: std::collections::BTreeSet<&String> = accepted.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ORDERS,
+            "a retried request made a second order"
+        );
+        for order_id in &accepted {
+            client::wait_for_status(stack, order_id, "COMPLETED").await;
+        }
+        let account = client::account(stack, &customer).await;
+        let paid: std::collections::BTreeSet<&str> = account["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["order_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paid.len(),
+            ORDERS,
+            "charged {} times for {ORDERS} orders",
+            paid.len()
+        );
+        assert_eq!(account["payments"].as_array().unwrap().len(), ORDERS);
+        assert_eq!(account["balance_minor"], 10_000_000 - (ORDERS as i64) * 200);
+        let stock = client::product(stack, &product).await;
+        assert_eq!(stock["reserved"], 2 * ORDERS as i64, "{stock}");
+        assert_eq!(stock["available"], 1_000 - 2 * ORDERS as i64);
+        let (_, page) = client::get_json(&format!(
+            "{}/orders?customer_id={customer}&limit=100",
+            stack.url("order-service")
+        ))
+        .await;
+        assert_eq!(page["orders"].as_array().unwrap().len(), ORDERS);
+    })
 }
