@@ -150,6 +150,7 @@ fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
     let binaries = binaries();
     let mut problems = Vec::new();
     let mut scrape_expected = BTreeSet::new();
+    let mut topic_prefixes = BTreeSet::new();
     for (name, service) in compose["services"].as_object().unwrap() {
         let image = service["image"].as_str().unwrap_or_default();
         let Some(binary) = service["build"]["args"]["SERVICE"]
@@ -167,6 +168,7 @@ fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
             })
             .unwrap_or_default();
         let place = format!("docker-compose.yml services.{name}");
+        topic_prefixes.insert(env.get("KAFKA_TOPIC_PREFIX").cloned().unwrap_or_default());
         if binary == "orderflow-admin" {
             let command = service["command"][0].as_str().unwrap_or_default();
             let required: &[&str] = match command {
@@ -228,6 +230,11 @@ fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
                 problems.push(format!("{place}: {key} names no compose service: {host:?}"));
             }
         }
+    }
+    if topic_prefixes.len() != 1 {
+        problems.push(format!(
+            "docker-compose.yml: services use different topic prefixes {topic_prefixes:?}"
+        ));
     }
     let scraped: BTreeSet<String> = prometheus["scrape_configs"]
         .as_array()
@@ -443,6 +450,15 @@ fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
             }
         }
     }
+    let prefixes: BTreeSet<&str> = service_settings
+        .values()
+        .map(|env| env.get("KAFKA_TOPIC_PREFIX").map_or("", String::as_str))
+        .collect();
+    if prefixes.len() > 1 {
+        problems.push(format!(
+            "{name}: services use different topic prefixes {prefixes:?}"
+        ));
+    }
     if service_settings.len() != binaries.len() {
         problems.push(format!(
             "{name}: runs {:?}",
@@ -494,12 +510,14 @@ fn broken_copies_are_caught() {
     order["KAFKA_BOOTSTRAP_SERVER"] = "kafka:19092".into();
     order.as_object_mut().unwrap().remove("DATABASE_URL");
     order["HTTP_ADDR"] = "0.0.0.0:9999".into();
+    order["KAFKA_TOPIC_PREFIX"] = "staging-".into();
     let problems = check_compose(&compose, &prometheus()).join("\n");
     for expected in [
         "does not read KAFKA_BOOTSTRAP_SERVER",
         "needs DATABASE_URL",
         "publishes [8080]",
         "prometheus.yml scrapes",
+        "different topic prefixes",
     ] {
         assert!(
             problems.contains(expected),
