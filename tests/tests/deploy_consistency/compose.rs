@@ -1,0 +1,119 @@
+//! Checks of docker-compose.yml (as `docker compose config --format json` resolves it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{admin_reads, binaries, check_env, port_of};
+
+/// Problems in the compose file (as `docker compose config --format json` resolved it).
+pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
+    let binaries = binaries();
+    let mut problems = Vec::new();
+    let mut scrape_expected = BTreeSet::new();
+    let mut topic_prefixes = BTreeSet::new();
+    for (name, service) in compose["services"].as_object().unwrap() {
+        let image = service["image"].as_str().unwrap_or_default();
+        let Some(binary) = service["build"]["args"]["SERVICE"]
+            .as_str()
+            .or_else(|| image.strip_prefix("orderflow/")?.split(':').next())
+        else {
+            continue;
+        };
+        let env: BTreeMap<String, String> = service["environment"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let place = format!("docker-compose.yml services.{name}");
+        topic_prefixes.insert(env.get("KAFKA_TOPIC_PREFIX").cloned().unwrap_or_default());
+        if binary == "orderflow-admin" {
+            let command = service["command"][0].as_str().unwrap_or_default();
+            let required: &[&str] = match command {
+                "register-schemas" => &["KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"],
+                _ => &["KAFKA_BOOTSTRAP_SERVERS"],
+            };
+            check_env(
+                &mut problems,
+                &place,
+                binary,
+                &env,
+                &admin_reads(command),
+                required,
+            );
+            continue;
+        }
+        let Some(known) = binaries.get(binary) else {
+            problems.push(format!("{place}: builds unknown binary {binary}"));
+            continue;
+        };
+        check_env(
+            &mut problems,
+            &place,
+            binary,
+            &env,
+            &known.reads,
+            known.required,
+        );
+        let http_port = env.get("HTTP_ADDR").and_then(|a| port_of(a));
+        let targets: Vec<u64> = service["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["target"].as_u64())
+            .collect();
+        if http_port.is_none() || targets != [u64::from(http_port.unwrap())] {
+            problems.push(format!(
+                "{place}: publishes {targets:?} but HTTP_ADDR listens on {http_port:?}"
+            ));
+        }
+        if let Some(port) = http_port {
+            scrape_expected.insert(format!("{name}:{port}"));
+        }
+        let healthcheck = &service["healthcheck"]["test"];
+        if healthcheck != &serde_json::json!(["CMD", "/usr/local/bin/service", "healthcheck"]) {
+            problems.push(format!("{place}: healthcheck is {healthcheck}"));
+        }
+        for key in ["KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"] {
+            let host = env.get(key).and_then(|v| {
+                v.trim_start_matches("http://")
+                    .split(':')
+                    .next()
+                    .map(str::to_owned)
+            });
+            if host
+                .as_ref()
+                .is_none_or(|h| compose["services"].get(h).is_none())
+            {
+                problems.push(format!("{place}: {key} names no compose service: {host:?}"));
+            }
+        }
+    }
+    if topic_prefixes.len() != 1 {
+        problems.push(format!(
+            "docker-compose.yml: services use different topic prefixes {topic_prefixes:?}"
+        ));
+    }
+    let scraped: BTreeSet<String> = prometheus["scrape_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|job| job["job_name"] == "orderflow")
+        .flat_map(|job| {
+            job["static_configs"][0]["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    if scraped != scrape_expected {
+        problems.push(format!(
+            "prometheus.yml scrapes {scraped:?}, the services listen on {scrape_expected:?}"
+        ));
+    }
+    problems
+}

@@ -1,0 +1,245 @@
+//! The deployment files agree with the code: every environment variable docker-compose.yml
+//! and deploy/ set is one the binary reads (clap's own list, not a copy), every variable a
+//! service needs is set, HTTP ports line up from HTTP_ADDR to container, Service, probes and
+//! Prometheus, and KEDA scales each service on exactly the topics and group it consumes.
+//! Then broken copies must be caught.
+//!
+//! Reads target/deploy-rendered/ (compose as JSON, each overlay rendered), which
+//! scripts/check-deploy writes; scripts/test runs it first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+use serde::Deserialize;
+use serde_json::Value;
+use shared_events::Topic;
+
+mod compose;
+mod overlays;
+
+use compose::check_compose;
+use overlays::check_overlay;
+
+/// What a binary reads and needs.
+struct Binary {
+    reads: BTreeSet<String>,
+    required: &'static [&'static str],
+    consumes: Vec<Topic>,
+}
+
+const SERVICE_REQUIRED: &[&str] = &[
+    "HTTP_ADDR",
+    "DATABASE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "SCHEMA_REGISTRY_URL",
+];
+
+fn env_vars(command: &clap::Command) -> BTreeSet<String> {
+    let mut vars: BTreeSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    for sub in command.get_subcommands() {
+        vars.extend(env_vars(sub));
+    }
+    // Read by the log filter (tracing-subscriber's EnvFilter), not by clap.
+    vars.insert("RUST_LOG".to_owned());
+    vars
+}
+
+fn binaries() -> BTreeMap<&'static str, Binary> {
+    let service = |command: clap::Command, consumes: &[Topic]| Binary {
+        reads: env_vars(&command),
+        required: SERVICE_REQUIRED,
+        consumes: consumes.to_vec(),
+    };
+    BTreeMap::from([
+        (
+            "order-service",
+            service(order_service::Config::command(), &order_service::CONSUMES),
+        ),
+        (
+            "billing-service",
+            service(
+                billing_service::Config::command(),
+                &billing_service::CONSUMES,
+            ),
+        ),
+        (
+            "inventory-service",
+            service(
+                inventory_service::Config::command(),
+                &inventory_service::CONSUMES,
+            ),
+        ),
+        (
+            "shipping-service",
+            service(
+                shipping_service::Config::command(),
+                &shipping_service::CONSUMES,
+            ),
+        ),
+    ])
+}
+
+/// orderflow-admin is a binary only; its `--help` lists the variables it reads (the Kafka
+/// settings at the top level, the rest per command).
+fn admin_reads(command: &str) -> BTreeSet<String> {
+    let help = |args: &[&str]| {
+        let output = std::process::Command::new(orderflow_e2e::binary("orderflow-admin"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "orderflow-admin {args:?} failed");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let text = help(&["--help"]) + &help(&[command, "--help"]);
+    text.split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn rendered(file: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/deploy-rendered")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/check-deploy first (scripts/test does)",
+            path.display()
+        )
+    })
+}
+
+fn yaml_documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn port_of(address: &str) -> Option<u16> {
+    address
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+fn check_env(
+    problems: &mut Vec<String>,
+    place: &str,
+    binary: &str,
+    env: &BTreeMap<String, String>,
+    reads: &BTreeSet<String>,
+    required: &[&str],
+) {
+    for key in env.keys() {
+        if !reads.contains(key) {
+            problems.push(format!("{place}: {binary} does not read {key}"));
+        }
+    }
+    for key in required {
+        if !env.contains_key(*key) {
+            problems.push(format!("{place}: {binary} needs {key}, which is not set"));
+        }
+    }
+}
+
+fn compose() -> Value {
+    serde_json::from_str(&rendered("compose.json")).unwrap()
+}
+
+fn prometheus() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/prometheus.yml");
+    yaml_documents(&std::fs::read_to_string(path).unwrap()).remove(0)
+}
+
+#[test]
+fn compose_sets_only_what_the_services_read_and_all_they_need() {
+    let problems = check_compose(&compose(), &prometheus());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn every_overlay_sets_only_what_the_services_read_and_all_they_need() {
+    for overlay in ["dev", "prod", "prod-keda"] {
+        let objects = yaml_documents(&rendered(&format!("{overlay}.yaml")));
+        let problems = check_overlay(overlay, &objects);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+    let keda = yaml_documents(&rendered("prod-keda.yaml"));
+    assert_eq!(
+        keda.iter().filter(|o| o["kind"] == "ScaledObject").count(),
+        4
+    );
+    assert_eq!(
+        keda.iter()
+            .filter(|o| o["kind"] == "HorizontalPodAutoscaler")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn broken_copies_are_caught() {
+    let mut compose = compose();
+    let order = &mut compose["services"]["order-service"]["environment"];
+    order["KAFKA_BOOTSTRAP_SERVER"] = "kafka:19092".into();
+    order.as_object_mut().unwrap().remove("DATABASE_URL");
+    order["HTTP_ADDR"] = "0.0.0.0:9999".into();
+    order["KAFKA_TOPIC_PREFIX"] = "staging-".into();
+    let problems = check_compose(&compose, &prometheus()).join("\n");
+    for expected in [
+        "does not read KAFKA_BOOTSTRAP_SERVER",
+        "needs DATABASE_URL",
+        "publishes [8080]",
+        "prometheus.yml scrapes",
+        "different topic prefixes",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "{expected} not reported:\n{problems}"
+        );
+    }
+
+    let mut objects = yaml_documents(&rendered("prod-keda.yaml"));
+    for object in &mut objects {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match (object["kind"].as_str().unwrap_or_default(), name.as_str()) {
+            ("ConfigMap", "billing-service") => {
+                let data = object["data"].as_object_mut().unwrap();
+                data.remove("SCHEMA_REGISTRY_URL");
+                data.insert("SAGA_DEADLINE_SECS".into(), "30".into());
+            }
+            ("ScaledObject", "shipping-service") => {
+                object["spec"]["triggers"][0]["metadata"]["topic"] = "payments".into();
+            }
+            ("NetworkPolicy", "inventory-service") => {
+                object["spec"]["egress"] =
+                    serde_json::json!([{"ports": [{"port": 53, "protocol": "UDP"}]}]);
+            }
+            _ => {}
+        }
+    }
+    let problems = check_overlay("prod-keda", &objects).join("\n");
+    for expected in [
+        "billing-service does not read SAGA_DEADLINE_SECS",
+        "billing-service needs SCHEMA_REGISTRY_URL",
+        "KEDA scales shipping-service on",
+        "NetworkPolicy inventory-service blocks KAFKA_BOOTSTRAP_SERVERS",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "{expected} not reported:\n{problems}"
+        );
+    }
+}

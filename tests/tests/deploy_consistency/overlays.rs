@@ -1,0 +1,218 @@
+//! Checks of a rendered kustomize overlay.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{admin_reads, binaries, check_env, port_of};
+
+/// Problems in one rendered overlay.
+pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
+    let binaries = binaries();
+    let mut problems = Vec::new();
+    let by_kind = |kind: &'static str| objects.iter().filter(move |o| o["kind"] == kind);
+    let config_maps: BTreeMap<&str, &Value> = by_kind("ConfigMap")
+        .map(|c| (c["metadata"]["name"].as_str().unwrap(), &c["data"]))
+        .collect();
+    let secrets: BTreeSet<&str> = by_kind("Secret")
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    let mut service_settings: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for workload in objects.iter().filter(|o| {
+        ["Deployment", "StatefulSet", "Job"].contains(&o["kind"].as_str().unwrap_or_default())
+    }) {
+        let workload_name = workload["metadata"]["name"].as_str().unwrap();
+        let pod = &workload["spec"]["template"]["spec"];
+        let containers = pod["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(pod["containers"].as_array().into_iter().flatten());
+        for container in containers {
+            let image = container["image"].as_str().unwrap_or_default();
+            let Some(binary) = image
+                .split('/')
+                .next_back()
+                .and_then(|last| last.split(':').next())
+                .filter(|_| image.contains("orderflow/"))
+            else {
+                continue;
+            };
+            let place = format!(
+                "{name}: {workload_name}/{}",
+                container["name"].as_str().unwrap()
+            );
+            let mut env: BTreeMap<String, String> = BTreeMap::new();
+            for from in container["envFrom"].as_array().into_iter().flatten() {
+                let map = from["configMapRef"]["name"].as_str().unwrap_or_default();
+                match config_maps.get(map) {
+                    Some(data) => env.extend(
+                        data.as_object()
+                            .unwrap()
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())),
+                    ),
+                    None => problems.push(format!("{place}: ConfigMap {map} does not exist")),
+                }
+            }
+            for var in container["env"].as_array().into_iter().flatten() {
+                let key = var["name"].as_str().unwrap().to_owned();
+                if let Some(secret) = var["valueFrom"]["secretKeyRef"]["name"].as_str()
+                    && name == "dev"
+                    && !secrets.contains(secret)
+                {
+                    problems.push(format!("{place}: Secret {secret} does not exist"));
+                }
+                env.insert(
+                    key,
+                    var["value"].as_str().unwrap_or("<from secret>").to_owned(),
+                );
+            }
+            if binary == "orderflow-admin" {
+                let command = container["args"][0].as_str().unwrap_or_default();
+                let reads = admin_reads(command);
+                check_env(
+                    &mut problems,
+                    &place,
+                    binary,
+                    &env,
+                    &reads,
+                    &["KAFKA_BOOTSTRAP_SERVERS"],
+                );
+                continue;
+            }
+            let Some(known) = binaries.get(binary) else {
+                problems.push(format!("{place}: runs unknown binary {binary}"));
+                continue;
+            };
+            check_env(
+                &mut problems,
+                &place,
+                binary,
+                &env,
+                &known.reads,
+                known.required,
+            );
+            if container["args"].is_null() {
+                let http_port = env.get("HTTP_ADDR").and_then(|a| port_of(a));
+                let container_port = container["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["name"] == "http")
+                    .and_then(|p| p["containerPort"].as_u64());
+                if http_port.map(u64::from) != container_port {
+                    problems.push(format!(
+                        "{place}: HTTP_ADDR port {http_port:?} but containerPort http is {container_port:?}"
+                    ));
+                }
+                for probe in ["readinessProbe", "livenessProbe"] {
+                    if container[probe]["httpGet"]["port"] != "http" {
+                        problems.push(format!("{place}: {probe} does not probe the http port"));
+                    }
+                }
+                service_settings.insert(binary.to_owned(), env);
+            }
+        }
+    }
+    for (binary, settings) in &service_settings {
+        let service = by_kind("Service").find(|s| s["metadata"]["name"] == binary.as_str());
+        let target = service.map(|s| &s["spec"]["ports"][0]["targetPort"]);
+        if target.is_none_or(|t| t != "http") {
+            problems.push(format!(
+                "{name}: Service {binary} does not target the http port"
+            ));
+        }
+        let policy = by_kind("NetworkPolicy").find(|p| p["metadata"]["name"] == binary.as_str());
+        let egress_ports: BTreeSet<u64> = policy
+            .map(|p| {
+                p["spec"]["egress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|rule| rule["ports"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|port| port["port"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in [
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "SCHEMA_REGISTRY_URL",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            let port = settings.get(key).and_then(|v| {
+                v.trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .and_then(port_of)
+            });
+            if !port.is_some_and(|p| egress_ports.contains(&u64::from(p))) {
+                problems.push(format!(
+                    "{name}: NetworkPolicy {binary} blocks {key} (port {port:?})"
+                ));
+            }
+        }
+        for scaled in by_kind("ScaledObject")
+            .filter(|s| s["spec"]["scaleTargetRef"]["name"] == binary.as_str())
+        {
+            let triggers: Vec<&Value> = scaled["spec"]["triggers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| &t["metadata"])
+                .collect();
+            let prefix = settings
+                .get("KAFKA_TOPIC_PREFIX")
+                .cloned()
+                .unwrap_or_default();
+            let names = shared_events::TopicNames::new(prefix);
+            let expected: BTreeSet<String> = binaries[binary.as_str()]
+                .consumes
+                .iter()
+                .map(|t| names.name(*t))
+                .collect();
+            let topics: BTreeSet<String> = triggers
+                .iter()
+                .filter_map(|t| t["topic"].as_str().map(str::to_owned))
+                .collect();
+            if topics != expected {
+                problems.push(format!(
+                    "{name}: KEDA scales {binary} on {topics:?}, it consumes {expected:?}"
+                ));
+            }
+            for trigger in triggers {
+                if trigger["consumerGroup"] != binary.as_str() {
+                    problems.push(format!(
+                        "{name}: KEDA watches group {}, not {binary}",
+                        trigger["consumerGroup"]
+                    ));
+                }
+                // KEDA reads the broker from the Deployment's own environment.
+                let broker_var = trigger["bootstrapServersFromEnv"]
+                    .as_str()
+                    .unwrap_or_default();
+                if !settings.contains_key(broker_var) {
+                    problems.push(format!(
+                        "{name}: KEDA takes {binary}'s broker from {broker_var:?}, which is not set"
+                    ));
+                }
+            }
+        }
+    }
+    let prefixes: BTreeSet<&str> = service_settings
+        .values()
+        .map(|env| env.get("KAFKA_TOPIC_PREFIX").map_or("", String::as_str))
+        .collect();
+    if prefixes.len() > 1 {
+        problems.push(format!(
+            "{name}: services use different topic prefixes {prefixes:?}"
+        ));
+    }
+    if service_settings.len() != binaries.len() {
+        problems.push(format!(
+            "{name}: runs {:?}",
+            service_settings.keys().collect::<Vec<_>>()
+        ));
+    }
+    problems
+}

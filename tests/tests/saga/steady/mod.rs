@@ -1,0 +1,97 @@
+//! Scenarios that need no fault: every outcome of the saga, the REST contract, idempotency,
+//! a re-published record, concurrency and tracing. They run side by side, each with its own
+//! products and customers.
+
+mod kafka;
+mod load;
+mod outcomes;
+mod rest;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
+use serde_json::Value;
+
+use crate::SteadyScenario;
+use crate::otlp::Receiver;
+
+type Ctx = (Stack, Receiver);
+type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
+    (
+        "saga::happy_path_completes_with_the_expected_timeline",
+        outcomes::happy_path,
+    ),
+    (
+        "saga::declined_payment_cancels_the_order",
+        outcomes::declined_payment,
+    ),
+    (
+        "saga::out_of_stock_refunds_and_cancels",
+        outcomes::out_of_stock,
+    ),
+    (
+        "saga::shipping_failure_releases_refunds_and_cancels",
+        outcomes::shipping_failure,
+    ),
+    (
+        "saga::cancel_after_shipment_is_409",
+        outcomes::cancel_after_shipment,
+    ),
+    (
+        "rest::idempotency_key_replays_the_original_answer",
+        rest::idempotency,
+    ),
+    (
+        "rest::bad_input_gets_problem_json_naming_the_field",
+        rest::bad_input,
+    ),
+    (
+        "rest::every_service_serves_openapi_health_and_lists",
+        rest::rest_surface,
+    ),
+    (
+        "kafka::republished_event_has_no_second_effect",
+        kafka::republished_event,
+    ),
+    (
+        "load::concurrent_orders_never_oversell_and_conserve_money",
+        load::concurrent_orders,
+    ),
+    (
+        "tracing::one_trace_per_order_across_all_four_services",
+        load::one_trace_per_order,
+    ),
+];
+
+pub(super) async fn seed(
+    stack: &Stack,
+    tag: &str,
+    products: &[(i64, i32)],
+    customers: &[i64],
+) -> (Vec<String>, Vec<String>) {
+    let product_ids: Vec<String> = (0..products.len()).map(|i| format!("{tag}-p{i}")).collect();
+    let customer_ids: Vec<String> = (0..customers.len())
+        .map(|i| format!("{tag}-c{i}"))
+        .collect();
+    for (id, (price, stock)) in product_ids.iter().zip(products) {
+        put_product(stack, id, *price, *stock).await;
+    }
+    for (id, balance) in customer_ids.iter().zip(customers) {
+        put_account(stack, id, *balance).await;
+    }
+    let ids: Vec<&str> = product_ids.iter().map(String::as_str).collect();
+    wait_for_catalog(stack, &ids).await;
+    (product_ids, customer_ids)
+}
+
+pub(super) fn event<'a>(order: &'a Value, event_type: &str) -> &'a Value {
+    order["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == event_type)
+        .unwrap_or_else(|| panic!("no {event_type} in {order:#}"))
+}

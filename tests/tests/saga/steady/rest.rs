@@ -1,0 +1,259 @@
+//! The REST contract: idempotency, bad input, OpenAPI, health, listing and pagination.
+
+use orderflow_e2e::client::{self, order_body};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Ctx, Run, seed};
+
+pub(super) fn idempotency(ctx: &Ctx) -> Run<'_> {
+    Box::pin(async move {
+        let stack = &ctx.0;
+        let (products, customers) = seed(stack, "idem", &[(100, 50)], &[100_000]).await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/orders", stack.url("order-service"));
+        let body = order_body(&customers[0], &[(&products[0], 1)], "DE");
+        let send = |body: Value| {
+            http.post(&url)
+                .header("Idempotency-Key", "idem-key-1")
+                .json(&body)
+                .send()
+        };
+        let first = send(body.clone()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::ACCEPTED);
+        let first_location = first.headers()["location"].clone();
+        let first_body: Value = first.json().await.unwrap();
+        let again = send(body.clone()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::ACCEPTED);
+        assert_eq!(again.headers()["location"], first_location);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.json::<Value>().await.unwrap(), first_body);
+        let mut other = body.clone();
+        other["items"][0]["quantity"] = json!(2);
+        let conflict = send(other).await.unwrap();
+        assert_eq!(conflict.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            conflict.headers()["content-type"],
+            "application/problem+json"
+        );
+        let order_id = first_body["order_id"].as_str().unwrap();
+        client::wait_for_status(stack, order_id, "COMPLETED").await;
+        let (_, page) = client::get_json(&format!("{url}?customer_id={}", customers[0])).await;
+        assert_eq!(page["orders"].as_array().unwrap().len(), 1, "{page}");
+        let account = client::account(stack, &customers[0]).await;
+        assert_eq!(account["payments"].as_array().unwrap().len(), 1);
+    })
+}
+
+pub(super) fn bad_input(ctx: &Ctx) -> Run<'_> {
+    Box::pin(async move {
+        let stack = &ctx.0;
+        let (products, customers) = seed(stack, "bad", &[(100, 50)], &[100_000]).await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/orders", stack.url("order-service"));
+        let good = order_body(&customers[0], &[(&products[0], 1)], "DE");
+        let post = |body: String, key: Option<&str>| {
+            let mut request = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            request.send()
+        };
+        let check = |response: reqwest::Response,
+                     status: StatusCode,
+                     field: Option<&'static str>| async move {
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+            let problem: Value = response.json().await.unwrap();
+            if let Some(field) = field {
+                let fields: Vec<&str> = problem["errors"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{problem}"))
+                    .iter()
+                    .map(|e| e["field"].as_str().unwrap())
+                    .collect();
+                assert!(fields.contains(&field), "{field} not in {problem}");
+            }
+        };
+        check(
+            post(good.to_string(), None).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            None,
+        )
+        .await;
+        check(
+            post("{\"customer_id\": ".into(), Some("bad-1"))
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            None,
+        )
+        .await;
+        check(
+            post(
+                format!("{{\"note\": \"{}\"}}", "x".repeat(70_000)),
+                Some("bad-2"),
+            )
+            .await
+            .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+        )
+        .await;
+        let cases: [(&str, Value, &str); 7] = [
+            ("items", json!([]), "items"),
+            (
+                "items",
+                json!(
+                    (0..51)
+                        .map(|i| json!({"product_id": format!("x{i}"), "quantity": 1}))
+                        .collect::<Vec<_>>()
+                ),
+                "items",
+            ),
+            (
+                "items",
+                json!([{"product_id": products[0], "quantity": 0}]),
+                "items[0].quantity",
+            ),
+            (
+                "items",
+                json!([{"product_id": products[0], "quantity": 1001}]),
+                "items[0].quantity",
+            ),
+            (
+                "items",
+                json!([{"product_id": "no-such-product", "quantity": 1}]),
+                "items[0].product_id",
+            ),
+            ("currency", json!("XYZ"), "currency"),
+            (
+                "items",
+                json!([{"product_id": products[0], "quantity": "two"}]),
+                "items[0].quantity",
+            ),
+        ];
+        for (i, (key, value, field)) in cases.into_iter().enumerate() {
+            let mut body = good.clone();
+            body[key] = value;
+            let response = post(body.to_string(), Some(&format!("bad-case-{i}")))
+                .await
+                .unwrap();
+            check(response, StatusCode::UNPROCESSABLE_ENTITY, Some(field)).await;
+        }
+        let mut missing = good.clone();
+        missing["shipping_address"]
+            .as_object_mut()
+            .unwrap()
+            .remove("country");
+        check(
+            post(missing.to_string(), Some("bad-missing"))
+                .await
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("shipping_address.country"),
+        )
+        .await;
+        // Nothing was placed by any of them.
+        let (_, page) = client::get_json(&format!("{url}?customer_id={}", customers[0])).await;
+        assert_eq!(page["orders"], json!([]));
+        let (status, problem) = client::get_json(&format!("{url}?status=SHIPPED")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        let response = http
+            .put(format!(
+                "{}/products/{}",
+                stack.url("inventory-service"),
+                products[0]
+            ))
+            .json(&json!({"name": "x", "unit_price_minor": -1, "currency": "EUR", "available": 1}))
+            .send()
+            .await
+            .unwrap();
+        check(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("unit_price_minor"),
+        )
+        .await;
+    })
+}
+
+pub(super) fn rest_surface(ctx: &Ctx) -> Run<'_> {
+    Box::pin(async move {
+        let stack = &ctx.0;
+        for (service, path) in [
+            ("order-service", "/orders/{order_id}/cancel"),
+            ("inventory-service", "/products/{product_id}"),
+            ("billing-service", "/accounts/{customer_id}"),
+            ("shipping-service", "/shipments/{order_id}"),
+        ] {
+            let (status, doc) =
+                client::get_json(&format!("{}/openapi.json", stack.url(service))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+            assert!(doc["paths"][path].is_object(), "{service} lacks {path}");
+            assert!(doc["paths"]["/readyz"].is_object());
+            let (status, _) = client::get_json(&format!("{}/healthz", stack.url(service))).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (products, customers) = seed(stack, "list", &[(100, 50)], &[100_000]).await;
+        let mut placed = Vec::new();
+        for _ in 0..5 {
+            placed.push(
+                client::place(
+                    stack,
+                    &order_body(&customers[0], &[(&products[0], 1)], "DE"),
+                )
+                .await,
+            );
+        }
+        // Keyset pagination, newest first, two per page.
+        let url = format!(
+            "{}/orders?customer_id={}&limit=2",
+            stack.url("order-service"),
+            customers[0]
+        );
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_url = match &cursor {
+                Some(c) => format!("{url}&cursor={c}"),
+                None => url.clone(),
+            };
+            let (_, page) = client::get_json(&page_url).await;
+            seen.extend(
+                page["orders"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["order_id"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        placed.reverse();
+        assert_eq!(seen, placed);
+        let (_, listed) =
+            client::get_json(&format!("{}/products", stack.url("inventory-service"))).await;
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["product_id"] == products[0])
+        );
+        for id in &placed {
+            client::wait_for_status(stack, id, "COMPLETED").await;
+        }
+        let (_, completed) = client::get_json(&format!("{url}&status=COMPLETED")).await;
+        assert_eq!(completed["orders"].as_array().unwrap().len(), 2);
+    })
+}
