@@ -86,11 +86,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Maintenance(command)) => {
-            service_runtime::maintenance::run(command, DEFAULTS, &config.service, &MIGRATIONS).await
+            let (service, command) = (config.service.clone(), Some(command.clone()));
+            service_runtime::serve_or_maintain(DEFAULTS, service, command, &MIGRATIONS, || {
+                build(config)
+            })
+            .await
         }
         None => {
-            let telemetry = config.service.telemetry.clone();
-            service_runtime::run(DEFAULTS, &telemetry, build(config)).await
+            let service = config.service.clone();
+            service_runtime::serve_or_maintain(DEFAULTS, service, None, &MIGRATIONS, || {
+                build(config)
+            })
+            .await
         }
     }
 }

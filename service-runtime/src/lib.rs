@@ -29,3 +29,21 @@ pub async fn run(
     let application = build.await?;
     application.run_until_stopped(shutdown).await
 }
+
+/// A service binary's whole life: the maintenance subcommand if one was given, else
+/// [`run`] with the application `build` makes.
+pub async fn serve_or_maintain<Fut>(
+    defaults: ServiceDefaults,
+    config: ServiceConfig,
+    command: Option<Maintenance>,
+    migrations: &sqlx::migrate::Migrator,
+    build: impl FnOnce() -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<Application>>,
+{
+    match command {
+        Some(command) => maintenance::run(&command, defaults, &config, migrations).await,
+        None => run(defaults, &config.telemetry, build()).await,
+    }
+}

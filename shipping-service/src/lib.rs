@@ -44,12 +44,9 @@ pub struct Config {
 
 /// Runs the service until SIGINT/SIGTERM, or the maintenance subcommand given.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if let Some(command) = &config.command {
-        return service_runtime::maintenance::run(command, DEFAULTS, &config.service, &MIGRATIONS)
-            .await;
-    }
-    let telemetry = config.service.telemetry.clone();
-    service_runtime::run(DEFAULTS, &telemetry, build(config)).await
+    let (service, command) = (config.service.clone(), config.command.clone());
+    service_runtime::serve_or_maintain(DEFAULTS, service, command, &MIGRATIONS, || build(config))
+        .await
 }
 
 /// Builds the service: database, registry, relay, the saga consumer and the HTTP API.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{admin_reads, binaries, check_env, port_of};
+use super::{admin_reads, admin_required, binaries, check_env, port_of};
 
 /// Problems in the compose file (as `docker compose config --format json` resolved it).
 pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
@@ -32,17 +32,13 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
         topic_prefixes.insert(env.get("KAFKA_TOPIC_PREFIX").cloned().unwrap_or_default());
         if binary == "orderflow-admin" {
             let command = service["command"][0].as_str().unwrap_or_default();
-            let required: &[&str] = match command {
-                "register-schemas" => &["KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"],
-                _ => &["KAFKA_BOOTSTRAP_SERVERS"],
-            };
             check_env(
                 &mut problems,
                 &place,
                 binary,
                 &env,
                 &admin_reads(command),
-                required,
+                admin_required(command),
             );
             continue;
         }

@@ -103,6 +103,14 @@ fn admin_reads(command: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// What each orderflow-admin command needs set.
+fn admin_required(command: &str) -> &'static [&'static str] {
+    match command {
+        "register-schemas" => &["KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"],
+        _ => &["KAFKA_BOOTSTRAP_SERVERS"],
+    }
+}
+
 fn rendered(file: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/deploy-rendered")

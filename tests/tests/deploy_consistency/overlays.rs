@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{admin_reads, binaries, check_env, port_of};
+use super::{admin_reads, admin_required, binaries, check_env, port_of};
 
 /// Problems in one rendered overlay.
 pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
@@ -77,7 +77,7 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
                     binary,
                     &env,
                     &reads,
-                    &["KAFKA_BOOTSTRAP_SERVERS"],
+                    admin_required(command),
                 );
                 continue;
             }
