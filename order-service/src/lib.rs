@@ -79,27 +79,20 @@ pub enum Command {
 
 /// Runs the service until SIGINT/SIGTERM, or the subcommand given.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    match &config.command {
+    let maintenance = match &config.command {
         Some(Command::RebuildView) => {
             let rebuilt = rebuild_view(&config).await?;
             println!("rebuilt orders_view from order_events: {rebuilt} orders");
-            Ok(())
+            return Ok(());
         }
-        Some(Command::Maintenance(command)) => {
-            let (service, command) = (config.service.clone(), Some(command.clone()));
-            service_runtime::serve_or_maintain(DEFAULTS, service, command, &MIGRATIONS, || {
-                build(config)
-            })
-            .await
-        }
-        None => {
-            let service = config.service.clone();
-            service_runtime::serve_or_maintain(DEFAULTS, service, None, &MIGRATIONS, || {
-                build(config)
-            })
-            .await
-        }
-    }
+        Some(Command::Maintenance(command)) => Some(command.clone()),
+        None => None,
+    };
+    let service = config.service.clone();
+    service_runtime::serve_or_maintain(DEFAULTS, service, maintenance, &MIGRATIONS, || {
+        build(config)
+    })
+    .await
 }
 
 /// Builds the service: database, registry, relay, consumer, deadline watcher, HTTP API.
