@@ -69,6 +69,22 @@ pub async fn wait_for_status(stack: &Stack, order_id: &str, status: &str) -> Val
     }
 }
 
+/// Polls the order until it is COMPLETED or CANCELLED.
+pub async fn wait_terminal(stack: &Stack, order_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let order = order(stack, order_id).await;
+        if ["COMPLETED", "CANCELLED"].contains(&order["status"].as_str().unwrap()) {
+            return order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order_id} still in flight: {order:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 pub async fn cancel(stack: &Stack, order_id: &str) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(format!(

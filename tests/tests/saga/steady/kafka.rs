@@ -26,18 +26,16 @@ pub(super) fn republished_event(ctx: &Ctx) -> Run<'_> {
         // Every record of the order: keyed by the order, correlated to it, caused by another.
         let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
         let names = TopicNames::new(stack.prefix.clone());
-        let records = read_order_records(&kafka, &names, &order_id);
+        let expected = BTreeSet::from([
+            "OrderPlaced",
+            "PaymentAuthorized",
+            "StockReserved",
+            "ShipmentScheduled",
+            "OrderCompleted",
+        ]);
+        let records = read_order_records(&kafka, &names, &order_id, &expected);
         let types: BTreeSet<&str> = records.iter().map(|r| r.event_type.as_str()).collect();
-        assert!(
-            types.is_superset(&BTreeSet::from([
-                "OrderPlaced",
-                "PaymentAuthorized",
-                "StockReserved",
-                "ShipmentScheduled",
-                "OrderCompleted"
-            ])),
-            "{types:?}"
-        );
+        assert!(types.is_superset(&expected), "{types:?}");
         for record in &records {
             assert_eq!(
                 record.headers.get("correlation_id").map(String::as_str),
@@ -114,7 +112,14 @@ struct RawRecord {
     headers: BTreeMap<String, String>,
 }
 
-fn read_order_records(kafka: &KafkaConfig, names: &TopicNames, order_id: &str) -> Vec<RawRecord> {
+/// The order's records on the saga topics, read from the beginning until every type in
+/// `expected` has been seen (and a second more, for any others).
+fn read_order_records(
+    kafka: &KafkaConfig,
+    names: &TopicNames,
+    order_id: &str,
+    expected: &BTreeSet<&str>,
+) -> Vec<RawRecord> {
     let consumer: BaseConsumer = kafka
         .base()
         .set("group.id", format!("e2e-reader-{}", uuid::Uuid::new_v4()))
@@ -135,13 +140,14 @@ fn read_order_records(kafka: &KafkaConfig, names: &TopicNames, order_id: &str) -
         .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
         .unwrap();
     let mut records = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut quiet_since = std::time::Instant::now();
-    while std::time::Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(4) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut complete_at: Option<std::time::Instant> = None;
+    while std::time::Instant::now() < deadline
+        && complete_at.is_none_or(|at| at.elapsed() < Duration::from_secs(1))
+    {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        quiet_since = std::time::Instant::now();
         if message.key() != Some(order_id.as_bytes()) {
             continue;
         }
@@ -164,6 +170,10 @@ fn read_order_records(kafka: &KafkaConfig, names: &TopicNames, order_id: &str) -
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
         });
+        let seen: BTreeSet<&str> = records.iter().map(|r| r.event_type.as_str()).collect();
+        if complete_at.is_none() && seen.is_superset(expected) {
+            complete_at = Some(std::time::Instant::now());
+        }
     }
     records
 }
