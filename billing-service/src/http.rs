@@ -178,13 +178,10 @@ async fn put_account(
             .await?;
     let status = match existing {
         Some((currency,)) if currency != body.currency => {
-            let mut errors = FieldErrors::default();
-            errors.check(
-                false,
+            return Err(Problem::invalid_field(
                 "currency",
                 format!("the account is kept in {currency}"),
-            );
-            return errors.into_result().map(|()| unreachable!());
+            ));
         }
         Some(_) => {
             sqlx::query(
