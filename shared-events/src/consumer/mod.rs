@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+mod close;
 mod handler;
 mod rebalance;
 
+use close::{CLOSE_TIMEOUT, close_within};
 pub use handler::{EventHandler, HandlerError};
 use rebalance::{RebalanceTracker, RevokedPartitions};
 
@@ -106,7 +108,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     /// Consumes until `shutdown` is cancelled. The record in hand is always finished (or
-    /// left for redelivery) before returning, and the stored offsets are committed.
+    /// left for redelivery) before returning; the stored offsets are committed and the group
+    /// left, within a bounded wait.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut paused: HashMap<(String, i32), PausedPartition> = HashMap::new();
         // After a rewind, records already fetched past the rewind point may still arrive;
@@ -155,17 +158,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 Outcome::Interrupted => break,
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(())
-            | Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => {}
-            Err(e) => {
-                warn!(error = %e, "final offset commit failed; records since the last commit are redelivered")
-            }
-        }
-        self.consumer.unsubscribe();
-        info!(group = %self.group_id, "consumer stopped");
+        close_within(self.consumer, &self.group_id, CLOSE_TIMEOUT).await;
         Ok(())
     }
 

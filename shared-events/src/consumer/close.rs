@@ -1,0 +1,58 @@
+//! Leaving the consumer group on shutdown, with a bounded wait.
+//!
+//! The final commit and the group leave both need the broker, and librdkafka waits for it
+//! without limit: dropping a consumer whose broker is unreachable blocks until the broker
+//! answers. That would hold the process past its termination grace period and get it
+//! killed. So both run on a thread of their own, and shutdown waits for them at most
+//! [`CLOSE_TIMEOUT`]. If the wait runs out, nothing is lost: offsets that were not
+//! committed make their records come again, and `processed_events` skips them as
+//! duplicates.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::rebalance::RebalanceTracker;
+
+/// How long shutdown waits for the final commit and the group leave. Well inside a pod's
+/// grace period, with the HTTP drain and the relay's flush beside it.
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commits the stored offsets, leaves the group and frees the consumer, waiting at most
+/// `limit`. A thread that outlives the wait stays blocked in librdkafka and ends with the
+/// process.
+pub(super) async fn close_within(
+    consumer: StreamConsumer<RebalanceTracker>,
+    group: &str,
+    limit: Duration,
+) {
+    let (closed_tx, closed) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".to_owned())
+        .spawn(move || {
+            let committed = consumer.commit_consumer_state(CommitMode::Sync);
+            consumer.unsubscribe();
+            // Dropping the last handle closes the consumer, which leaves the group.
+            drop(consumer);
+            let _ = closed_tx.send(committed);
+        });
+    if let Err(e) = spawned {
+        warn!(%group, error = %e, "no thread to close the consumer on; it is abandoned, its uncommitted records come again");
+        return;
+    }
+    match tokio::time::timeout(limit, closed).await {
+        Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {
+            info!(%group, "consumer stopped");
+        }
+        Ok(Ok(Err(e))) => {
+            warn!(%group, error = %e, "consumer stopped; the final offset commit failed, so records since the last commit come again");
+        }
+        Ok(Err(_)) => warn!(%group, "the consumer's close thread died"),
+        Err(_) => warn!(%group, ?limit,
+            "the broker did not answer the final commit and group leave in time; stopping anyway, records since the last commit come again"),
+    }
+}

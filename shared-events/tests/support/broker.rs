@@ -1,0 +1,64 @@
+//! Freezing the local broker (SIGSTOP) for chaos tests. Only one test binary at a time may
+//! freeze it: every test sharing the broker would see the outage.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Freezes the local broker; thaws it when dropped, even if the test panics.
+pub struct FrozenBroker {
+    pid: String,
+}
+
+impl FrozenBroker {
+    pub fn freeze() -> Self {
+        let pid = broker_pid();
+        signal("-STOP", &pid);
+        Self { pid }
+    }
+}
+
+/// The local tansu: from `TANSU_PID_FILE`, else `.stack/tansu.pid` (written by
+/// `scripts/stack-up` when it started the broker), else the tansu process serving the
+/// bootstrap address (a stack started from another checkout).
+fn broker_pid() -> String {
+    let pid_file = std::env::var("TANSU_PID_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/tansu.pid"));
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let pid = pid.trim().to_owned();
+        if Command::new("kill")
+            .args(["-0", &pid])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return pid;
+        }
+    }
+    let pattern = format!(
+        "tansu broker --listener-url tcp://{}",
+        super::kafka_bootstrap()
+    );
+    let output = Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8(output.stdout).unwrap();
+    let mut pids = pids.lines();
+    match (pids.next(), pids.next()) {
+        (Some(pid), None) => pid.to_owned(),
+        _ => {
+            panic!("no single tansu broker serves {pattern}: start the stack with scripts/stack-up")
+        }
+    }
+}
+
+impl Drop for FrozenBroker {
+    fn drop(&mut self) {
+        signal("-CONT", &self.pid);
+    }
+}
+
+fn signal(sig: &str, pid: &str) {
+    let status = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
