@@ -1,7 +1,7 @@
 //! Billing's consumer: applies [`crate::domain::decide`] to each event of an order, under the
 //! order's row lock, in the runner's transaction.
 
-use shared_events::{Event, EventHandler, EventPayload, HandlerError, Outbox, SagaStateTable};
+use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -9,21 +9,23 @@ use crate::domain::{self, Account, OrderPayment};
 
 pub const ORDER_PAYMENTS: SagaStateTable = SagaStateTable::new("order_payments");
 
-pub struct BillingHandler {
-    pub outbox: Outbox,
-}
+pub struct BillingHandler;
 
 impl EventHandler for BillingHandler {
-    async fn handle(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
-        let relevant = matches!(
-            event.payload,
-            EventPayload::OrderPlaced(_)
-                | EventPayload::StockRejected(_)
-                | EventPayload::ShipmentFailed(_)
-                | EventPayload::OrderCompleted(_)
-        );
-        let (true, Some(order_id)) = (relevant, event.metadata.order_id) else {
-            return Ok(());
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "OrderPlaced",
+        "StockRejected",
+        "ShipmentFailed",
+        "OrderCompleted",
+    ];
+
+    async fn handle(
+        &self,
+        event: &Event,
+        tx: &mut PgConnection,
+    ) -> Result<Vec<Event>, HandlerError> {
+        let Some(order_id) = event.metadata.order_id else {
+            return Ok(Vec::new());
         };
         let current: OrderPayment = ORDER_PAYMENTS.lock(tx, order_id).await?;
         let account = match domain::account_needed(&event.payload) {
@@ -54,11 +56,11 @@ impl EventHandler for BillingHandler {
         if decision.next != current {
             ORDER_PAYMENTS.save(tx, order_id, &decision.next).await?;
         }
-        if let Some(payload) = decision.emit {
-            let effect = Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload);
-            self.outbox.append(tx, &effect).await?;
-        }
-        Ok(())
+        Ok(decision
+            .emit
+            .map(|payload| Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload))
+            .into_iter()
+            .collect())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use shared_events::{Event, EventHandler, EventPayload, HandlerError, Outbox, SagaStateTable};
+use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -12,20 +12,19 @@ use crate::domain::{self, OrderStock, StockLevel};
 
 pub const ORDER_RESERVATIONS: SagaStateTable = SagaStateTable::new("order_reservations");
 
-pub struct InventoryHandler {
-    pub outbox: Outbox,
-}
+pub struct InventoryHandler;
 
 impl EventHandler for InventoryHandler {
-    async fn handle(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
-        let relevant = matches!(
-            event.payload,
-            EventPayload::OrderPlaced(_)
-                | EventPayload::PaymentAuthorized(_)
-                | EventPayload::ShipmentFailed(_)
-        );
-        let (true, Some(order_id)) = (relevant, event.metadata.order_id) else {
-            return Ok(());
+    const EVENT_TYPES: &'static [&'static str] =
+        &["OrderPlaced", "PaymentAuthorized", "ShipmentFailed"];
+
+    async fn handle(
+        &self,
+        event: &Event,
+        tx: &mut PgConnection,
+    ) -> Result<Vec<Event>, HandlerError> {
+        let Some(order_id) = event.metadata.order_id else {
+            return Ok(Vec::new());
         };
         let current: OrderStock = ORDER_RESERVATIONS.lock(tx, order_id).await?;
         let levels = lock_levels(tx, current.products_needed(&event.payload)).await?;
@@ -46,11 +45,11 @@ impl EventHandler for InventoryHandler {
                 .save(tx, order_id, &decision.next)
                 .await?;
         }
-        if let Some(payload) = decision.emit {
-            let effect = Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload);
-            self.outbox.append(tx, &effect).await?;
-        }
-        Ok(())
+        Ok(decision
+            .emit
+            .map(|payload| Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload))
+            .into_iter()
+            .collect())
     }
 }
 

@@ -155,11 +155,11 @@ async fn put_product(
             available_quantity: body.available,
         },
     );
-    state.outbox.append(&mut tx, &event).await?;
+    state.outbox.append(&mut tx, &[event]).await?;
     let view = find(&mut *tx, &product_id)
         .await?
         .ok_or_else(Problem::internal)?;
-    tx.commit().await?;
+    state.outbox.commit(tx).await?;
     let status = if inserted {
         StatusCode::CREATED
     } else {

@@ -9,7 +9,7 @@ pub mod handler;
 pub mod http;
 
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
-use shared_events::Topic;
+use shared_events::{EventHandler, Topic};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -19,8 +19,12 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     database: "orderflow_inventory",
 };
 
-/// The topics this service consumes (its consumer group is named after the service).
-pub const CONSUMES: [Topic; 3] = [Topic::Orders, Topic::Payments, Topic::Shipments];
+/// The topics this service consumes: those its handler's event types travel on (its
+/// consumer group is named after the service).
+pub fn consumes() -> Vec<Topic> {
+    shared_events::contracts::topics_of(<handler::InventoryHandler as EventHandler>::EVENT_TYPES)
+        .expect("the handler names contract event types")
+}
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -50,11 +54,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
     let plumbing = app.plumbing().clone();
-    let handler = handler::InventoryHandler {
-        outbox: plumbing.outbox.clone(),
-    };
     Ok(app
-        .with_consumer(CONSUMES.to_vec(), handler)?
+        .with_consumer(handler::InventoryHandler)?
         .with_routes(http::routes(plumbing.pool, plumbing.outbox))
         .with_openapi(http::ApiDoc::openapi()))
 }

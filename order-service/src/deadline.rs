@@ -5,16 +5,17 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use shared_events::Outbox;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::orders::Orders;
+use crate::orders;
 
 pub struct DeadlineWatcher {
     pub pool: PgPool,
-    pub orders: Orders,
+    pub outbox: Outbox,
     pub poll_interval: Duration,
 }
 
@@ -43,14 +44,12 @@ impl DeadlineWatcher {
         .await?;
         for (order_id,) in due {
             let mut tx = self.pool.begin().await?;
-            if self
-                .orders
-                .enforce_deadline(&mut tx, order_id, Utc::now())
-                .await?
+            if let Some(published) = orders::enforce_deadline(&mut tx, order_id, Utc::now()).await?
             {
+                self.outbox.append(&mut tx, &published).await?;
                 tracing::info!(%order_id, "saga deadline passed; cancelling the order");
             }
-            tx.commit().await?;
+            self.outbox.commit(tx).await?;
         }
         Ok(())
     }

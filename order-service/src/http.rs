@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use service_runtime::{FieldErrors, Problem, ValidJson};
+use shared_events::Outbox;
 use shared_events::contracts::Address;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::domain::validation::{self, CatalogPrice, PlaceOrder};
 use crate::domain::{CancelRefused, Line, OrderStatus, Placed};
-use crate::orders::{Cancellation, Orders};
+use crate::orders::{self, Cancellation};
 use crate::store;
 
 #[derive(OpenApi)]
@@ -36,7 +37,7 @@ pub struct ApiDoc;
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
-    pub orders: Orders,
+    pub outbox: Outbox,
     pub saga_timeout: Duration,
 }
 
@@ -122,8 +123,9 @@ async fn place_order(
             .await?
             .ok_or_else(Problem::internal);
     }
-    state.orders.place(&mut tx, order_id, placed).await?;
-    tx.commit().await?;
+    let published = orders::place(&mut tx, order_id, placed).await?;
+    state.outbox.append(&mut tx, &[published]).await?;
+    state.outbox.commit(tx).await?;
     tracing::info!(%order_id, "order placed");
     Ok(accepted(order_id, false))
 }
@@ -381,11 +383,9 @@ async fn cancel_order(
     };
     let reason = reason.unwrap_or_else(|| "cancelled by the customer".to_owned());
     let mut tx = state.pool.begin().await?;
-    let outcome = state
-        .orders
-        .request_cancellation(&mut tx, order_id, &reason)
-        .await?;
-    tx.commit().await?;
+    let (outcome, published) = orders::request_cancellation(&mut tx, order_id, &reason).await?;
+    state.outbox.append(&mut tx, &published).await?;
+    state.outbox.commit(tx).await?;
     match outcome {
         Cancellation::Requested(status) => {
             Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status })).into_response())

@@ -18,7 +18,7 @@ pub mod store;
 use std::time::Duration;
 
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
-use shared_events::Topic;
+use shared_events::{EventHandler, Topic};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -30,13 +30,12 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     database: "orderflow_orders",
 };
 
-/// The topics this service consumes (its consumer group is named after the service).
-pub const CONSUMES: [Topic; 4] = [
-    Topic::Payments,
-    Topic::Inventory,
-    Topic::Shipments,
-    Topic::Catalog,
-];
+/// The topics this service consumes: those its handler's event types travel on (its
+/// consumer group is named after the service).
+pub fn consumes() -> Vec<Topic> {
+    shared_events::contracts::topics_of(<handler::OrderHandler as EventHandler>::EVENT_TYPES)
+        .expect("the handler names contract event types")
+}
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -104,22 +103,21 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let plumbing = app.plumbing().clone();
     let order_metrics = metrics::OrderMetrics::default();
     app.register_metrics(|registry| order_metrics.register(registry));
-    let orders = orders::Orders::new(plumbing.outbox.clone(), order_metrics);
     let handler = handler::OrderHandler {
-        orders: orders.clone(),
+        metrics: order_metrics,
     };
     let watcher = deadline::DeadlineWatcher {
         pool: plumbing.pool.clone(),
-        orders: orders.clone(),
+        outbox: plumbing.outbox.clone(),
         poll_interval: Duration::from_millis(config.deadline_poll_ms),
     };
     let api = http::ApiState {
         pool: plumbing.pool,
-        orders,
+        outbox: plumbing.outbox,
         saga_timeout: Duration::from_secs(config.saga_deadline_secs),
     };
     Ok(app
-        .with_consumer(CONSUMES.to_vec(), handler)?
+        .with_consumer(handler)?
         .with_routes(http::routes(api))
         .with_openapi(http::ApiDoc::openapi())
         .with_task(|token| watcher.run(token)))

@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use shared_events::{Event, EventPayload};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -46,13 +47,27 @@ impl OrderMetrics {
         );
     }
 
-    /// Counted when the terminal event is recorded. A transaction that then rolls back
-    /// (rare: it is retried) counts once too often; the events table stays exact.
-    pub fn finished(&self, outcome: &'static str, saga_seconds: f64) {
-        let labels = OutcomeLabels { outcome };
-        self.finished.get_or_create(&labels).inc();
-        self.saga_duration
-            .get_or_create(&labels)
-            .observe(saga_seconds.max(0.0));
+    /// Counts the orders whose terminal event `published` holds; called once the
+    /// transaction that recorded them committed.
+    pub fn observe_published(&self, published: &[Event]) {
+        for event in published {
+            let outcome = match event.payload {
+                EventPayload::OrderCompleted(_) => "completed",
+                EventPayload::OrderCancelled(_) => "cancelled",
+                _ => continue,
+            };
+            let labels = OutcomeLabels { outcome };
+            self.finished.get_or_create(&labels).inc();
+            // Order ids are UUIDv7, minted when the order was placed: their timestamp is
+            // when the saga started.
+            if let Some(placed) = event.metadata.order_id.and_then(|id| id.get_timestamp()) {
+                let (seconds, nanos) = placed.to_unix();
+                let placed_ms = seconds as i64 * 1000 + i64::from(nanos / 1_000_000);
+                let saga_ms = event.metadata.occurred_at.timestamp_millis() - placed_ms;
+                self.saga_duration
+                    .get_or_create(&labels)
+                    .observe((saga_ms.max(0) as f64) / 1000.0);
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! copy and idempotency keys. Nothing here decides anything.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared_events::EventMetadata;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgExecutor};
@@ -45,26 +45,61 @@ pub struct LoadedOrder {
     pub placed: EventMetadata,
 }
 
-/// Locks the order (its `orders_view` row) and folds its history; `None` if unknown.
-pub async fn lock(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<LoadedOrder>, Error> {
-    let locked: Option<(Uuid,)> =
-        sqlx::query_as("SELECT order_id FROM orders_view WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if locked.is_none() {
-        return Ok(None);
-    }
-    load(&mut *tx, order_id).await
+/// What `orders_view.snapshot` holds: the order after its last event, and what the
+/// `OrderPlaced` metadata needs beside the row's columns.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    format: u32,
+    order: Order,
+    placed_event_id: Uuid,
+    placed_by: String,
 }
 
-/// Folds the order's history without locking (for the projection rebuild).
+/// Bumped whenever [`Order`]'s serialized shape changes: older snapshots are then ignored
+/// and the history folded instead.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Locks the order (its `orders_view` row) and returns it from its snapshot, or folded from
+/// its history when the snapshot is missing or stale; `None` if the order is unknown.
+pub async fn lock(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<LoadedOrder>, Error> {
+    let row: Option<(Option<Json<serde_json::Value>>, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT snapshot, version, placed_at FROM orders_view WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((snapshot, version, placed_at)) = row else {
+        return Ok(None);
+    };
+    let snapshot = snapshot
+        .and_then(|Json(value)| serde_json::from_value::<Snapshot>(value).ok())
+        .filter(|s| s.format == SNAPSHOT_FORMAT);
+    match snapshot {
+        Some(snapshot) => Ok(Some(LoadedOrder {
+            placed: placed_metadata(
+                &snapshot.order,
+                snapshot.placed_event_id,
+                placed_at,
+                snapshot.placed_by,
+            ),
+            order: snapshot.order,
+            next_sequence: version,
+        })),
+        None => load(&mut *tx, order_id).await,
+    }
+}
+
+/// Folds the order's history without locking.
 pub async fn load<'e>(
     executor: impl PgExecutor<'e>,
     order_id: Uuid,
 ) -> Result<Option<LoadedOrder>, Error> {
     let history = history(executor, order_id).await?;
-    let Some(first) = history.first() else {
+    fold(order_id, &history)
+}
+
+fn fold(order_id: Uuid, history: &[RecordedEvent]) -> Result<Option<LoadedOrder>, Error> {
+    let (Some(first), Some(last)) = (history.first(), history.last()) else {
         return Ok(None);
     };
     let order =
@@ -74,78 +109,112 @@ pub async fn load<'e>(
                 reason: "the first event is not OrderPlaced".to_owned(),
             }
         })?;
-    let placed = EventMetadata {
-        event_id: first.event_id,
-        event_type: first.event_type.clone(),
-        occurred_at: first.occurred_at,
-        order_id: Some(order_id),
-        correlation_id: order_id,
-        causation_id: None,
-        producer: first.producer.clone(),
-        saga_deadline: Some(order.placed.saga_deadline),
-    };
-    let next_sequence = history.last().map_or(0, |r| r.sequence + 1);
+    let placed = placed_metadata(
+        &order,
+        first.event_id,
+        first.occurred_at,
+        first.producer.clone(),
+    );
     Ok(Some(LoadedOrder {
         order,
-        next_sequence,
+        next_sequence: last.sequence + 1,
         placed,
     }))
 }
 
-pub async fn append(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    sequence: i32,
-    metadata: &EventMetadata,
-    event: &OrderEvent,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO order_events
-             (order_id, sequence, event_id, event_type, producer, causation_id, occurred_at, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(order_id)
-    .bind(sequence)
-    .bind(metadata.event_id)
-    .bind(event.event_type())
-    .bind(&metadata.producer)
-    .bind(metadata.causation_id)
-    .bind(metadata.occurred_at)
-    .bind(Json(event))
-    .execute(tx)
-    .await?;
-    Ok(())
+fn placed_metadata(
+    order: &Order,
+    event_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    producer: String,
+) -> EventMetadata {
+    EventMetadata {
+        event_id,
+        event_type: "OrderPlaced".to_owned(),
+        occurred_at,
+        order_id: Some(order.id),
+        correlation_id: order.id,
+        causation_id: None,
+        producer,
+        saga_deadline: Some(order.placed.saga_deadline),
+    }
 }
 
-/// Writes the order's `orders_view` row: a function of its history alone (`version` is the
-/// number of events, `updated_at` the time of the last), so a rebuild yields the same row.
-pub async fn project(
+/// Events to append to an order's history, each with the metadata it is recorded under.
+pub struct NewEvents<'a> {
+    pub first_sequence: i32,
+    pub events: Vec<(EventMetadata, &'a OrderEvent)>,
+}
+
+/// Appends `new` to the order's history and writes its `orders_view` row, in one statement.
+/// The row is a function of the history alone (`version` is the number of events,
+/// `updated_at` the time of the last, `snapshot` the order after it), so a rebuild yields
+/// the same row.
+pub async fn record(
     tx: &mut PgConnection,
     order: &Order,
-    version: i32,
-    placed_at: DateTime<Utc>,
+    placed: &EventMetadata,
+    new: NewEvents<'_>,
     updated_at: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let placed = &order.placed;
+    let mut sequences = Vec::with_capacity(new.events.len());
+    let mut event_ids = Vec::with_capacity(new.events.len());
+    let mut event_types = Vec::with_capacity(new.events.len());
+    let mut producers = Vec::with_capacity(new.events.len());
+    let mut causation_ids = Vec::with_capacity(new.events.len());
+    let mut occurred = Vec::with_capacity(new.events.len());
+    let mut data = Vec::with_capacity(new.events.len());
+    for (i, (metadata, event)) in new.events.iter().enumerate() {
+        sequences.push(new.first_sequence + i as i32);
+        event_ids.push(metadata.event_id);
+        event_types.push(event.event_type());
+        producers.push(metadata.producer.as_str());
+        causation_ids.push(metadata.causation_id);
+        occurred.push(metadata.occurred_at);
+        data.push(Json(*event));
+    }
+    let version = new.first_sequence + new.events.len() as i32;
+    let snapshot = Snapshot {
+        format: SNAPSHOT_FORMAT,
+        order: order.clone(),
+        placed_event_id: placed.event_id,
+        placed_by: placed.producer.clone(),
+    };
+    let placed_order = &order.placed;
     sqlx::query(
-        "INSERT INTO orders_view (order_id, customer_id, status, currency, total_minor, lines,
-             shipping_address, outcome_reason, saga_deadline, placed_at, updated_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (order_id) DO UPDATE SET status = $3, outcome_reason = $8,
-             updated_at = $11, version = $12",
+        "WITH appended AS (
+             INSERT INTO order_events
+                 (order_id, sequence, event_id, event_type, producer, causation_id, occurred_at, data)
+             SELECT $1, * FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::text[], $6::uuid[],
+                                      $7::timestamptz[], $8::jsonb[])
+         )
+         INSERT INTO orders_view (order_id, customer_id, status, currency, total_minor, lines,
+             shipping_address, outcome_reason, saga_deadline, placed_at, updated_at, version,
+             snapshot)
+         VALUES ($1, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         ON CONFLICT (order_id) DO UPDATE SET status = $10, outcome_reason = $15,
+             updated_at = $18, version = $19, snapshot = $20",
     )
     .bind(order.id)
-    .bind(&placed.customer_id)
+    .bind(sequences)
+    .bind(event_ids)
+    .bind(event_types)
+    .bind(producers)
+    .bind(causation_ids)
+    .bind(occurred)
+    .bind(data)
+    .bind(&placed_order.customer_id)
     .bind(order.status().as_str())
-    .bind(&placed.currency)
-    .bind(placed.total_minor)
-    .bind(Json(&placed.lines))
-    .bind(Json(&placed.shipping_address))
+    .bind(&placed_order.currency)
+    .bind(placed_order.total_minor)
+    .bind(Json(&placed_order.lines))
+    .bind(Json(&placed_order.shipping_address))
     .bind(order.outcome_reason())
-    .bind(placed.saga_deadline)
-    .bind(placed_at)
+    .bind(placed_order.saga_deadline)
+    .bind(placed.occurred_at)
     .bind(updated_at)
     .bind(version)
+    .bind(Json(snapshot))
     .execute(tx)
     .await?;
     Ok(())
@@ -165,21 +234,17 @@ pub async fn rebuild_view(tx: &mut PgConnection) -> Result<u64, Error> {
         .await?;
     for (order_id,) in &ids {
         let history = history(&mut *tx, *order_id).await?;
-        let loaded = load(&mut *tx, *order_id)
-            .await?
-            .ok_or_else(|| Error::CorruptHistory {
-                order_id: *order_id,
-                reason: "no events".to_owned(),
-            })?;
-        let (first, last) = (&history[0], &history[history.len() - 1]);
-        project(
-            tx,
-            &loaded.order,
-            loaded.next_sequence,
-            first.occurred_at,
-            last.occurred_at,
-        )
-        .await?;
+        let corrupt = || Error::CorruptHistory {
+            order_id: *order_id,
+            reason: "no events".to_owned(),
+        };
+        let last_at = history.last().ok_or_else(corrupt)?.occurred_at;
+        let loaded = fold(*order_id, &history)?.ok_or_else(corrupt)?;
+        let new = NewEvents {
+            first_sequence: loaded.next_sequence,
+            events: Vec::new(),
+        };
+        record(tx, &loaded.order, &loaded.placed, new, last_at).await?;
     }
     Ok(ids.len() as u64)
 }

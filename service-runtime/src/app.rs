@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use rdkafka::consumer::BaseConsumer;
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
-    RegistryCodec, Topic, TopicNames,
+    RegistryCodec, TopicNames,
 };
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -62,6 +62,9 @@ impl Application {
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // No ping per checkout: a dead connection fails its statement, which the
+            // consumer retries and an HTTP client sees as a 503, and the pool replaces it.
+            .test_before_acquire(false)
             .connect(&config.database_url(&defaults))
             .await?;
         shared_events::migrations::with_service_migrations(migrations)
@@ -137,23 +140,20 @@ impl Application {
         self
     }
 
-    /// Adds an idempotent consumer of `topics` running `handler`, in the consumer group named
-    /// after the service.
-    pub fn with_consumer<H: EventHandler>(
-        self,
-        topics: Vec<Topic>,
-        handler: H,
-    ) -> anyhow::Result<Self> {
+    /// Adds an idempotent consumer running `handler` (of the topics its event types travel
+    /// on), in the consumer group named after the service.
+    pub fn with_consumer<H: EventHandler>(self, handler: H) -> anyhow::Result<Self> {
         let plumbing = &self.plumbing;
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: plumbing.config.kafka.clone(),
                 group_id: self.name.to_owned(),
-                topics,
                 retry: plumbing.config.retry.clone(),
+                batching: plumbing.config.consumer.clone(),
             },
             plumbing.pool.clone(),
             plumbing.codec.clone(),
+            plumbing.outbox.clone(),
             handler,
             plumbing.metrics.clone(),
         )?;
@@ -177,12 +177,14 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Plumbing {
             pool,
+            outbox,
             metrics,
             config,
             ..
         } = self.plumbing;
         let relay = OutboxRelay::new(
             pool,
+            &outbox,
             &config.kafka,
             config.relay.clone(),
             config.retry.clone(),

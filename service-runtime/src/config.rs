@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use shared_events::{KafkaConfig, RegistryConfig, RelayConfig, RetryConfig};
+use shared_events::{ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetryConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceConfig {
@@ -26,6 +26,8 @@ pub struct ServiceConfig {
     pub registry: RegistryConfig,
     #[command(flatten)]
     pub relay: RelayConfig,
+    #[command(flatten)]
+    pub consumer: ConsumerConfig,
     #[command(flatten)]
     pub retry: RetryConfig,
     #[command(flatten)]

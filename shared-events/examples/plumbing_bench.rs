@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let relay = OutboxRelay::new(
         stack.pool.clone(),
+        &stack.outbox,
         &stack.kafka,
         RelayConfig::default(),
         TestStack::fast_retry(),
@@ -81,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. The idempotent consumer, from start (including joining the group) to the last effect.
     let started = Instant::now();
-    let consumer = stack.spawn_consumer("bench", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("bench", &shutdown);
     loop {
         let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM test_effects")
             .fetch_one(&stack.pool)

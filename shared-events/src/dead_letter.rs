@@ -47,7 +47,7 @@ impl DeadLetterPublisher {
     /// acknowledgement; only then may the caller store the record's offset.
     pub async fn publish(
         &self,
-        message: &BorrowedMessage<'_>,
+        message: &impl Message,
         consumer_group: &str,
         class: ErrorClass,
         reason: &str,
@@ -89,10 +89,7 @@ impl DeadLetterPublisher {
     }
 }
 
-fn copy_headers(
-    source: Option<&rdkafka::message::BorrowedHeaders>,
-    keep: impl Fn(&str) -> bool,
-) -> OwnedHeaders {
+fn copy_headers(source: Option<&impl Headers>, keep: impl Fn(&str) -> bool) -> OwnedHeaders {
     let mut copy = OwnedHeaders::new();
     if let Some(source) = source {
         for header in source.iter().filter(|h| keep(h.key)) {
@@ -207,7 +204,7 @@ fn record<'a>(
 }
 
 /// The value of the first header named `key`.
-pub(crate) fn header_value<'m>(message: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m [u8]> {
+pub(crate) fn header_value<'m, M: Message>(message: &'m M, key: &str) -> Option<&'m [u8]> {
     message.headers()?.iter().find(|h| h.key == key)?.value
 }
 
@@ -222,12 +219,7 @@ fn scan_topic(
     mut visit: impl FnMut(&BorrowedMessage<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = kafka
-        .base()
-        .set("group.id", "orderflow-dead-letter-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(Error::Kafka)?;
+    let consumer: BaseConsumer = kafka.reader().create().map_err(Error::Kafka)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(Error::Kafka)?;

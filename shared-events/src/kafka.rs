@@ -33,6 +33,19 @@ pub struct KafkaConfig {
         default_value_t = 300_000
     )]
     pub max_poll_interval_ms: u32,
+    /// Longest a consumer's fetch waits at the broker for records. Real Kafka answers as soon
+    /// as records arrive, so this only bounds idle polling; a broker that does not wake a
+    /// waiting fetch on produce (tansu, the local stand-in) delivers only when the wait ends,
+    /// so the dev and test profiles set it low, at the cost of more idle fetches.
+    #[arg(
+        long = "kafka-fetch-wait-max-ms",
+        env = "KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = 500
+    )]
+    pub fetch_wait_max_ms: u32,
+    /// How long the producer waits to fill a batch before sending it.
+    #[arg(long = "kafka-linger-ms", env = "KAFKA_LINGER_MS", default_value_t = 5)]
+    pub linger_ms: u32,
     /// How long the producer retries one record before reporting it failed.
     #[arg(
         long = "kafka-message-timeout-ms",
@@ -52,6 +65,8 @@ impl KafkaConfig {
             topic_prefix: String::new(),
             session_timeout_ms: 6_000,
             max_poll_interval_ms: 10_000,
+            fetch_wait_max_ms: 20,
+            linger_ms: 5,
             message_timeout_ms: 30_000,
             debug: None,
         }
@@ -67,15 +82,30 @@ impl KafkaConfig {
     }
 
     /// An idempotent producer: acks from all in-sync replicas, broker-side dedup of retries,
-    /// and per-partition order kept across retries.
+    /// and per-partition order kept across retries. Sized for a relay that keeps thousands
+    /// of records in flight.
     pub fn idempotent_producer(&self) -> ClientConfig {
         let mut config = self.base();
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", self.linger_ms.to_string())
+            .set("batch.num.messages", "10000")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "100000")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        config
+    }
+
+    /// A consumer for tools that assign partitions themselves and commit nothing. librdkafka
+    /// wants a group id for any consumer; an assigning one never joins the group.
+    pub fn reader(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", "orderflow-reader")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         config
     }
 
@@ -98,7 +128,8 @@ impl KafkaConfig {
             .set(
                 "max.poll.interval.ms",
                 self.max_poll_interval_ms.to_string(),
-            );
+            )
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         config
     }
 }

@@ -19,12 +19,14 @@ pub mod topics;
 pub mod trace_context;
 
 pub use codec::{RegistryCodec, RegistryConfig};
-pub use consumer::{ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer};
+pub use consumer::{
+    ConsumerConfig, ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer,
+};
 pub use contracts::{Event, EventMetadata, EventPayload, Money};
 pub use error::{Error, ErrorClass};
 pub use kafka::KafkaConfig;
 pub use metrics::EventMetrics;
-pub use outbox::Outbox;
+pub use outbox::{Outbox, OutboxRecord};
 pub use relay::{OutboxRelay, RelayConfig};
 pub use retry::RetryConfig;
 pub use saga_state::SagaStateTable;

@@ -41,6 +41,8 @@ pub struct EventMetrics {
     pub dead_lettered: Family<DeadLetterLabels, Counter>,
     pub partitions_paused: Family<TopicLabels, Counter>,
     pub handler_duration: Family<RecordLabels, Histogram>,
+    pub skipped: Family<TopicLabels, Counter>,
+    pub batch_size: Histogram,
 }
 
 impl EventMetrics {
@@ -100,8 +102,18 @@ impl EventMetrics {
         );
         r.register(
             "consumer_handler_duration_seconds",
-            "Time from decoded record to committed transaction",
+            "Time the handler took for a record, inside its batch's transaction",
             metrics.handler_duration.clone(),
+        );
+        r.register(
+            "consumer_records_skipped",
+            "Records of event types the consumer does not handle, skipped without a transaction",
+            metrics.skipped.clone(),
+        );
+        r.register(
+            "consumer_batch_records",
+            "Records per batch taken from Kafka (one transaction each)",
+            metrics.batch_size.clone(),
         );
         metrics
     }
@@ -122,6 +134,8 @@ impl EventMetrics {
             handler_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
+            skipped: Family::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
         }
     }
 }

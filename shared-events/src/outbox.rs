@@ -1,64 +1,148 @@
 //! The transactional outbox: events are appended in the caller's transaction, so the state
 //! change and the event commit or roll back together. [`crate::relay`] publishes them.
+//!
+//! The relay is woken in-process after a commit ([`Outbox::commit`], and the consumer
+//! runner after each batch), not by a `NOTIFY` trigger: PostgreSQL serialises every
+//! committing transaction that notified behind one cluster-wide lock held through its WAL
+//! flush, which undoes group commit for every outbox-writing transaction on the server.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use sqlx::PgConnection;
-use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::codec::RegistryCodec;
 use crate::contracts::Event;
 use crate::topics::TopicNames;
 use crate::{Error, trace_context};
 
-/// Kafka header names every published event carries.
+/// Kafka header names every published event carries: what a consumer needs before it
+/// decodes the value (whether to decode it at all, and which trace it continues). The
+/// ids (event, correlation, causation) travel in the Avro payload's metadata.
 pub mod headers {
-    pub const EVENT_ID: &str = "event_id";
     pub const EVENT_TYPE: &str = "event_type";
-    pub const CORRELATION_ID: &str = "correlation_id";
-    pub const CAUSATION_ID: &str = "causation_id";
     pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
 }
 
-/// Appends events to the `outbox` table. Cheap to clone.
+/// Appends events to the `outbox` table. Cheap to clone; clones wake the same relay.
 #[derive(Clone)]
 pub struct Outbox {
     codec: RegistryCodec,
     names: TopicNames,
+    relay_wakeup: Arc<Notify>,
+}
+
+/// One event, encoded and ready to be an outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub topic: String,
+    pub key: String,
+    /// Confluent wire format: magic byte, schema id, Avro datum.
+    pub payload: Vec<u8>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 impl Outbox {
     pub fn new(codec: RegistryCodec, names: TopicNames) -> Self {
-        Self { codec, names }
+        Self {
+            codec,
+            names,
+            relay_wakeup: Arc::new(Notify::new()),
+        }
     }
 
-    /// Appends `event` inside the caller's transaction (pass `&mut *tx`). The current span's
-    /// trace context and the event's correlation id go with it as Kafka headers.
-    pub async fn append(&self, tx: &mut PgConnection, event: &Event) -> Result<(), Error> {
+    /// Encodes `event` with the current span's trace context, which the published record
+    /// carries so that its consumers continue the trace.
+    pub async fn record(&self, event: &Event) -> Result<OutboxRecord, Error> {
         let payload = self.codec.encode(event).await?;
-        let mut record_headers: HashMap<String, String> = trace_context::current_trace_headers();
-        let metadata = &event.metadata;
-        record_headers.insert(headers::EVENT_ID.into(), metadata.event_id.to_string());
-        record_headers.insert(headers::EVENT_TYPE.into(), event.event_type().into());
-        record_headers.insert(
-            headers::CORRELATION_ID.into(),
-            metadata.correlation_id.to_string(),
-        );
-        if let Some(causation_id) = metadata.causation_id {
-            record_headers.insert(headers::CAUSATION_ID.into(), causation_id.to_string());
+        let mut trace = trace_context::current_trace_headers();
+        Ok(OutboxRecord {
+            event_id: event.metadata.event_id,
+            event_type: event.event_type(),
+            topic: self.names.name(event.topic()),
+            key: event.key(),
+            payload,
+            traceparent: trace.remove(headers::TRACEPARENT),
+            tracestate: trace.remove(headers::TRACESTATE),
+        })
+    }
+
+    /// Inserts `records` in one statement, inside the caller's transaction. Their ids
+    /// ascend in the given order, which is the order the relay publishes them in.
+    pub async fn insert(
+        &self,
+        tx: &mut PgConnection,
+        records: &[OutboxRecord],
+    ) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut event_ids = Vec::with_capacity(records.len());
+        let mut event_types = Vec::with_capacity(records.len());
+        let mut topics = Vec::with_capacity(records.len());
+        let mut keys = Vec::with_capacity(records.len());
+        let mut payloads = Vec::with_capacity(records.len());
+        let mut traceparents = Vec::with_capacity(records.len());
+        let mut tracestates = Vec::with_capacity(records.len());
+        for record in records {
+            event_ids.push(record.event_id);
+            event_types.push(record.event_type);
+            topics.push(record.topic.as_str());
+            keys.push(record.key.as_str());
+            payloads.push(record.payload.as_slice());
+            traceparents.push(record.traceparent.as_deref());
+            tracestates.push(record.tracestate.as_deref());
         }
         sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, topic, record_key, payload, headers)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO outbox (event_id, event_type, topic, record_key, payload, traceparent, tracestate)
+             SELECT event_id, event_type, topic, record_key, payload, traceparent, tracestate
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[])
+                  WITH ORDINALITY
+                  AS r(event_id, event_type, topic, record_key, payload, traceparent, tracestate, position)
+             ORDER BY position",
         )
-        .bind(metadata.event_id)
-        .bind(event.event_type())
-        .bind(self.names.name(event.topic()))
-        .bind(event.key())
-        .bind(payload)
-        .bind(Json(record_headers))
+        .bind(event_ids)
+        .bind(event_types)
+        .bind(topics)
+        .bind(keys)
+        .bind(payloads)
+        .bind(traceparents)
+        .bind(tracestates)
         .execute(tx)
         .await?;
         Ok(())
+    }
+
+    /// Appends `events`, in order, inside the caller's transaction (pass `&mut *tx`); then
+    /// commit with [`Outbox::commit`] so the relay hears of them at once.
+    pub async fn append(&self, tx: &mut PgConnection, events: &[Event]) -> Result<(), Error> {
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            records.push(self.record(event).await?);
+        }
+        self.insert(tx, &records).await
+    }
+
+    /// Commits `tx` and wakes this process's relay. (A relay in another replica finds the
+    /// rows on its next poll.)
+    pub async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.wake_relay();
+        Ok(())
+    }
+
+    /// Tells this process's relay that outbox rows were committed.
+    pub fn wake_relay(&self) {
+        self.relay_wakeup.notify_one();
+    }
+
+    /// What the relay waits on between polls.
+    pub(crate) fn relay_wakeup(&self) -> Arc<Notify> {
+        self.relay_wakeup.clone()
     }
 }

@@ -1,21 +1,31 @@
-//! The outbox relay: publishes committed outbox rows to Kafka in id order and deletes each
-//! row only after the broker acknowledged its record.
+//! The outbox relay: publishes committed outbox rows to Kafka and deletes each row only after
+//! the broker acknowledged its record.
 //!
 //! One relay per database is active at a time: it holds a Postgres session-level advisory
 //! lock, so two replicas never interleave one order's events. When the active replica dies
-//! its session ends, the lock is freed and a standby takes over. Within the active relay,
-//! the idempotent producer keeps each partition's records in order across retries, and a
-//! batch's rows are confirmed before the next batch is read, so a failed row is retried
-//! before anything written after it. Redelivery after a crash can duplicate records on the
-//! wire; consumers deduplicate on the event id.
+//! its session ends, the lock is freed and a standby takes over.
+//!
+//! The active relay is pipelined: it reads rows in id order and hands them to an idempotent
+//! producer while thousands of earlier ones are still waiting for their acknowledgement,
+//! and deletes acknowledged rows in bulk as they come in. The producer keeps each
+//! partition's records in order, and one order's rows are inserted one transaction after
+//! the other (each holds the order's lock), so id order is that order's event order.
+//!
+//! An id is taken at INSERT but becomes visible at COMMIT, so a row can appear after rows
+//! with higher ids were read. The relay remembers the ids a read skipped ([`Gaps`]) and
+//! reads them again until they appear or age out, and sweeps below its cursor now and then
+//! for anything older. Redelivery after a crash can duplicate records on the wire;
+//! consumers deduplicate on the event id.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use sqlx::postgres::PgListener;
-use sqlx::types::Json;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,37 +34,66 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{EventMetrics, TopicLabels};
+use crate::outbox::{Outbox, headers};
 use crate::retry::RetryConfig;
 
-/// Channel the outbox insert trigger notifies.
-const NOTIFY_CHANNEL: &str = "outbox";
+mod gaps;
+
+use gaps::Gaps;
+
 /// Advisory-lock key held by the active relay ("outbox" in ASCII). One database per service,
 /// so a constant key is enough.
 const RELAY_LOCK_KEY: i64 = 0x6f75_7462_6f78;
+/// How often the relay sweeps below its cursor for rows older than any gap it remembers.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the gauges are refreshed and the lock session proven alive.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long shutdown waits for records in flight to be acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After finding rows, the relay polls this often for a while (rows other replicas
+/// committed wake nobody here).
+const BUSY_FOR: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayConfig {
-    /// Most rows read and published in one batch.
+    /// Most rows read in one query.
     #[arg(
         long = "outbox-batch-size",
         env = "OUTBOX_BATCH_SIZE",
-        default_value_t = 500
+        default_value_t = 1_000
     )]
     pub batch_size: i64,
-    /// Fallback poll when no notification arrives, and how often a standby tries the lock.
+    /// Most records sent and not yet acknowledged.
+    #[arg(
+        long = "outbox-max-in-flight",
+        env = "OUTBOX_MAX_IN_FLIGHT",
+        default_value_t = 10_000
+    )]
+    pub max_in_flight: usize,
+    /// Poll interval while idle, and how often a standby tries the lock.
     #[arg(
         long = "outbox-poll-interval-ms",
         env = "OUTBOX_POLL_INTERVAL_MS",
-        default_value_t = 1_000
+        default_value_t = 500
     )]
     pub poll_interval_ms: u64,
+    /// Poll interval while busy: how soon rows committed by another replica (which cannot
+    /// wake this one) are seen under load.
+    #[arg(
+        long = "outbox-busy-poll-interval-ms",
+        env = "OUTBOX_BUSY_POLL_INTERVAL_MS",
+        default_value_t = 20
+    )]
+    pub busy_poll_interval_ms: u64,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
-            poll_interval_ms: 1_000,
+            batch_size: 1_000,
+            max_in_flight: 10_000,
+            poll_interval_ms: 500,
+            busy_poll_interval_ms: 20,
         }
     }
 }
@@ -65,8 +104,19 @@ struct OutboxRow {
     topic: String,
     record_key: String,
     payload: Vec<u8>,
-    headers: Json<HashMap<String, String>>,
+    event_type: String,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    created_at: DateTime<Utc>,
 }
+
+/// Columns of a row to publish. `headers` is read for rows written by the previous release
+/// (see migration 0003).
+const SELECT_ROWS: &str = "SELECT id, topic, record_key, payload, event_type,
+        coalesce(traceparent, headers->>'traceparent') AS traceparent,
+        coalesce(tracestate, headers->>'tracestate') AS tracestate,
+        created_at
+    FROM outbox";
 
 pub struct OutboxRelay {
     pool: PgPool,
@@ -75,17 +125,45 @@ pub struct OutboxRelay {
     config: RelayConfig,
     retry: RetryConfig,
     metrics: EventMetrics,
+    wakeup: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// What one batch achieved.
-struct BatchOutcome {
-    read: usize,
-    failed: usize,
+/// What a delivery came to: the row id, its topic, and whether the broker has it.
+type Acknowledgement = (i64, String, bool);
+
+/// The rows between read and delete.
+#[derive(Default)]
+struct Pipeline {
+    /// Delivery reports still to come, one per record in flight.
+    deliveries: FuturesUnordered<BoxFuture<'static, Acknowledgement>>,
+    /// Highest id read in id order; rows above it are new.
+    cursor: i64,
+    gaps: Gaps,
+    /// Sent, waiting for the broker: id -> when the row was written (for the age gauge).
+    in_flight: BTreeMap<i64, DateTime<Utc>>,
+    /// Acknowledged, not yet deleted.
+    acknowledged: Vec<i64>,
+    /// A delivery failed: read nothing more until every record in flight is resolved, then
+    /// start over from the oldest row with a new producer session.
+    failed: bool,
+}
+
+impl Pipeline {
+    /// Ids the relay holds (in flight or acknowledged), which a sweep must not send again.
+    fn held(&self) -> Vec<i64> {
+        self.in_flight
+            .keys()
+            .copied()
+            .chain(self.acknowledged.iter().copied())
+            .collect()
+    }
 }
 
 impl OutboxRelay {
+    /// A relay for `outbox`'s database; [`Outbox::commit`] wakes it.
     pub fn new(
         pool: PgPool,
+        outbox: &Outbox,
         kafka: &KafkaConfig,
         config: RelayConfig,
         retry: RetryConfig,
@@ -99,11 +177,12 @@ impl OutboxRelay {
             config,
             retry,
             metrics,
+            wakeup: outbox.relay_wakeup(),
         })
     }
 
-    /// Publishes until `shutdown`; a batch in flight is finished first and the producer
-    /// flushed, so nothing acknowledged stays in the outbox and nothing sent is lost.
+    /// Publishes until `shutdown`; records in flight are waited for (within a bound) and
+    /// their rows deleted, so nothing acknowledged stays in the outbox and nothing is lost.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut delays = self.retry.endless_delays();
         while !shutdown.is_cancelled() {
@@ -119,7 +198,6 @@ impl OutboxRelay {
                 }
             }
         }
-        let _ = self.producer.flush(Duration::from_secs(10));
         info!("outbox relay stopped");
         Ok(())
     }
@@ -138,7 +216,7 @@ impl OutboxRelay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.poll_interval()) => {}
+                () = tokio::time::sleep(self.idle_poll()) => {}
             }
         }
         info!("outbox relay active");
@@ -157,137 +235,267 @@ impl OutboxRelay {
         lock_session: &mut PgConnection,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
+        let mut pipeline = Pipeline::default();
         let mut delays = self.retry.endless_delays();
-        let mut gauges_refreshed = Instant::now() - Duration::from_secs(60);
+        let mut more_to_read = true;
+        let mut busy_until = Instant::now();
+        let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        let mut next_housekeeping = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
         loop {
-            // Proves the session holding the lock is alive; if it died, another relay may
-            // already be active and this one must stop publishing.
-            sqlx::query("SELECT 1").execute(&mut *lock_session).await?;
-            let outcome = self.publish_batch().await?;
-            if gauges_refreshed.elapsed() >= Duration::from_secs(1) {
-                self.refresh_backlog_gauges().await?;
-                gauges_refreshed = Instant::now();
+            if drain_deadline.is_none() && shutdown.is_cancelled() {
+                drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
             }
-            if outcome.failed > 0 {
-                // Every record of the batch is resolved, so the old producer holds nothing.
-                // A new producer session (new producer id) retries the failed rows: after a
-                // timeout librdkafka bumps the idempotent producer's epoch on its own, which
-                // some Kafka-compatible brokers mishandle; a fresh session is valid anywhere.
-                self.producer = self
-                    .kafka
-                    .idempotent_producer()
-                    .create()
-                    .map_err(Error::Kafka)?;
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
+            let stopping = drain_deadline.is_some();
+            let room = self
+                .config
+                .max_in_flight
+                .saturating_sub(pipeline.in_flight.len());
+            if more_to_read && !stopping && !pipeline.failed && room > 0 {
+                let limit = (room as i64).min(self.config.batch_size);
+                let read = self.read_and_send(&mut pipeline, limit).await?;
+                more_to_read = read as i64 == limit;
+                if read > 0 {
+                    busy_until = Instant::now() + BUSY_FOR;
                 }
-                continue;
             }
-            delays = self.retry.endless_delays();
-            if outcome.read as i64 == self.config.batch_size {
-                continue; // A full batch: more rows are probably waiting.
+            if Instant::now() >= next_sweep && !stopping && !pipeline.failed {
+                self.sweep(&mut pipeline).await?;
+                next_sweep = Instant::now() + SWEEP_INTERVAL;
             }
+            while let Some(Some(acknowledgement)) = pipeline.deliveries.next().now_or_never() {
+                self.settle(&mut pipeline, acknowledgement);
+            }
+            self.delete_acknowledged(&mut pipeline).await?;
+            if Instant::now() >= next_housekeeping {
+                // Proves the session holding the lock is alive; if it died, another relay
+                // may already be active and this one must stop publishing.
+                sqlx::query("SELECT 1").execute(&mut *lock_session).await?;
+                self.refresh_gauges(&mut pipeline).await?;
+                next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+            }
+            if pipeline.in_flight.is_empty() {
+                if stopping {
+                    return Ok(());
+                }
+                if pipeline.failed {
+                    self.start_over(&mut pipeline, &mut delays, shutdown)
+                        .await?;
+                    more_to_read = true;
+                    continue;
+                }
+            }
+            if more_to_read && !stopping && !pipeline.failed && room > 0 {
+                continue; // rows are probably waiting: read on without waiting
+            }
+            let poll = if Instant::now() < busy_until {
+                self.busy_poll()
+            } else {
+                self.idle_poll()
+            };
+            let wake_at = (Instant::now() + poll).min(next_housekeeping);
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return Ok(()),
-                notification = listener.recv() => { notification?; }
-                () = tokio::time::sleep(self.poll_interval()) => {}
+                () = shutdown.cancelled(), if !stopping => {}
+                () = tokio::time::sleep_until(drain_deadline.unwrap_or(wake_at)), if stopping => {
+                    warn!(in_flight = pipeline.in_flight.len(),
+                        "records still unacknowledged at shutdown; their rows stay and are sent again");
+                    return Ok(());
+                }
+                Some(acknowledgement) = pipeline.deliveries.next(), if !pipeline.deliveries.is_empty() => {
+                    self.settle(&mut pipeline, acknowledgement);
+                }
+                () = self.wakeup.notified(), if !stopping => more_to_read = true,
+                () = tokio::time::sleep_until(wake_at), if !stopping => more_to_read = true,
             }
         }
     }
 
-    /// Sends the oldest rows, waits for every delivery report, deletes the delivered rows.
-    async fn publish_batch(&self) -> Result<BatchOutcome, Error> {
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT id, topic, record_key, payload, headers FROM outbox ORDER BY id LIMIT $1",
-        )
-        .bind(self.config.batch_size)
+    /// Reads up to `limit` new rows (and any rows that filled a gap) and sends them;
+    /// returns how many new rows the read found.
+    async fn read_and_send(&self, pipeline: &mut Pipeline, limit: i64) -> Result<usize, Error> {
+        pipeline.gaps.expire(Instant::now());
+        if !pipeline.gaps.is_empty() {
+            let filled: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT_ROWS} WHERE id = ANY($1) ORDER BY id"
+            )))
+            .bind(pipeline.gaps.ids())
+            .fetch_all(&self.pool)
+            .await?;
+            for row in filled {
+                pipeline.gaps.remove(row.id);
+                debug!(id = row.id, "a row committed after higher ids were read");
+                self.send(pipeline, row);
+            }
+        }
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT_ROWS} WHERE id > $1 ORDER BY id LIMIT $2"
+        )))
+        .bind(pipeline.cursor)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
-            return Ok(BatchOutcome { read: 0, failed: 0 });
+        let read = rows.len();
+        let now = Instant::now();
+        for row in rows {
+            pipeline.gaps.skipped(pipeline.cursor, row.id, now);
+            pipeline.cursor = row.id;
+            self.send(pipeline, row);
+            if pipeline.failed {
+                break;
+            }
         }
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
-            for (key, value) in row.headers.iter() {
-                headers = headers.insert(Header {
+        Ok(read)
+    }
+
+    /// Reads the rows below the cursor that the relay does not hold: ones whose transaction
+    /// committed after they left the gap list, or that a failed start-over missed.
+    async fn sweep(&self, pipeline: &mut Pipeline) -> Result<(), Error> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT_ROWS} WHERE id <= $1 AND id <> ALL($2) ORDER BY id"
+        )))
+        .bind(pipeline.cursor)
+        .bind(pipeline.held())
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            pipeline.gaps.remove(row.id);
+            self.send(pipeline, row);
+        }
+        Ok(())
+    }
+
+    fn send(&self, pipeline: &mut Pipeline, row: OutboxRow) {
+        let mut record_headers = OwnedHeaders::new_with_capacity(3).insert(Header {
+            key: headers::EVENT_TYPE,
+            value: Some(&row.event_type),
+        });
+        for (key, value) in [
+            (headers::TRACEPARENT, &row.traceparent),
+            (headers::TRACESTATE, &row.tracestate),
+        ] {
+            if let Some(value) = value {
+                record_headers = record_headers.insert(Header {
                     key,
                     value: Some(value),
                 });
             }
-            let record = FutureRecord::to(&row.topic)
-                .key(&row.record_key)
-                .payload(&row.payload)
-                .headers(headers);
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => {
-                    // Stop here: sending later rows would let them overtake this one.
-                    warn!(error = %e, "producer queue refused a record");
-                    break;
-                }
+        }
+        let record = FutureRecord::to(&row.topic)
+            .key(&row.record_key)
+            .payload(&row.payload)
+            .headers(record_headers);
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                pipeline.in_flight.insert(row.id, row.created_at);
+                let (id, topic) = (row.id, row.topic);
+                pipeline.deliveries.push(
+                    delivery
+                        .map(move |result| {
+                            let delivered = matches!(result, Ok(Ok(_)));
+                            if let Ok(Err((e, _))) = &result {
+                                debug!(error = %e, id, "delivery failed; the row stays for a retry");
+                            }
+                            (id, topic, delivered)
+                        })
+                        .boxed(),
+                );
+            }
+            Err((e, _)) => {
+                // Stop here: sending later rows would let them overtake this one.
+                warn!(error = %e, "the producer refused a record; starting over once the records in flight are resolved");
+                pipeline.failed = true;
             }
         }
-        let mut delivered = Vec::with_capacity(deliveries.len());
-        let mut failed = rows.len() - deliveries.len();
-        for (row, delivery) in rows.iter().zip(deliveries) {
-            let labels = TopicLabels {
-                topic: row.topic.clone(),
-            };
-            match delivery.await {
-                Ok(Ok(_)) => {
-                    delivered.push(row.id);
-                    self.metrics.published.get_or_create(&labels).inc();
-                }
-                Ok(Err((e, _))) => {
-                    failed += 1;
-                    debug!(error = %e, id = row.id, "delivery failed; the row stays for a retry");
-                    self.metrics.publish_failures.get_or_create(&labels).inc();
-                }
-                Err(_canceled) => {
-                    failed += 1;
-                    self.metrics.publish_failures.get_or_create(&labels).inc();
-                }
-            }
-        }
-        if failed > 0 {
-            warn!(
-                failed,
-                delivered = delivered.len(),
-                "some outbox records were not delivered; retrying"
-            );
-        }
-        if !delivered.is_empty() {
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&delivered)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(BatchOutcome {
-            read: rows.len(),
-            failed,
-        })
     }
 
-    async fn refresh_backlog_gauges(&self) -> Result<(), Error> {
-        let (backlog, oldest_age): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        self.metrics.outbox_backlog.set(backlog);
-        self.metrics
-            .outbox_oldest_age_seconds
-            .set(oldest_age.unwrap_or(0.0));
+    fn settle(&self, pipeline: &mut Pipeline, (id, topic, delivered): Acknowledgement) {
+        pipeline.in_flight.remove(&id);
+        let labels = TopicLabels { topic };
+        if delivered {
+            pipeline.acknowledged.push(id);
+            self.metrics.published.get_or_create(&labels).inc();
+            return;
+        }
+        self.metrics.publish_failures.get_or_create(&labels).inc();
+        if !pipeline.failed {
+            pipeline.failed = true;
+            // Abandon everything behind the failed record, so nothing is sent after it in
+            // this producer session: after a timeout librdkafka bumps the idempotent
+            // producer's epoch on its own and resends the rest under it (valid on Kafka,
+            // fatal to some Kafka-compatible brokers), and those records could overtake the
+            // failed one. Their rows stay; the start-over sends them again, in id order.
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight().non_blocking());
+        }
+    }
+
+    async fn delete_acknowledged(&self, pipeline: &mut Pipeline) -> Result<(), Error> {
+        if pipeline.acknowledged.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&pipeline.acknowledged)
+            .execute(&self.pool)
+            .await?;
+        pipeline.acknowledged.clear();
         Ok(())
     }
 
-    fn poll_interval(&self) -> Duration {
+    /// After a failed delivery: every record is resolved, so the old producer holds nothing.
+    /// A new producer session (new producer id) retries from the oldest row: after a timeout
+    /// librdkafka bumps the idempotent producer's epoch on its own, which some
+    /// Kafka-compatible brokers mishandle; a fresh session is valid anywhere.
+    async fn start_over(
+        &mut self,
+        pipeline: &mut Pipeline,
+        delays: &mut impl Iterator<Item = Duration>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        warn!("some outbox records were not delivered; retrying from the oldest row");
+        self.producer = self
+            .kafka
+            .idempotent_producer()
+            .create()
+            .map_err(Error::Kafka)?;
+        *pipeline = Pipeline::default();
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+        Ok(())
+    }
+
+    /// Backlog without counting the table: rows above the cursor (an upper bound: ids of
+    /// rolled-back inserts count too) plus the rows the relay holds or waits for.
+    async fn refresh_gauges(&self, pipeline: &mut Pipeline) -> Result<(), Error> {
+        let (max_id, oldest): (Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT (SELECT max(id) FROM outbox),
+                    (SELECT created_at FROM outbox ORDER BY id LIMIT 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let unread = max_id.map_or(0, |max| (max - pipeline.cursor).max(0));
+        let held = pipeline.in_flight.len() + pipeline.acknowledged.len() + pipeline.gaps.len();
+        self.metrics.outbox_backlog.set(unread + held as i64);
+        let oldest_in_flight = pipeline.in_flight.values().min().copied();
+        let oldest = match (oldest, oldest_in_flight) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let age = oldest.map_or(0.0, |at| {
+            (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        self.metrics.outbox_oldest_age_seconds.set(age);
+        Ok(())
+    }
+
+    fn idle_poll(&self) -> Duration {
         Duration::from_millis(self.config.poll_interval_ms)
+    }
+
+    fn busy_poll(&self) -> Duration {
+        Duration::from_millis(self.config.busy_poll_interval_ms)
     }
 }

@@ -23,21 +23,18 @@ impl SagaStateTable {
         Self { table }
     }
 
-    /// Locks the order's row (creating it) and returns its state, the default if new.
+    /// Locks the order's row (creating it) and returns its state, the default if new. One
+    /// statement: the no-op update on conflict is what takes the row lock.
     pub async fn lock<T: DeserializeOwned + Default + Send + Unpin + 'static>(
         &self,
         tx: &mut PgConnection,
         order_id: Uuid,
     ) -> Result<T, HandlerError> {
         let table = self.table;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} (order_id, state) VALUES ($1, 'null') ON CONFLICT DO NOTHING"
-        )))
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
         let (state,): (Json<Option<T>>,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT state FROM {table} WHERE order_id = $1 FOR UPDATE"
+            "INSERT INTO {table} AS t (order_id, state) VALUES ($1, 'null')
+             ON CONFLICT (order_id) DO UPDATE SET state = t.state
+             RETURNING state"
         )))
         .bind(order_id)
         .fetch_one(&mut *tx)

@@ -26,7 +26,7 @@ async fn every_event_arrives_once_and_in_order_after_the_broker_freezes_mid_rela
     let steps = 15;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("outage", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("outage", &shutdown);
 
     // Keep writing while the broker is frozen, so the relay has records in flight then.
     let writer = {
@@ -39,11 +39,11 @@ async fn every_event_arrives_once_and_in_order_after_the_broker_freezes_mid_rela
                     let mut tx = stack_pool.begin().await.unwrap();
                     for order in chunk {
                         outbox
-                            .append(&mut tx, &step_event(*order, step))
+                            .append(&mut tx, &[step_event(*order, step)])
                             .await
                             .unwrap();
                     }
-                    tx.commit().await.unwrap();
+                    outbox.commit(tx).await.unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }

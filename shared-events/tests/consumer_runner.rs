@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shared_events::contracts::OrderCancellationRequested;
 use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
-use shared_events::{Event, Topic};
+use shared_events::{Event, EventHandler, HandlerError, Topic};
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -47,7 +47,7 @@ async fn the_same_event_delivered_twice_has_one_effect() {
     let marker = step_event(order, 1);
     stack.append_committed(std::slice::from_ref(&marker)).await;
 
-    let consumer = stack.spawn_consumer("dedup", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("dedup", &shutdown);
     let effects = eventually(Duration::from_secs(60), "the marker event", || async {
         let effects = stack.effects().await;
         effects
@@ -93,7 +93,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_next_record_is_proce
         .await;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("poison", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("poison", &shutdown);
 
     let effects = eventually(
         Duration::from_secs(60),
@@ -168,7 +168,7 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
     stack.append_committed(std::slice::from_ref(&event)).await;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("replay", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("replay", &shutdown);
     let dlq = stack.names.dead_letter(Topic::Orders);
     let letters = eventually(Duration::from_secs(60), "the dead letter", || async {
         let letters = read_dead_letters(&stack.kafka, &dlq).unwrap();
@@ -228,8 +228,7 @@ async fn transient_failures_are_retried_then_the_partition_pauses_and_resumes_in
     // fast_retry allows 3 retries per round: 4 attempts fail the first round (pause), the
     // resumed round fails twice more and then succeeds.
     let handler = support::RecordingHandler::failing_transiently(6);
-    let consumer =
-        stack.spawn_consumer_with("flaky", vec![Topic::Orders], handler.clone(), &shutdown);
+    let consumer = stack.spawn_consumer_with("flaky", handler.clone(), &shutdown);
 
     let effects = eventually(Duration::from_secs(60), "both events applied", || async {
         let effects = stack.effects().await;
@@ -283,7 +282,7 @@ async fn consumers_joining_and_leaving_the_group_lose_nothing_and_keep_per_order
     let shutdown = CancellationToken::new();
     let first_shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let first = stack.spawn_consumer("rebalance", vec![Topic::Orders], &first_shutdown);
+    let first = stack.spawn_consumer("rebalance", &first_shutdown);
     append_steps(&stack, &orders, 0..4).await;
     eventually(
         Duration::from_secs(60),
@@ -294,7 +293,7 @@ async fn consumers_joining_and_leaving_the_group_lose_nothing_and_keep_per_order
 
     // A second member joins (rebalance), then the first leaves (rebalance again), while
     // events keep coming.
-    let second = stack.spawn_consumer("rebalance", vec![Topic::Orders], &shutdown);
+    let second = stack.spawn_consumer("rebalance", &shutdown);
     append_steps(&stack, &orders, 4..7).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     first_shutdown.cancel();
@@ -319,4 +318,109 @@ async fn consumers_joining_and_leaving_the_group_lose_nothing_and_keep_per_order
     shutdown.cancel();
     relay.await.unwrap();
     second.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rejected_record_costs_only_itself_and_its_batch_is_kept() {
+    let stack = TestStack::new(1).await;
+    let order = Uuid::now_v7();
+    let rejected = Event::first_of_order(
+        order,
+        "integration-test",
+        OrderCancellationRequested {
+            reason: "reject-me".into(),
+        },
+    );
+    let mut events: Vec<Event> = (0..5).map(|step| step_event(order, step)).collect();
+    events.push(rejected.clone());
+    events.extend((5..10).map(|step| step_event(order, step)));
+    // Everything is on Kafka before the consumer starts, so the records arrive together and
+    // are applied as one batch.
+    let shutdown = CancellationToken::new();
+    let relay = stack.publish(&events, &shutdown).await;
+    let consumer = stack.spawn_consumer("batch-poison", &shutdown);
+
+    let effects = eventually(Duration::from_secs(60), "the ten good records", || async {
+        let effects = stack.effects().await;
+        (effects.len() >= 10).then_some(effects)
+    })
+    .await;
+    let steps: Vec<String> = effects.into_iter().map(|(_, _, step)| step).collect();
+    let expected: Vec<String> = (0..10).map(|s| format!("step-{s:04}")).collect();
+    assert_eq!(steps, expected, "kept, in order, once each");
+    let dlq = stack.names.dead_letter(Topic::Orders);
+    let letters = eventually(Duration::from_secs(30), "the dead letter", || async {
+        let letters = read_dead_letters(&stack.kafka, &dlq).unwrap();
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error_class.as_deref(), Some("handler_rejected"));
+    let (recorded, rejected_recorded): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE event_id = $1) FROM processed_events",
+    )
+    .bind(rejected.metadata.event_id)
+    .fetch_one(&stack.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (recorded, rejected_recorded),
+        (10, 0),
+        "the rejected record's dedup row rolled back with it"
+    );
+    shutdown.cancel();
+    relay.await.unwrap();
+    consumer.await.unwrap();
+}
+
+/// Takes only cancellation requests; the `orders` topic's other events are not its business.
+#[derive(Clone, Default)]
+struct CancellationsOnly(support::RecordingHandler);
+
+impl EventHandler for CancellationsOnly {
+    const EVENT_TYPES: &'static [&'static str] = &["OrderCancellationRequested"];
+
+    async fn handle(
+        &self,
+        event: &Event,
+        tx: &mut sqlx::PgConnection,
+    ) -> Result<Vec<Event>, HandlerError> {
+        self.0.handle(event, tx).await
+    }
+}
+
+#[tokio::test]
+async fn events_the_handler_does_not_take_are_skipped_without_a_transaction() {
+    let stack = TestStack::new(1).await;
+    let order = Uuid::now_v7();
+    let placed = support::sample_order_placed(order);
+    let step = step_event(order, 0);
+    let shutdown = CancellationToken::new();
+    let relay = stack
+        .publish(&[placed.clone(), step.clone()], &shutdown)
+        .await;
+    let consumer = stack.spawn_consumer_with("skipping", CancellationsOnly::default(), &shutdown);
+
+    let effects = eventually(Duration::from_secs(60), "the cancellation", || async {
+        let effects = stack.effects().await;
+        (!effects.is_empty()).then_some(effects)
+    })
+    .await;
+    assert_eq!(effects[0].0, step.metadata.event_id);
+    let recorded: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM processed_events")
+        .fetch_all(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        [step.metadata.event_id],
+        "OrderPlaced left no trace"
+    );
+    let topic = shared_events::metrics::TopicLabels {
+        topic: stack.names.name(Topic::Orders),
+    };
+    assert_eq!(stack.metrics.skipped.get_or_create(&topic).get(), 1);
+    shutdown.cancel();
+    relay.await.unwrap();
+    consumer.await.unwrap();
 }

@@ -5,7 +5,6 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shared_events::Topic;
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -15,13 +14,13 @@ async fn outbox_rows_of_a_rolled_back_transaction_never_reach_kafka() {
     let stack = TestStack::new(3).await;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("rollback", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("rollback", &shutdown);
 
     let rolled_back = Uuid::now_v7();
     let outbox = stack.outbox();
     let mut tx = stack.pool.begin().await.unwrap();
     outbox
-        .append(&mut tx, &step_event(rolled_back, 0))
+        .append(&mut tx, &[step_event(rolled_back, 0)])
         .await
         .unwrap();
     tx.rollback().await.unwrap();
@@ -60,7 +59,7 @@ async fn a_thousand_events_across_fifty_orders_arrive_in_per_order_order() {
     }
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("ordering", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("ordering", &shutdown);
 
     let effects = eventually(Duration::from_secs(120), "1,000 applied events", || async {
         let effects = stack.effects().await;
@@ -94,7 +93,7 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops() {
     // Give the first relay time to take the lock, then start a standby beside it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = stack.spawn_relay(&second_shutdown);
-    let consumer = stack.spawn_consumer("takeover", vec![Topic::Orders], &consumer_shutdown);
+    let consumer = stack.spawn_consumer("takeover", &consumer_shutdown);
 
     let order = Uuid::now_v7();
     stack.append_committed(&[step_event(order, 0)]).await;
@@ -121,5 +120,74 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops() {
     second_shutdown.cancel();
     consumer_shutdown.cancel();
     second.await.unwrap();
+    consumer.await.unwrap();
+}
+
+/// The outbox row `event` was appended as, in the transaction that appended it.
+async fn outbox_id(tx: &mut sqlx::PgConnection, event: &shared_events::Event) -> i64 {
+    sqlx::query_scalar("SELECT id FROM outbox WHERE event_id = $1")
+        .bind(event.metadata.event_id)
+        .fetch_one(tx)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_row_that_commits_after_a_higher_id_was_published_is_published_too() {
+    let stack = TestStack::new(3).await;
+    let shutdown = CancellationToken::new();
+    let relay = stack.spawn_relay(&shutdown);
+    let consumer = stack.spawn_consumer("late-commit", &shutdown);
+
+    // The first transaction takes its id and stays open...
+    let late = step_event(Uuid::now_v7(), 0);
+    let mut open = stack.pool.begin().await.unwrap();
+    stack
+        .outbox
+        .append(&mut open, std::slice::from_ref(&late))
+        .await
+        .unwrap();
+    let late_id = outbox_id(&mut open, &late).await;
+    // ...while a second takes a higher id, commits, and is published.
+    let early = step_event(Uuid::now_v7(), 0);
+    let mut tx = stack.pool.begin().await.unwrap();
+    stack
+        .outbox
+        .append(&mut tx, std::slice::from_ref(&early))
+        .await
+        .unwrap();
+    let early_id = outbox_id(&mut tx, &early).await;
+    stack.outbox.commit(tx).await.unwrap();
+    assert!(late_id < early_id);
+    let applied = |event: &shared_events::Event| {
+        let id = event.metadata.event_id;
+        let stack = &stack;
+        async move {
+            stack
+                .effects()
+                .await
+                .iter()
+                .any(|(applied, _, _)| *applied == id)
+                .then_some(())
+        }
+    };
+    eventually(Duration::from_secs(60), "the higher id published", || {
+        applied(&early)
+    })
+    .await;
+
+    // The relay has read past the lower id; committing it now must still publish it.
+    stack.outbox.commit(open).await.unwrap();
+    eventually(Duration::from_secs(60), "the late row published", || {
+        applied(&late)
+    })
+    .await;
+    eventually(Duration::from_secs(30), "an empty outbox", || async {
+        (stack.outbox_len().await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(stack.effects().await.len(), 2, "each published once");
+    shutdown.cancel();
+    relay.await.unwrap();
     consumer.await.unwrap();
 }

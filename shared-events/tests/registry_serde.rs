@@ -24,12 +24,7 @@ async fn a_produced_record_decodes_with_the_writer_schema_fetched_by_id() {
     let shutdown = CancellationToken::new();
     let relay = stack.publish(std::slice::from_ref(&event), &shutdown).await;
 
-    let reader: BaseConsumer = stack
-        .kafka
-        .base()
-        .set("group.id", "wire-format-check")
-        .create()
-        .unwrap();
+    let reader: BaseConsumer = stack.kafka.reader().create().unwrap();
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(&stack.names.name(Topic::Orders), 0, Offset::Beginning)
@@ -42,15 +37,15 @@ async fn a_produced_record_decodes_with_the_writer_schema_fetched_by_id() {
     };
 
     assert_eq!(message.key(), Some(order.to_string().as_bytes()));
-    let correlation = message
+    let event_type = message
         .headers()
         .unwrap()
         .iter()
-        .find(|h| h.key == "correlation_id")
+        .find(|h| h.key == "event_type")
         .and_then(|h| h.value)
         .unwrap()
         .to_vec();
-    assert_eq!(correlation, order.to_string().into_bytes());
+    assert_eq!(event_type, b"OrderPlaced");
 
     // Strip the 5-byte header, fetch the writer schema by id over HTTP, decode with apache-avro.
     let payload = message.payload().unwrap();
@@ -84,6 +79,7 @@ async fn a_produced_record_decodes_with_the_writer_schema_fetched_by_id() {
     };
     assert!(metadata.contains(&("event_id".into(), Value::Uuid(event.metadata.event_id))));
     assert!(metadata.contains(&("event_type".into(), Value::String("OrderPlaced".into()))));
+    assert!(metadata.contains(&("correlation_id".into(), Value::Uuid(order))));
     assert_eq!(field("customer_id"), Value::String("customer-1".into()));
     assert_eq!(
         field("total"),

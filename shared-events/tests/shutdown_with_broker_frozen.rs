@@ -8,7 +8,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use shared_events::Topic;
 use support::broker::FrozenBroker;
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,7 @@ async fn relay_and_consumer_stop_in_bounded_time_while_the_broker_is_frozen() {
     let first: Vec<_> = (0..10).map(|_| step_event(Uuid::now_v7(), 0)).collect();
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("frozen-stop", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("frozen-stop", &shutdown);
     stack.append_committed(&first).await;
     eventually(Duration::from_secs(60), "the first effects", || async {
         (stack.effects().await.len() == first.len()).then_some(())
@@ -55,7 +54,7 @@ async fn relay_and_consumer_stop_in_bounded_time_while_the_broker_is_frozen() {
     let second: Vec<_> = (0..10).map(|_| step_event(Uuid::now_v7(), 1)).collect();
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("frozen-stop", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("frozen-stop", &shutdown);
     stack.append_committed(&second).await;
     let total = first.len() + second.len();
     eventually(Duration::from_secs(90), "the second effects", || async {

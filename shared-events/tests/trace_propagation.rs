@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use shared_events::Topic;
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,7 +36,7 @@ async fn the_handler_span_continues_the_trace_of_the_span_that_appended_the_even
 
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
-    let consumer = stack.spawn_consumer("tracing", vec![Topic::Orders], &shutdown);
+    let consumer = stack.spawn_consumer("tracing", &shutdown);
     eventually(Duration::from_secs(60), "both events applied", || async {
         (stack.effects().await.len() == 2).then_some(())
     })

@@ -3,7 +3,7 @@
 //! cancellation mutually exclusive.
 
 use chrono::Utc;
-use shared_events::{Event, EventHandler, EventPayload, HandlerError, Outbox, SagaStateTable};
+use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -12,20 +12,20 @@ use crate::domain::{self, Carriers, OrderShipment};
 pub const ORDER_SHIPMENTS: SagaStateTable = SagaStateTable::new("order_shipments");
 
 pub struct ShippingHandler {
-    pub outbox: Outbox,
     pub carriers: Carriers,
 }
 
 impl EventHandler for ShippingHandler {
-    async fn handle(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
-        let relevant = matches!(
-            event.payload,
-            EventPayload::OrderPlaced(_)
-                | EventPayload::StockReserved(_)
-                | EventPayload::OrderCancellationRequested(_)
-        );
-        let (true, Some(order_id)) = (relevant, event.metadata.order_id) else {
-            return Ok(());
+    const EVENT_TYPES: &'static [&'static str] =
+        &["OrderPlaced", "StockReserved", "OrderCancellationRequested"];
+
+    async fn handle(
+        &self,
+        event: &Event,
+        tx: &mut PgConnection,
+    ) -> Result<Vec<Event>, HandlerError> {
+        let Some(order_id) = event.metadata.order_id else {
+            return Ok(Vec::new());
         };
         let current: OrderShipment = ORDER_SHIPMENTS.lock(tx, order_id).await?;
         let decision = domain::decide(
@@ -39,10 +39,10 @@ impl EventHandler for ShippingHandler {
         if decision.next != current {
             ORDER_SHIPMENTS.save(tx, order_id, &decision.next).await?;
         }
-        if let Some(payload) = decision.emit {
-            let effect = Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload);
-            self.outbox.append(tx, &effect).await?;
-        }
-        Ok(())
+        Ok(decision
+            .emit
+            .map(|payload| Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload))
+            .into_iter()
+            .collect())
     }
 }

@@ -8,7 +8,7 @@ pub mod handler;
 pub mod http;
 
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
-use shared_events::Topic;
+use shared_events::{EventHandler, Topic};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -18,8 +18,12 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     database: "orderflow_shipping",
 };
 
-/// The topics this service consumes (its consumer group is named after the service).
-pub const CONSUMES: [Topic; 2] = [Topic::Orders, Topic::Inventory];
+/// The topics this service consumes: those its handler's event types travel on (its
+/// consumer group is named after the service).
+pub fn consumes() -> Vec<Topic> {
+    shared_events::contracts::topics_of(<handler::ShippingHandler as EventHandler>::EVENT_TYPES)
+        .expect("the handler names contract event types")
+}
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -61,13 +65,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let app = Application::build(DEFAULTS, config.service, &MIGRATIONS).await?;
     let plumbing = app.plumbing().clone();
     let handler = handler::ShippingHandler {
-        outbox: plumbing.outbox.clone(),
         carriers: domain::Carriers {
             destinations: config.destinations,
         },
     };
     Ok(app
-        .with_consumer(CONSUMES.to_vec(), handler)?
+        .with_consumer(handler)?
         .with_routes(http::routes(plumbing.pool))
         .with_openapi(http::ApiDoc::openapi()))
 }

@@ -164,6 +164,8 @@ impl Stack {
                 ),
                 ("KAFKA_SESSION_TIMEOUT_MS", "6000".to_owned()),
                 ("KAFKA_MAX_POLL_INTERVAL_MS", "10000".to_owned()),
+                // The local broker answers a fetch only when its wait ends (see README).
+                ("KAFKA_FETCH_WAIT_MAX_MS", "20".to_owned()),
                 ("RUST_LOG", env_or("TEST_RUST_LOG", "info")),
             ]
             .into_iter()

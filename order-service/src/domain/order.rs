@@ -65,7 +65,7 @@ pub enum CancelRefused {
 }
 
 /// What the saga's facts say so far; each fact is reported once per order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Facts {
     charged: bool,
     declined: Option<String>,
@@ -77,8 +77,9 @@ struct Facts {
     shipment_failed: Option<String>,
 }
 
-/// An order, as its history says it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An order, as its history says it is. Serializable so that its state after the last event
+/// can be kept as a snapshot beside the projection (a cache: the history stays the truth).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     pub id: Uuid,
     pub placed: Placed,
@@ -87,7 +88,7 @@ pub struct Order {
     completed: bool,
     cancelled: Option<String>,
     /// Event types already recorded: a fact reported twice is recorded once.
-    recorded: Vec<&'static str>,
+    recorded: Vec<String>,
 }
 
 impl Order {
@@ -107,7 +108,7 @@ impl Order {
             cancellation_requested: None,
             completed: false,
             cancelled: None,
-            recorded: vec!["OrderPlaced"],
+            recorded: vec!["OrderPlaced".to_owned()],
         };
         for event in history {
             order.apply(event);
@@ -117,7 +118,7 @@ impl Order {
 
     /// Applies one recorded event to the state.
     pub fn apply(&mut self, event: &OrderEvent) {
-        self.recorded.push(event.event_type());
+        self.recorded.push(event.event_type().to_owned());
         let facts = &mut self.facts;
         match event {
             OrderEvent::OrderPlaced(_) | OrderEvent::CancellationRejected { .. } => {}
@@ -196,7 +197,7 @@ impl Order {
     /// What order-service records after `fact` arrives: the fact itself (unless it was
     /// already recorded) and the consequences it makes due (none once the order is over).
     pub fn react(&self, fact: OrderEvent) -> Vec<OrderEvent> {
-        if self.recorded.contains(&fact.event_type()) {
+        if self.recorded.iter().any(|t| t == fact.event_type()) {
             return Vec::new();
         }
         if self.status().is_terminal() {

@@ -14,7 +14,7 @@ pub enum HandlerError {
     /// the record goes to the dead-letter topic.
     #[error("rejected: {0}")]
     Rejected(String),
-    /// Applying may succeed later (database or registry unreachable): retried.
+    /// Applying may succeed later (database or registry unreachable, a deadlock): retried.
     #[error("transient: {0}")]
     Transient(String),
 }
@@ -22,7 +22,8 @@ pub enum HandlerError {
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            // Integrity (23xxx) and data (22xxx) errors will fail the same way every time.
+            // Integrity (23xxx) and data (22xxx) errors will fail the same way every time;
+            // deadlocks (40P01) and serialization failures (40001) pass on a retry.
             sqlx::Error::Database(db)
                 if db
                     .code()
@@ -45,12 +46,25 @@ impl From<Error> for HandlerError {
     }
 }
 
-/// Applies one event inside the runner's transaction. Write state and append outgoing
-/// events (with [`crate::Outbox::append`]) through `tx`; do not commit.
+/// Applies events inside the runner's transaction: a function from (event, transaction) to
+/// the events it causes.
 pub trait EventHandler: Send + Sync + 'static {
+    /// The event types this handler applies. The consumer subscribes to their topics, and
+    /// skips records of other types (by their `event_type` header) without decoding them or
+    /// opening a transaction.
+    const EVENT_TYPES: &'static [&'static str];
+
+    /// Applies `event`: writes state through `tx` (do not commit) and returns the events to
+    /// publish, which the runner appends to the outbox in the same transaction.
     fn handle(
         &self,
         event: &Event,
         tx: &mut PgConnection,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Event>, HandlerError>> + Send;
+
+    /// Called once the transaction that published `published` committed: the place to
+    /// count what happened (a rolled-back or replayed attempt must not count).
+    fn committed(&self, published: &[Event]) {
+        let _ = published;
+    }
 }

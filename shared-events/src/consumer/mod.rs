@@ -1,210 +1,422 @@
-//! The idempotent consumer runner. For each record: decode; in one Postgres transaction
-//! record `(consumer_group, event_id)` in `processed_events` and, only if that row is new,
-//! run the handler (its state and outgoing outbox events share the transaction); commit;
-//! then store the offset. Handlers see each event's effect once, however often Kafka
-//! delivers it.
+//! The idempotent consumer runner. It takes records in batches (whatever has arrived, up to a
+//! limit), skips the event types its handler does not take without a transaction, decodes
+//! the rest, and applies them in one Postgres transaction that records each event id in
+//! `processed_events` beside the handler's effects and outgoing events ([`batch`]). Offsets
+//! are stored only after the commit. Handlers see each event's effect once, however often
+//! Kafka delivers it, and one order's events in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{Consumer, MessageStream, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Span, info, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+pub mod batch;
 mod close;
+pub mod gate;
 mod handler;
 mod rebalance;
 
+use batch::{Applier, Pending, Verdict, settled_prefix};
 use close::{CLOSE_TIMEOUT, close_within};
+use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
-use rebalance::{RebalanceTracker, RevokedPartitions};
+use rebalance::{ReassignedPartitions, RebalanceTracker};
 
 use crate::codec::RegistryCodec;
-use crate::contracts::Event;
+use crate::contracts::{Contract, Event, topics_of};
 use crate::dead_letter::DeadLetterPublisher;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{DeadLetterLabels, EventMetrics, RecordLabels, TopicLabels};
+use crate::outbox::Outbox;
 use crate::retry::RetryConfig;
-use crate::topics::{Topic, TopicNames};
+use crate::topics::TopicNames;
 use crate::{Error, ErrorClass, trace_context};
 
-/// Who the consumer is and what it reads.
+/// How the runner batches records.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerConfig {
+    /// Most records applied in one database transaction.
+    #[arg(
+        long = "consumer-batch-max-records",
+        env = "CONSUMER_BATCH_MAX_RECORDS",
+        default_value_t = 500
+    )]
+    pub batch_max_records: usize,
+    /// How long a batch waits for more records after its first; 0 takes only what has
+    /// already arrived (no added latency; under load, batches fill by themselves).
+    #[arg(
+        long = "consumer-batch-max-wait-ms",
+        env = "CONSUMER_BATCH_MAX_WAIT_MS",
+        default_value_t = 0
+    )]
+    pub batch_max_wait_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_records: 500,
+            batch_max_wait_ms: 0,
+        }
+    }
+}
+
+/// Who the consumer is and how it runs; it reads the topics its handler's event types
+/// travel on.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
     pub kafka: KafkaConfig,
     pub group_id: String,
-    pub topics: Vec<Topic>,
     pub retry: RetryConfig,
+    pub batching: ConsumerConfig,
 }
 
 /// Runs an [`EventHandler`] over a consumer group's records until shutdown.
 pub struct IdempotentConsumer<H> {
     consumer: StreamConsumer<RebalanceTracker>,
-    revoked: RevokedPartitions,
+    reassigned: ReassignedPartitions,
     group_id: String,
-    pool: PgPool,
     codec: RegistryCodec,
-    handler: H,
+    applier: Applier<H>,
     dead_letters: DeadLetterPublisher,
     retry: RetryConfig,
+    batching: ConsumerConfig,
     metrics: EventMetrics,
 }
 
-/// How one record ended.
-enum Outcome {
-    /// Applied, skipped as a duplicate, or dead-lettered: the offset may be stored.
+/// A record in hand, with its partition.
+struct Record {
+    partition: TopicPartition,
+    message: OwnedMessage,
+}
+
+/// How a batch ended.
+enum Settled {
+    /// Every record is done, or its partition is paused for a cool-down.
     Done,
-    /// Transient failures outlasted the retries: pause the partition and try again later.
-    Stalled,
-    /// Shutdown came during a retry delay: leave the offset, the record is delivered again.
+    /// Shutdown came during a retry delay: what is not done is delivered again.
     Interrupted,
 }
 
-/// A transient failure, retried by the runner.
-struct Transient(String);
+/// Why a record of a batch is not done yet.
+enum Unsettled {
+    /// It failed in a way a retry may cure.
+    Failed(String),
+    /// An earlier record of its partition failed; it waits its turn.
+    Blocked,
+}
 
-struct PausedPartition {
-    offset: i64,
-    resume_at: tokio::time::Instant,
+/// A record that goes to the dead-letter topic.
+struct DeadLetter {
+    index: usize,
+    event_type: String,
+    class: ErrorClass,
+    reason: String,
 }
 
 impl<H: EventHandler> IdempotentConsumer<H> {
+    /// A consumer in `settings.group_id` of the topics `H::EVENT_TYPES` travel on. Outgoing
+    /// events go to `outbox`, whose relay each commit wakes.
     pub fn new(
         settings: ConsumerSettings,
         pool: PgPool,
         codec: RegistryCodec,
+        outbox: Outbox,
         handler: H,
         metrics: EventMetrics,
     ) -> Result<Self, Error> {
+        let topics =
+            topics_of(H::EVENT_TYPES).map_err(|e| Error::InvalidContract(e.to_string()))?;
         let names = TopicNames::new(settings.kafka.topic_prefix.clone());
-        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let reassigned = Arc::new(Mutex::new(Vec::new()));
         let context = RebalanceTracker {
-            revoked: revoked.clone(),
+            reassigned: reassigned.clone(),
         };
         let consumer: StreamConsumer<RebalanceTracker> = settings
             .kafka
             .at_least_once_consumer(&settings.group_id)
             .create_with_context(context)
             .map_err(Error::Kafka)?;
-        let topic_names: Vec<String> = settings.topics.iter().map(|t| names.name(*t)).collect();
+        let topic_names: Vec<String> = topics.iter().map(|t| names.name(*t)).collect();
         let topic_refs: Vec<&str> = topic_names.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs).map_err(Error::Kafka)?;
         Ok(Self {
             consumer,
-            revoked,
+            reassigned,
+            applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
             group_id: settings.group_id,
-            pool,
             codec,
-            handler,
             dead_letters: DeadLetterPublisher::new(&settings.kafka)?,
             retry: settings.retry,
+            batching: settings.batching,
             metrics,
         })
     }
 
-    /// Consumes until `shutdown` is cancelled. The record in hand is always finished (or
-    /// left for redelivery) before returning; the stored offsets are committed and the group
-    /// left, within a bounded wait.
+    /// Consumes until `shutdown` is cancelled. The batch in hand is finished (or left for
+    /// redelivery) before returning; the stored offsets are committed and the group left,
+    /// within a bounded wait.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let mut paused: HashMap<(String, i32), PausedPartition> = HashMap::new();
-        // After a rewind, records already fetched past the rewind point may still arrive;
-        // they are skipped until the rewound record itself comes back.
-        let mut rewound_to: HashMap<(String, i32), i64> = HashMap::new();
-        loop {
-            let next_resume = paused.values().map(|p| p.resume_at).min();
-            let received = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                () = sleep_until(next_resume), if next_resume.is_some() => {
-                    self.resume_due(&mut paused, &mut rewound_to);
-                    continue;
-                }
-                received = self.consumer.recv() => received,
-            };
-            self.forget_revoked(&mut paused, &mut rewound_to);
-            let message = match received {
-                Ok(message) => message,
-                Err(e) => {
-                    warn!(error = %e, "kafka consumer error; librdkafka recovers by itself");
-                    continue;
-                }
-            };
-            let partition = (message.topic().to_owned(), message.partition());
-            if paused.contains_key(&partition) {
-                continue;
-            }
-            if let Some(&offset) = rewound_to.get(&partition) {
-                if message.offset() != offset {
-                    continue;
-                }
-                rewound_to.remove(&partition);
-            }
-            match self.process_with_retries(&message, &shutdown).await {
-                Outcome::Done => {
-                    if let Err(e) = self.consumer.store_offset_from_message(&message) {
-                        // The partition was revoked meanwhile; its new owner redelivers and
-                        // the processed_events row turns that into a skipped duplicate.
-                        warn!(error = %e, "could not store offset");
+        let mut gate = PartitionGate::new(self.retry.cool_down());
+        {
+            let mut stream = self.consumer.stream();
+            loop {
+                let next_resume = gate.next_resume();
+                let first = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = sleep_until(next_resume), if next_resume.is_some() => {
+                        self.resume_due(&mut gate);
+                        continue;
                     }
+                    received = stream.next() => received,
+                };
+                let mut batch = Vec::new();
+                self.take(first, &mut batch);
+                self.fill(&mut stream, &mut batch).await;
+                self.forget_reassigned(&mut gate);
+                batch.retain(|record| gate.admit(&record.partition, record.message.offset()));
+                if batch.is_empty() {
+                    continue;
                 }
-                Outcome::Stalled => {
-                    self.pause(&message, &mut paused);
+                self.metrics.batch_size.observe(batch.len() as f64);
+                if let Settled::Interrupted = self.settle(batch, &mut gate, &shutdown).await {
+                    break;
                 }
-                Outcome::Interrupted => break,
             }
         }
         close_within(self.consumer, &self.group_id, CLOSE_TIMEOUT).await;
         Ok(())
     }
 
-    async fn process_with_retries(
+    /// Adds what has already arrived to `batch`, up to the batch limit, waiting at most the
+    /// configured time for more.
+    async fn fill(
         &self,
-        message: &BorrowedMessage<'_>,
+        stream: &mut MessageStream<'_, RebalanceTracker>,
+        batch: &mut Vec<Record>,
+    ) {
+        let deadline = Instant::now() + Duration::from_millis(self.batching.batch_max_wait_ms);
+        while batch.len() < self.batching.batch_max_records {
+            let received = match stream.next().now_or_never() {
+                Some(received) => received,
+                None if Instant::now() < deadline => {
+                    match tokio::time::timeout_at(deadline, stream.next()).await {
+                        Ok(received) => received,
+                        Err(_) => break,
+                    }
+                }
+                None => break,
+            };
+            self.take(received, batch);
+        }
+    }
+
+    fn take(
+        &self,
+        received: Option<Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>>,
+        batch: &mut Vec<Record>,
+    ) {
+        match received {
+            Some(Ok(message)) => batch.push(Record {
+                partition: TopicPartition::new(message.topic(), message.partition()),
+                message: message.detach(),
+            }),
+            Some(Err(e)) => {
+                warn!(error = %e, "kafka consumer error; librdkafka recovers by itself")
+            }
+            None => {}
+        }
+    }
+
+    /// Applies `batch`, retrying what failed transiently with backoff; a partition whose
+    /// record still fails is paused for a cool-down. Offsets move as records are done.
+    async fn settle(
+        &self,
+        batch: Vec<Record>,
+        gate: &mut PartitionGate,
         shutdown: &CancellationToken,
-    ) -> Outcome {
+    ) -> Settled {
+        let mut remaining: Vec<&Record> = batch.iter().collect();
         let mut delays = self.retry.delays();
         loop {
-            let error = match self.process(message).await {
-                Ok(()) => return Outcome::Done,
-                Err(Transient(error)) => error,
-            };
-            let labels = RecordLabels::new(message.topic(), &event_type_header(message));
-            self.metrics.retried.get_or_create(&labels).inc();
+            let unsettled = self.attempt(&remaining).await;
+            let settled = remaining.iter().enumerate().map(|(i, r)| {
+                (
+                    &r.partition,
+                    r.message.offset(),
+                    !unsettled.contains_key(&i),
+                )
+            });
+            for (partition, offset) in settled_prefix(settled) {
+                if let Err(e) =
+                    self.consumer
+                        .store_offset(&partition.topic, partition.partition, offset)
+                {
+                    // The partition was revoked meanwhile; its new owner redelivers and
+                    // processed_events turns that into a skipped duplicate.
+                    warn!(error = %e, %partition, "could not store offset");
+                }
+            }
+            if unsettled.is_empty() {
+                return Settled::Done;
+            }
+            for (&i, why) in &unsettled {
+                let Unsettled::Failed(reason) = why else {
+                    continue;
+                };
+                let record = remaining[i];
+                let labels =
+                    RecordLabels::new(record.message.topic(), &event_type_label(&record.message));
+                self.metrics.retried.get_or_create(&labels).inc();
+                warn!(partition = %record.partition, offset = record.message.offset(), %reason,
+                    "transient failure");
+            }
+            remaining = from_first_unsettled(&remaining, &unsettled);
             let Some(delay) = delays.next() else {
-                warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %error,
-                    "retries exhausted; pausing the partition for a cool-down");
-                return Outcome::Stalled;
+                self.pause(&remaining, gate);
+                return Settled::Done;
             };
-            warn!(topic = message.topic(), offset = message.offset(), %error, ?delay, "transient failure; retrying");
             tokio::select! {
-                () = shutdown.cancelled() => return Outcome::Interrupted,
+                () = shutdown.cancelled() => return Settled::Interrupted,
                 () = tokio::time::sleep(delay) => {}
             }
         }
     }
 
-    /// One attempt: `Ok` when the record is finished (applied, duplicate or dead-lettered).
-    async fn process(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
-        let started = Instant::now();
-        let event = match self.codec.decode(message.payload()).await {
-            Ok(event) => event,
-            Err(e) if e.is_transient() => return Err(Transient(e.to_string())),
-            Err(e) => {
-                return self
-                    .dead_letter(
-                        message,
-                        &event_type_header(message),
-                        e.class(),
-                        &e.to_string(),
-                    )
-                    .await;
+    /// One attempt at `records`; returns the ones not done (by index): those that failed
+    /// transiently and those behind them in their partition.
+    async fn attempt(&self, records: &[&Record]) -> HashMap<usize, Unsettled> {
+        let mut unsettled = HashMap::new();
+        let mut blocked = HashSet::new();
+        let mut pending = Vec::new();
+        let mut pending_index = Vec::new();
+        let mut dead_letters = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            if blocked.contains(&record.partition) {
+                unsettled.insert(index, Unsettled::Blocked);
+                continue;
             }
-        };
+            // Skipped unread only when the header names one of our contracts that the handler
+            // does not take; anything else (no header, an unknown type) is decoded, so that
+            // garbage reaches the dead-letter topic instead of vanishing.
+            let header = event_type_header(&record.message).and_then(Contract::by_event_type);
+            if header.is_some_and(|contract| !H::EVENT_TYPES.contains(&contract.event_type)) {
+                self.count_skipped(record);
+                continue;
+            }
+            match self.codec.decode(record.message.payload()).await {
+                Ok(event) if !H::EVENT_TYPES.contains(&event.event_type()) => {
+                    self.count_skipped(record)
+                }
+                Ok(event) => {
+                    pending.push(Pending {
+                        span: self.record_span(record, &event),
+                        partition: record.partition.clone(),
+                        offset: record.message.offset(),
+                        event,
+                    });
+                    pending_index.push(index);
+                }
+                Err(e) if e.is_transient() => {
+                    unsettled.insert(index, Unsettled::Failed(e.to_string()));
+                    blocked.insert(&record.partition);
+                }
+                Err(e) => dead_letters.push(DeadLetter {
+                    index,
+                    event_type: event_type_label(&record.message),
+                    class: e.class(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        match self.applier.apply(&pending).await {
+            Ok(verdicts) => {
+                for ((index, pending), verdict) in
+                    pending_index.into_iter().zip(&pending).zip(verdicts)
+                {
+                    let labels =
+                        RecordLabels::new(&pending.partition.topic, pending.event.event_type());
+                    match verdict {
+                        Verdict::Applied { handler_time } => {
+                            self.metrics.handled.get_or_create(&labels).inc();
+                            self.metrics
+                                .handler_duration
+                                .get_or_create(&labels)
+                                .observe(handler_time.as_secs_f64());
+                        }
+                        Verdict::Duplicate => {
+                            self.metrics.duplicates_skipped.get_or_create(&labels).inc();
+                        }
+                        Verdict::Rejected(reason) => dead_letters.push(DeadLetter {
+                            index,
+                            event_type: pending.event.event_type().to_owned(),
+                            class: ErrorClass::HandlerRejected,
+                            reason,
+                        }),
+                        Verdict::Failed(reason) => {
+                            unsettled.insert(index, Unsettled::Failed(reason));
+                        }
+                        Verdict::Blocked => {
+                            unsettled.insert(index, Unsettled::Blocked);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for index in pending_index {
+                    unsettled.insert(index, Unsettled::Failed(format!("database: {e}")));
+                }
+            }
+        }
+        dead_letters.sort_by_key(|d| d.index);
+        for letter in dead_letters {
+            if let Err(e) = self.dead_letter(records[letter.index], &letter).await {
+                let reason = format!("dead-letter publish failed: {e}");
+                unsettled.insert(letter.index, Unsettled::Failed(reason));
+            }
+        }
+        unsettled
+    }
+
+    async fn dead_letter(&self, record: &Record, letter: &DeadLetter) -> Result<(), Error> {
+        warn!(
+            partition = %record.partition,
+            offset = record.message.offset(),
+            class = letter.class.as_str(),
+            reason = letter.reason,
+            "sending record to the dead-letter topic"
+        );
+        self.dead_letters
+            .publish(
+                &record.message,
+                &self.group_id,
+                letter.class,
+                &letter.reason,
+            )
+            .await?;
+        self.metrics
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                topic: record.message.topic().to_owned(),
+                event_type: letter.event_type.clone(),
+                error_class: letter.class.as_str().to_owned(),
+            })
+            .inc();
+        Ok(())
+    }
+
+    /// The span the record's handler runs in: a child of the trace its producer started.
+    fn record_span(&self, record: &Record, event: &Event) -> Span {
         let span = info_span!(
             "handle_event",
             otel.kind = "consumer",
@@ -212,217 +424,124 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             event_id = %event.metadata.event_id,
             correlation_id = %event.metadata.correlation_id,
             consumer_group = %self.group_id,
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
+            topic = %record.partition.topic,
+            partition = record.partition.partition,
+            offset = record.message.offset(),
         );
-        let headers = message.headers();
         let parent = trace_context::parent_context(
-            headers
+            record
+                .message
+                .headers()
                 .into_iter()
                 .flat_map(|h| h.iter())
                 .filter_map(|h| Some((h.key, std::str::from_utf8(h.value?).ok()?))),
         );
         let _ = span.set_parent(parent);
-        let labels = RecordLabels::new(message.topic(), event.event_type());
-        let result = self.apply_once(message, &event).instrument(span).await;
-        match result {
-            Ok(Applied::Handled) => {
-                self.metrics.handled.get_or_create(&labels).inc();
-                self.metrics
-                    .handler_duration
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(())
-            }
-            Ok(Applied::Duplicate) => {
-                self.metrics.duplicates_skipped.get_or_create(&labels).inc();
-                Ok(())
-            }
-            Ok(Applied::Rejected(reason)) => {
-                self.dead_letter(
-                    message,
-                    event.event_type(),
-                    ErrorClass::HandlerRejected,
-                    &reason,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        }
+        span
     }
 
-    async fn apply_once(
-        &self,
-        message: &BorrowedMessage<'_>,
-        event: &Event,
-    ) -> Result<Applied, Transient> {
-        let transient = |e: sqlx::Error| Transient(e.to_string());
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        let inserted = sqlx::query(
-            "INSERT INTO processed_events
-                 (consumer_group, event_id, event_type, topic, kafka_partition, kafka_offset)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.group_id)
-        .bind(event.metadata.event_id)
-        .bind(event.event_type())
-        .bind(message.topic())
-        .bind(message.partition())
-        .bind(message.offset())
-        .execute(&mut *tx)
-        .await
-        .map_err(transient)?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(Applied::Duplicate);
-        }
-        match self.handler.handle(event, &mut tx).await {
-            Ok(()) => {
-                tx.commit().await.map_err(transient)?;
-                Ok(Applied::Handled)
-            }
-            Err(HandlerError::Rejected(reason)) => Ok(Applied::Rejected(reason)),
-            Err(HandlerError::Transient(reason)) => Err(Transient(reason)),
-        }
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &BorrowedMessage<'_>,
-        event_type: &str,
-        class: ErrorClass,
-        reason: &str,
-    ) -> Result<(), Transient> {
-        warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            class = class.as_str(),
-            reason,
-            "sending record to the dead-letter topic"
-        );
-        self.dead_letters
-            .publish(message, &self.group_id, class, reason)
-            .await
-            .map_err(|e| Transient(format!("dead-letter publish failed: {e}")))?;
+    fn count_skipped(&self, record: &Record) {
         self.metrics
-            .dead_lettered
-            .get_or_create(&DeadLetterLabels {
-                topic: message.topic().to_owned(),
-                event_type: event_type.to_owned(),
-                error_class: class.as_str().to_owned(),
-            })
-            .inc();
-        Ok(())
-    }
-
-    /// Circuit breaker: stop fetching the partition, rewind it to the stalled record and
-    /// try again after the cool-down. Polling goes on, so the group membership stays alive.
-    fn pause(
-        &self,
-        message: &BorrowedMessage<'_>,
-        paused: &mut HashMap<(String, i32), PausedPartition>,
-    ) {
-        let tpl = single_partition(message.topic(), message.partition());
-        if let Err(e) = self.consumer.pause(&tpl) {
-            warn!(error = %e, "could not pause partition");
-        }
-        self.metrics
-            .partitions_paused
+            .skipped
             .get_or_create(&TopicLabels {
-                topic: message.topic().to_owned(),
+                topic: record.partition.topic.clone(),
             })
             .inc();
-        paused.insert(
-            (message.topic().to_owned(), message.partition()),
-            PausedPartition {
-                offset: message.offset(),
-                resume_at: tokio::time::Instant::now() + self.retry.cool_down(),
-            },
-        );
     }
 
-    fn resume_due(
-        &self,
-        paused: &mut HashMap<(String, i32), PausedPartition>,
-        rewound_to: &mut HashMap<(String, i32), i64>,
-    ) {
-        let now = tokio::time::Instant::now();
-        let due: Vec<_> = paused
-            .iter()
-            .filter(|(_, p)| p.resume_at <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let Some(state) = paused.remove(&key) else {
-                continue;
-            };
-            let (topic, partition) = &key;
+    /// Circuit breaker: stop fetching each partition of `records`, to retry its first record
+    /// after the cool-down. Polling goes on, so the group membership stays alive.
+    fn pause(&self, records: &[&Record], gate: &mut PartitionGate) {
+        let mut first_offsets: Vec<(&TopicPartition, i64)> = Vec::new();
+        for record in records {
+            if !first_offsets.iter().any(|(p, _)| *p == &record.partition) {
+                first_offsets.push((&record.partition, record.message.offset()));
+            }
+        }
+        for (partition, offset) in first_offsets {
+            let cool_down = gate.pause(partition.clone(), offset);
+            if let Err(e) = self.consumer.pause(&single_partition(partition)) {
+                warn!(error = %e, %partition, "could not pause partition");
+            }
+            self.metrics
+                .partitions_paused
+                .get_or_create(&TopicLabels {
+                    topic: partition.topic.clone(),
+                })
+                .inc();
+            warn!(%partition, offset, ?cool_down, "retries exhausted; pausing the partition for a cool-down");
+        }
+    }
+
+    fn resume_due(&self, gate: &mut PartitionGate) {
+        for (partition, offset) in gate.take_due() {
             if let Err(e) = self.consumer.seek(
-                topic,
-                *partition,
-                Offset::Offset(state.offset),
+                &partition.topic,
+                partition.partition,
+                Offset::Offset(offset),
                 Duration::from_secs(5),
             ) {
-                warn!(error = %e, topic, partition, "could not rewind partition; pausing again");
-                paused.insert(
-                    key,
-                    PausedPartition {
-                        offset: state.offset,
-                        resume_at: now + self.retry.cool_down(),
-                    },
-                );
+                warn!(error = %e, %partition, "could not rewind partition; pausing again");
+                gate.pause(partition, offset);
                 continue;
             }
-            if let Err(e) = self.consumer.resume(&single_partition(topic, *partition)) {
-                warn!(error = %e, topic, partition, "could not resume partition");
+            if let Err(e) = self.consumer.resume(&single_partition(&partition)) {
+                warn!(error = %e, %partition, "could not resume partition");
             }
-            info!(
-                topic,
-                partition,
-                offset = state.offset,
-                "cool-down over; retrying partition"
-            );
-            rewound_to.insert(key, state.offset);
+            info!(%partition, offset, "cool-down over; retrying partition");
         }
     }
 
-    /// A revoked partition's pause is the old owner's business no more.
-    fn forget_revoked(
-        &self,
-        paused: &mut HashMap<(String, i32), PausedPartition>,
-        rewound_to: &mut HashMap<(String, i32), i64>,
-    ) {
-        let revoked = std::mem::take(&mut *self.revoked.lock().expect("revoked list poisoned"));
-        for key in revoked {
-            paused.remove(&key);
-            rewound_to.remove(&key);
+    /// A partition revoked or assigned afresh starts with no pause (the rebalance tracker
+    /// resumed it in librdkafka too).
+    fn forget_reassigned(&self, gate: &mut PartitionGate) {
+        let reassigned =
+            std::mem::take(&mut *self.reassigned.lock().expect("rebalance list poisoned"));
+        for partition in reassigned {
+            gate.forget(&partition);
         }
     }
 }
 
-enum Applied {
-    Handled,
-    Duplicate,
-    Rejected(String),
+/// The records to retry: each partition's records from its first unsettled one on.
+fn from_first_unsettled<'r>(
+    records: &[&'r Record],
+    unsettled: &HashMap<usize, Unsettled>,
+) -> Vec<&'r Record> {
+    let mut failed: HashSet<&TopicPartition> = HashSet::new();
+    let mut retry = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        if unsettled.contains_key(&index) {
+            failed.insert(&record.partition);
+        }
+        if failed.contains(&record.partition) {
+            retry.push(*record);
+        }
+    }
+    retry
 }
 
-fn event_type_header(message: &BorrowedMessage<'_>) -> String {
+fn event_type_header(message: &OwnedMessage) -> Option<&str> {
     crate::dead_letter::header_value(message, crate::outbox::headers::EVENT_TYPE)
         .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("unknown")
+}
+
+/// The record's event type for a metric label: one of ours, or `unknown` (the header is
+/// untrusted input, and every distinct value would be a new time series).
+fn event_type_label(message: &OwnedMessage) -> String {
+    event_type_header(message)
+        .and_then(Contract::by_event_type)
+        .map_or("unknown", |c| c.event_type)
         .to_owned()
 }
 
-fn single_partition(topic: &str, partition: i32) -> TopicPartitionList {
+fn single_partition(partition: &TopicPartition) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
+    tpl.add_partition(&partition.topic, partition.partition);
     tpl
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -41,6 +41,20 @@ impl Contract {
     }
 }
 
+/// The topics `event_types` travel on, each once, in [`Topic`] order: what a consumer of
+/// those types subscribes to.
+pub fn topics_of(event_types: &[&str]) -> Result<Vec<Topic>, ContractError> {
+    let mut topics = Vec::new();
+    for event_type in event_types {
+        let contract = Contract::by_event_type(event_type)
+            .ok_or_else(|| ContractError::UnknownEventType((*event_type).to_owned()))?;
+        topics.push(contract.topic);
+    }
+    topics.sort();
+    topics.dedup();
+    Ok(topics)
+}
+
 macro_rules! event_contracts {
     ($($name:ident => $topic:ident),+ $(,)?) => {
         /// Every contract, in the order the schemas are registered.

@@ -303,3 +303,21 @@ fn money_is_never_a_float() {
         );
     }
 }
+
+#[test]
+fn a_consumer_subscribes_to_each_topic_its_event_types_travel_on_once() {
+    let topics = topics_of(&[
+        "ShipmentFailed",
+        "OrderPlaced",
+        "StockRejected",
+        "OrderCompleted",
+    ]);
+    assert_eq!(
+        topics.unwrap(),
+        [Topic::Orders, Topic::Inventory, Topic::Shipments]
+    );
+    assert!(matches!(
+        topics_of(&["OrderShipped"]),
+        Err(ContractError::UnknownEventType(t)) if t == "OrderShipped"
+    ));
+}

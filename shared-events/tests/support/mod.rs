@@ -15,9 +15,9 @@ use rdkafka::client::DefaultClientContext;
 use shared_events::contracts::{OrderCancellationRequested, OrderPlaced};
 use shared_events::topics::provision_topics;
 use shared_events::{
-    ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError, IdempotentConsumer,
-    KafkaConfig, Outbox, OutboxRelay, RegistryCodec, RegistryConfig, RelayConfig, RetryConfig,
-    Topic, TopicNames,
+    ConsumerConfig, ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError,
+    IdempotentConsumer, KafkaConfig, Outbox, OutboxRelay, RegistryCodec, RegistryConfig,
+    RelayConfig, RetryConfig, TopicNames,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -48,6 +48,8 @@ pub struct TestStack {
     pub names: TopicNames,
     pub registry: RegistryConfig,
     pub codec: RegistryCodec,
+    /// The one outbox of this test's database: its commits wake the relay spawned here.
+    pub outbox: Outbox,
     pub metrics: EventMetrics,
 }
 
@@ -117,6 +119,7 @@ impl TestStack {
             id,
             pool,
             kafka,
+            outbox: Outbox::new(codec.clone(), names.clone()),
             names,
             registry,
             codec,
@@ -125,7 +128,7 @@ impl TestStack {
     }
 
     pub fn outbox(&self) -> Outbox {
-        Outbox::new(self.codec.clone(), self.names.clone())
+        self.outbox.clone()
     }
 
     pub fn fast_retry() -> RetryConfig {
@@ -141,6 +144,7 @@ impl TestStack {
         RelayConfig {
             batch_size: 200,
             poll_interval_ms: 200,
+            ..RelayConfig::default()
         }
     }
 
@@ -148,6 +152,7 @@ impl TestStack {
     pub fn spawn_relay(&self, shutdown: &CancellationToken) -> JoinHandle<()> {
         let relay = OutboxRelay::new(
             self.pool.clone(),
+            &self.outbox,
             &self.kafka,
             Self::relay_config(),
             Self::fast_retry(),
@@ -158,32 +163,28 @@ impl TestStack {
         tokio::spawn(async move { relay.run(shutdown).await.unwrap() })
     }
 
-    /// Starts the idempotent consumer runner with a plain [`RecordingHandler`] on `topics`.
-    pub fn spawn_consumer(
-        &self,
-        group: &str,
-        topics: Vec<Topic>,
-        shutdown: &CancellationToken,
-    ) -> JoinHandle<()> {
-        self.spawn_consumer_with(group, topics, RecordingHandler::default(), shutdown)
+    /// Starts the idempotent consumer runner with a plain [`RecordingHandler`] (which takes
+    /// the `orders` topic's events).
+    pub fn spawn_consumer(&self, group: &str, shutdown: &CancellationToken) -> JoinHandle<()> {
+        self.spawn_consumer_with(group, RecordingHandler::default(), shutdown)
     }
 
-    pub fn spawn_consumer_with(
+    pub fn spawn_consumer_with<H: EventHandler>(
         &self,
         group: &str,
-        topics: Vec<Topic>,
-        handler: RecordingHandler,
+        handler: H,
         shutdown: &CancellationToken,
     ) -> JoinHandle<()> {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: self.kafka.clone(),
                 group_id: format!("{}{group}", self.kafka.topic_prefix),
-                topics,
                 retry: Self::fast_retry(),
+                batching: ConsumerConfig::default(),
             },
             self.pool.clone(),
             self.codec.clone(),
+            self.outbox.clone(),
             handler,
             self.metrics.clone(),
         )
@@ -194,12 +195,9 @@ impl TestStack {
 
     /// Appends `events` to the outbox in one committed transaction.
     pub async fn append_committed(&self, events: &[Event]) {
-        let outbox = self.outbox();
         let mut tx = self.pool.begin().await.unwrap();
-        for event in events {
-            outbox.append(&mut tx, event).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+        self.outbox.append(&mut tx, events).await.unwrap();
+        self.outbox.commit(tx).await.unwrap();
     }
 
     /// Commits `events` to the outbox, starts a relay, and returns once they are on Kafka.
@@ -283,7 +281,18 @@ impl RecordingHandler {
 }
 
 impl EventHandler for RecordingHandler {
-    async fn handle(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "OrderPlaced",
+        "OrderCancellationRequested",
+        "OrderCompleted",
+        "OrderCancelled",
+    ];
+
+    async fn handle(
+        &self,
+        event: &Event,
+        tx: &mut PgConnection,
+    ) -> Result<Vec<Event>, HandlerError> {
         let step = match &event.payload {
             shared_events::EventPayload::OrderCancellationRequested(p) => p.reason.clone(),
             other => other.event_type().to_owned(),
@@ -320,7 +329,7 @@ impl EventHandler for RecordingHandler {
         .bind(trace_id)
         .execute(&mut *tx)
         .await?;
-        Ok(())
+        Ok(Vec::new())
     }
 }
 

@@ -58,27 +58,27 @@ fn binaries() -> BTreeMap<&'static str, Binary> {
     BTreeMap::from([
         (
             "order-service",
-            service(order_service::Config::command(), &order_service::CONSUMES),
+            service(order_service::Config::command(), &order_service::consumes()),
         ),
         (
             "billing-service",
             service(
                 billing_service::Config::command(),
-                &billing_service::CONSUMES,
+                &billing_service::consumes(),
             ),
         ),
         (
             "inventory-service",
             service(
                 inventory_service::Config::command(),
-                &inventory_service::CONSUMES,
+                &inventory_service::consumes(),
             ),
         ),
         (
             "shipping-service",
             service(
                 shipping_service::Config::command(),
-                &shipping_service::CONSUMES,
+                &shipping_service::consumes(),
             ),
         ),
     ])
