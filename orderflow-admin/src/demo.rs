@@ -8,27 +8,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoUrls {
-    #[arg(
-        long,
-        env = "ORDER_SERVICE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub order_service: String,
-    #[arg(
-        long,
-        env = "INVENTORY_SERVICE_URL",
-        default_value = "http://127.0.0.1:8082"
-    )]
-    pub inventory_service: String,
-    #[arg(
-        long,
-        env = "BILLING_SERVICE_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub billing_service: String,
-}
+use crate::urls::ServiceUrls;
 
 /// The demo's catalog: (id, name, price in cents, stock). The kettle is scarce.
 const PRODUCTS: [(&str, &str, i64, i32); 3] = [
@@ -50,10 +30,10 @@ type Scenario = (
 
 struct Demo {
     http: reqwest::Client,
-    urls: DemoUrls,
+    urls: ServiceUrls,
 }
 
-pub async fn run(urls: DemoUrls) -> anyhow::Result<()> {
+pub async fn run(urls: ServiceUrls) -> anyhow::Result<()> {
     let demo = Demo {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

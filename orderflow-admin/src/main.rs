@@ -1,6 +1,8 @@
 //! `orderflow-admin`: the operator's tool for the event topology.
 
 mod demo;
+mod load;
+mod urls;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -44,8 +46,11 @@ enum Command {
     /// services' REST APIs, and print each order's timeline.
     Demo {
         #[command(flatten)]
-        urls: demo::DemoUrls,
+        urls: urls::ServiceUrls,
     },
+    /// Place orders over REST at a fixed concurrency (closed loop) or rate (open loop) and
+    /// report orders/s to a terminal state, latency percentiles and outcomes.
+    Load(load::LoadArgs),
     /// Dead letters of a topic: list them, or replay some to the original topic.
     Dlq {
         #[command(subcommand)]
@@ -122,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Demo { urls } => demo::run(urls).await?,
+        Command::Load(args) => load::run(&cli.kafka, args).await?,
         Command::SmokeCheck { registry } => {
             // Topics of its own, so that no service ever consumes the made-up order.
             let names = TopicNames::new(format!("{}smoke-check-", cli.kafka.topic_prefix));
@@ -217,10 +223,7 @@ async fn smoke_check(
         bytes.len(),
         u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]),
     );
-    let reader: BaseConsumer = kafka
-        .base()
-        .set("group.id", "orderflow-smoke-check")
-        .create()?;
+    let reader: BaseConsumer = kafka.reader().create()?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&topic, delivery.partition, Offset::Offset(delivery.offset))?;
     reader.assign(&assignment)?;
