@@ -1,5 +1,8 @@
-//! Billing's consumer: applies [`crate::domain::decide`] to each event of an order, under the
-//! order's row lock, in the runner's transaction.
+//! Billing's consumer: applies [`crate::domain::decide`] to a batch of events, set-based. It
+//! locks the saga rows of every order in the batch, then every account the batch may touch
+//! (each in key order), decides event by event in memory, and writes back what changed.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
 use sqlx::PgConnection;
@@ -21,66 +24,137 @@ impl EventHandler for BillingHandler {
 
     async fn handle(
         &self,
-        event: &Event,
+        events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
-        let Some(order_id) = event.metadata.order_id else {
-            return Ok(Vec::new());
-        };
-        let current: OrderPayment = ORDER_PAYMENTS.lock(tx, order_id).await?;
-        let account = match domain::account_needed(&event.payload) {
-            Some(customer_id) => lock_account(tx, customer_id).await?,
-            None => None,
-        };
-        let decision = domain::decide(&current, &event.payload, account.as_ref(), Uuid::now_v7());
-        if decision.balance_change_minor != 0 {
-            let customer_id = match &decision.next {
-                OrderPayment::Authorized { payment } | OrderPayment::Refunded { payment, .. } => {
-                    &payment.customer_id
-                }
-                other => {
-                    return Err(HandlerError::Rejected(format!(
-                        "a balance change must charge or refund, not lead to {other:?}"
-                    )));
-                }
+        let order_ids = events.iter().filter_map(|e| e.metadata.order_id);
+        let payments_before: BTreeMap<Uuid, OrderPayment> =
+            ORDER_PAYMENTS.lock_all(tx, order_ids).await?;
+        let mut payments = payments_before.clone();
+        let accounts_before = lock_accounts(tx, customers_touched(&payments, events)).await?;
+        let mut accounts = accounts_before.clone();
+        let mut published = Vec::new();
+        for event in events {
+            let Some(order_id) = event.metadata.order_id else {
+                continue;
             };
-            sqlx::query(
-                "UPDATE accounts SET balance_minor = balance_minor + $2, updated_at = now()
-                 WHERE customer_id = $1",
-            )
-            .bind(customer_id)
-            .bind(decision.balance_change_minor)
-            .execute(&mut *tx)
+            let current = payments.entry(order_id).or_default();
+            let account = domain::account_needed(&event.payload).and_then(|c| accounts.get(c));
+            let decision = domain::decide(current, &event.payload, account, Uuid::now_v7());
+            if decision.balance_change_minor != 0 {
+                let customer_id = match &decision.next {
+                    OrderPayment::Authorized { payment }
+                    | OrderPayment::Refunded { payment, .. } => &payment.customer_id,
+                    other => {
+                        return Err(HandlerError::Rejected(format!(
+                            "a balance change must charge or refund, not lead to {other:?}"
+                        )));
+                    }
+                };
+                let account = accounts.get_mut(customer_id).ok_or_else(|| {
+                    HandlerError::Rejected(format!("no account {customer_id} to charge or refund"))
+                })?;
+                account.balance_minor = account
+                    .balance_minor
+                    .checked_add(decision.balance_change_minor)
+                    .ok_or_else(|| {
+                        HandlerError::Rejected(format!(
+                            "the balance of {customer_id} would overflow"
+                        ))
+                    })?;
+            }
+            *current = decision.next;
+            if let Some(payload) = decision.emit {
+                published.push(Event::caused_by(
+                    &event.metadata,
+                    crate::DEFAULTS.name,
+                    payload,
+                ));
+            }
+        }
+        ORDER_PAYMENTS
+            .save_changed(tx, &payments_before, &payments)
             .await?;
-        }
-        if decision.next != current {
-            ORDER_PAYMENTS.save(tx, order_id, &decision.next).await?;
-        }
-        Ok(decision
-            .emit
-            .map(|payload| Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload))
-            .into_iter()
-            .collect())
+        save_balances(tx, &accounts_before, &accounts).await?;
+        Ok(published)
     }
 }
 
-async fn lock_account(
+/// Every customer whose balance the batch may change: those placing an order, and those
+/// holding a charge on one of the batch's orders (a refund).
+fn customers_touched(
+    payments: &BTreeMap<Uuid, OrderPayment>,
+    events: &[&Event],
+) -> BTreeSet<String> {
+    let placing = events
+        .iter()
+        .filter_map(|e| domain::account_needed(&e.payload))
+        .map(str::to_owned);
+    let charged = payments.values().filter_map(|state| match state {
+        OrderPayment::Authorized { payment }
+        | OrderPayment::Captured { payment }
+        | OrderPayment::Refunded { payment, .. } => Some(payment.customer_id.clone()),
+        _ => None,
+    });
+    placing.chain(charged).collect()
+}
+
+/// Locks the accounts in customer-id order and returns those that exist.
+async fn lock_accounts(
     tx: &mut PgConnection,
-    customer_id: &str,
-) -> Result<Option<Account>, sqlx::Error> {
-    let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+    customers: BTreeSet<String>,
+) -> Result<BTreeMap<String, Account>, sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let customers: Vec<String> = customers.into_iter().collect();
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
         "SELECT customer_id, currency, balance_minor, credit_limit_minor
-         FROM accounts WHERE customer_id = $1 FOR UPDATE",
+         FROM accounts WHERE customer_id = ANY($1) ORDER BY customer_id FOR UPDATE",
     )
-    .bind(customer_id)
-    .fetch_optional(tx)
+    .bind(&customers)
+    .fetch_all(tx)
     .await?;
-    Ok(row.map(
-        |(customer_id, currency, balance_minor, credit_limit_minor)| Account {
-            customer_id,
-            currency,
-            balance_minor,
-            credit_limit_minor,
-        },
-    ))
+    Ok(rows
+        .into_iter()
+        .map(
+            |(customer_id, currency, balance_minor, credit_limit_minor)| {
+                let account = Account {
+                    customer_id: customer_id.clone(),
+                    currency,
+                    balance_minor,
+                    credit_limit_minor,
+                };
+                (customer_id, account)
+            },
+        )
+        .collect())
+}
+
+/// Writes the balances that changed (the rows are locked), in one statement.
+async fn save_balances(
+    tx: &mut PgConnection,
+    before: &BTreeMap<String, Account>,
+    after: &BTreeMap<String, Account>,
+) -> Result<(), sqlx::Error> {
+    let (customers, balances): (Vec<&str>, Vec<i64>) = after
+        .iter()
+        .filter(|(id, account)| {
+            before.get(*id).map(|a| a.balance_minor) != Some(account.balance_minor)
+        })
+        .map(|(id, account)| (id.as_str(), account.balance_minor))
+        .unzip();
+    if customers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE accounts AS a SET balance_minor = v.balance_minor, updated_at = now()
+         FROM UNNEST($1::text[], $2::bigint[]) AS v(customer_id, balance_minor)
+         WHERE a.customer_id = v.customer_id",
+    )
+    .bind(customers)
+    .bind(balances)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

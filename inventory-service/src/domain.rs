@@ -6,7 +6,7 @@
 //! reservation takes every line or none, and stock only moves between `available` and
 //! `reserved`, so their sum per product never changes and neither goes negative.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use shared_events::EventPayload;
@@ -124,26 +124,28 @@ impl Default for OrderStock {
     }
 }
 
-impl OrderStock {
-    /// The products whose stock levels [`decide`] needs for this state and event.
-    pub fn products_needed(&self, payload: &EventPayload) -> Vec<String> {
-        let lines = match (self, payload) {
-            (OrderStock::Reserved { lines, .. }, EventPayload::ShipmentFailed(_)) => lines.clone(),
-            (OrderStock::Open { lines, .. }, EventPayload::PaymentAuthorized(_)) => {
-                lines.clone().unwrap_or_default()
-            }
-            (OrderStock::Open { .. }, EventPayload::OrderPlaced(placed)) => placed
-                .lines
-                .iter()
-                .map(|l| StockLine {
-                    product_id: l.product_id.clone(),
-                    quantity: l.quantity,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        totals(&lines).into_keys().collect()
-    }
+/// Every product whose stock [`decide`] may need for these orders and events: the lines each
+/// order already has, and the lines of any `OrderPlaced` among the events. A superset, so the
+/// rows can be locked before anything is decided.
+pub fn products_touched<'a>(
+    orders: impl IntoIterator<Item = &'a OrderStock>,
+    events: impl IntoIterator<Item = &'a EventPayload>,
+) -> BTreeSet<String> {
+    let known = orders.into_iter().flat_map(|order| match order {
+        OrderStock::Open { lines, .. } => lines.as_deref().unwrap_or_default(),
+        OrderStock::Reserved { lines, .. } | OrderStock::Released { lines, .. } => lines,
+        OrderStock::Rejected { .. } => &[],
+    });
+    let known = known.map(|line| line.product_id.clone());
+    let placed = events.into_iter().flat_map(|payload| match payload {
+        EventPayload::OrderPlaced(placed) => placed
+            .lines
+            .iter()
+            .map(|line| line.product_id.clone())
+            .collect(),
+        _ => Vec::new(),
+    });
+    known.chain(placed).collect()
 }
 
 /// What inventory does about one event: next state, stock levels to write, event to publish.
@@ -155,7 +157,7 @@ pub struct Decision {
 }
 
 /// Inventory's reaction to `payload` for an order in state `current`, given the current
-/// levels of the products [`OrderStock::products_needed`] named. `reservation_id` names a new
+/// levels of the products [`products_touched`] names. `reservation_id` names a new
 /// reservation.
 pub fn decide(
     current: &OrderStock,

@@ -1,8 +1,10 @@
-//! Inventory's consumer: applies [`crate::domain::decide`] to each event of an order. The
-//! order's row is locked first, then the products it touches in product-id order, so
-//! concurrent reservations of the same products queue instead of deadlocking or overselling.
+//! Inventory's consumer: applies [`crate::domain::decide`] to a batch of events, set-based. It
+//! locks the saga rows of every order in the batch, then every product the batch may touch
+//! (each in key order, so concurrent reservations of the same products queue instead of
+//! deadlocking or overselling), decides event by event in memory, and writes back what
+//! changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
 use sqlx::PgConnection;
@@ -20,47 +22,50 @@ impl EventHandler for InventoryHandler {
 
     async fn handle(
         &self,
-        event: &Event,
+        events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
-        let Some(order_id) = event.metadata.order_id else {
-            return Ok(Vec::new());
-        };
-        let current: OrderStock = ORDER_RESERVATIONS.lock(tx, order_id).await?;
-        let levels = lock_levels(tx, current.products_needed(&event.payload)).await?;
-        let decision = domain::decide(&current, &event.payload, &levels, Uuid::now_v7());
-        for (product_id, level) in &decision.stock_updates {
-            sqlx::query(
-                "UPDATE products SET available = $2, reserved = $3, updated_at = now()
-                 WHERE product_id = $1",
-            )
-            .bind(product_id)
-            .bind(level.available)
-            .bind(level.reserved)
-            .execute(&mut *tx)
+        let order_ids = events.iter().filter_map(|e| e.metadata.order_id);
+        let orders_before: BTreeMap<Uuid, OrderStock> =
+            ORDER_RESERVATIONS.lock_all(tx, order_ids).await?;
+        let mut orders = orders_before.clone();
+        let products = domain::products_touched(orders.values(), events.iter().map(|e| &e.payload));
+        let levels_before = lock_levels(tx, products).await?;
+        let mut levels = levels_before.clone();
+        let mut published = Vec::new();
+        for event in events {
+            let Some(order_id) = event.metadata.order_id else {
+                continue;
+            };
+            let current = orders.entry(order_id).or_default();
+            let decision = domain::decide(current, &event.payload, &levels, Uuid::now_v7());
+            levels.extend(decision.stock_updates);
+            *current = decision.next;
+            if let Some(payload) = decision.emit {
+                published.push(Event::caused_by(
+                    &event.metadata,
+                    crate::DEFAULTS.name,
+                    payload,
+                ));
+            }
+        }
+        ORDER_RESERVATIONS
+            .save_changed(tx, &orders_before, &orders)
             .await?;
-        }
-        if decision.next != current {
-            ORDER_RESERVATIONS
-                .save(tx, order_id, &decision.next)
-                .await?;
-        }
-        Ok(decision
-            .emit
-            .map(|payload| Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload))
-            .into_iter()
-            .collect())
+        save_levels(tx, &levels_before, &levels).await?;
+        Ok(published)
     }
 }
 
-/// Locks the products' rows in a fixed order and returns their stock levels.
+/// Locks the products' rows in product-id order and returns their stock levels.
 async fn lock_levels(
     tx: &mut PgConnection,
-    products: Vec<String>,
+    products: BTreeSet<String>,
 ) -> Result<BTreeMap<String, StockLevel>, sqlx::Error> {
     if products.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let products: Vec<String> = products.into_iter().collect();
     let rows: Vec<(String, i32, i32)> = sqlx::query_as(
         "SELECT product_id, available, reserved FROM products
          WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
@@ -80,4 +85,36 @@ async fn lock_levels(
             )
         })
         .collect())
+}
+
+/// Writes the stock levels that changed (the rows are locked), in one statement.
+async fn save_levels(
+    tx: &mut PgConnection,
+    before: &BTreeMap<String, StockLevel>,
+    after: &BTreeMap<String, StockLevel>,
+) -> Result<(), sqlx::Error> {
+    let mut products = Vec::new();
+    let mut available = Vec::new();
+    let mut reserved = Vec::new();
+    for (product_id, level) in after {
+        if before.get(product_id) != Some(level) {
+            products.push(product_id.as_str());
+            available.push(level.available);
+            reserved.push(level.reserved);
+        }
+    }
+    if products.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE products AS p SET available = v.available, reserved = v.reserved, updated_at = now()
+         FROM UNNEST($1::text[], $2::int[], $3::int[]) AS v(product_id, available, reserved)
+         WHERE p.product_id = v.product_id",
+    )
+    .bind(products)
+    .bind(available)
+    .bind(reserved)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! The order commands: place an order, record a fact another service reported, request a
-//! cancellation, enforce the saga deadline. Each runs in the caller's transaction: lock the
-//! order, let the domain decide, append the decided events to `order_events` and update the
-//! projection; it returns the events order-service publishes, which the caller appends to
-//! the outbox in the same transaction.
+//! cancellation, enforce the saga deadline. Each works on a locked [`LoadedOrder`]: the
+//! domain decides, the decided events are appended to the order's history, and the events
+//! order-service publishes are returned, for the caller to append to the outbox in the same
+//! transaction.
 
 use chrono::{DateTime, Utc};
 use shared_events::{Event, EventMetadata};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::{CancelRefused, Order, OrderEvent, OrderStatus, Placed};
 use crate::error::Error;
-use crate::store::{self, LoadedOrder, NewEvents};
+use crate::store::{self, LoadedOrder};
 
 /// What a cancellation request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,30 +34,28 @@ pub async fn place(tx: &mut PgConnection, order_id: Uuid, placed: Placed) -> Res
             .expect("OrderPlaced is published"),
     )
     .with_saga_deadline(placed.saga_deadline);
+    let metadata = published.metadata.clone();
     let order = Order::from_history(order_id, [&event]).expect("starts with OrderPlaced");
-    let metadata = &published.metadata;
-    let new = NewEvents {
-        first_sequence: 0,
-        events: vec![(metadata.clone(), &event)],
+    let loaded = LoadedOrder {
+        order,
+        stored: 0,
+        placed: metadata.clone(),
+        updated_at: metadata.occurred_at,
+        appended: vec![(metadata, event)],
     };
-    store::record(tx, &order, metadata, new, metadata.occurred_at).await?;
+    store::record(tx, [&loaded]).await?;
     Ok(published)
 }
 
-/// Records a fact another service reported and whatever it makes due; returns the
-/// events to publish, or `None` if the order is unknown.
-pub async fn record_fact(
-    tx: &mut PgConnection,
-    order_id: Uuid,
+/// Records a fact another service reported and whatever it makes due (in memory; the
+/// caller writes the order); returns the events to publish.
+pub fn record_fact(
+    order: &mut LoadedOrder,
     reported: &EventMetadata,
     fact: OrderEvent,
-) -> Result<Option<Vec<Event>>, Error> {
-    let Some(loaded) = store::lock(tx, order_id).await? else {
-        return Ok(None);
-    };
-    let decided = loaded.order.react(fact);
-    let (_, published) = commit(tx, loaded, reported, decided, true).await?;
-    Ok(Some(published))
+) -> Vec<Event> {
+    let decided = order.order.react(fact);
+    append(order, reported, decided, true)
 }
 
 /// Asks every service to stop and compensate, unless the order already shipped; returns
@@ -67,7 +65,7 @@ pub async fn request_cancellation(
     order_id: Uuid,
     reason: &str,
 ) -> Result<(Cancellation, Vec<Event>), Error> {
-    let Some(loaded) = store::lock(tx, order_id).await? else {
+    let Some(mut loaded) = store::lock(tx, order_id).await? else {
         return Ok((Cancellation::UnknownOrder, Vec::new()));
     };
     match loaded.order.request_cancellation(reason) {
@@ -75,8 +73,9 @@ pub async fn request_cancellation(
         Ok(None) => Ok((Cancellation::Requested(loaded.order.status()), Vec::new())),
         Ok(Some(event)) => {
             let cause = loaded.placed.clone();
-            let (order, published) = commit(tx, loaded, &cause, vec![event], false).await?;
-            Ok((Cancellation::Requested(order.status()), published))
+            let published = append(&mut loaded, &cause, vec![event], false);
+            store::record(tx, [&loaded]).await?;
+            Ok((Cancellation::Requested(loaded.order.status()), published))
         }
     }
 }
@@ -88,7 +87,7 @@ pub async fn enforce_deadline(
     order_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<Event>>, Error> {
-    let Some(loaded) = store::lock(tx, order_id).await? else {
+    let Some(mut loaded) = store::lock(tx, order_id).await? else {
         return Ok(None);
     };
     if !loaded.order.deadline_due(now) {
@@ -100,34 +99,25 @@ pub async fn enforce_deadline(
     );
     let cause = loaded.placed.clone();
     let event = OrderEvent::OrderCancellationRequested { reason };
-    let (_, published) = commit(tx, loaded, &cause, vec![event], false).await?;
+    let published = append(&mut loaded, &cause, vec![event], false);
+    store::record(tx, [&loaded]).await?;
     Ok(Some(published))
 }
 
-/// Appends `events` after the history. If `first_is_fact`, the first was reported by
-/// another service and keeps its metadata; the rest are order-service's own, caused by
-/// `cause`, and returned for publishing if they have a contract.
-async fn commit(
-    tx: &mut PgConnection,
-    loaded: LoadedOrder,
+/// Appends `events` to the order. If `first_is_fact`, the first was reported by another
+/// service and keeps its metadata; the rest are order-service's own, caused by `cause`, and
+/// returned for publishing if they have a contract.
+fn append(
+    order: &mut LoadedOrder,
     cause: &EventMetadata,
     events: Vec<OrderEvent>,
     first_is_fact: bool,
-) -> Result<(Order, Vec<Event>), Error> {
-    let LoadedOrder {
-        mut order,
-        next_sequence,
-        placed,
-    } = loaded;
-    if events.is_empty() {
-        return Ok((order, Vec::new()));
-    }
+) -> Vec<Event> {
     let mut published = Vec::new();
-    let mut recorded = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in events.into_iter().enumerate() {
         let metadata = if first_is_fact && i == 0 {
             cause.clone()
-        } else if let Some(payload) = event.to_contract(&order.placed) {
+        } else if let Some(payload) = event.to_contract(&order.order.placed) {
             let event = Event::caused_by(cause, PRODUCER, payload);
             let metadata = event.metadata.clone();
             published.push(event);
@@ -135,16 +125,7 @@ async fn commit(
         } else {
             EventMetadata::caused_by(cause, event.event_type(), PRODUCER)
         };
-        order.apply(event);
-        recorded.push((metadata, event));
+        order.append(metadata, event);
     }
-    let last_at = recorded
-        .last()
-        .map_or(placed.occurred_at, |(metadata, _)| metadata.occurred_at);
-    let new = NewEvents {
-        first_sequence: next_sequence,
-        events: recorded,
-    };
-    store::record(tx, &order, &placed, new, last_at).await?;
-    Ok((order, published))
+    published
 }

@@ -40,7 +40,7 @@ pub struct EventMetrics {
     pub retried: Family<RecordLabels, Counter>,
     pub dead_lettered: Family<DeadLetterLabels, Counter>,
     pub partitions_paused: Family<TopicLabels, Counter>,
-    pub handler_duration: Family<RecordLabels, Histogram>,
+    pub batch_duration: Histogram,
     pub skipped: Family<TopicLabels, Counter>,
     pub batch_size: Histogram,
 }
@@ -101,9 +101,9 @@ impl EventMetrics {
             metrics.partitions_paused.clone(),
         );
         r.register(
-            "consumer_handler_duration_seconds",
-            "Time the handler took for a record, inside its batch's transaction",
-            metrics.handler_duration.clone(),
+            "consumer_batch_duration_seconds",
+            "Time to apply one batch: its transaction from the first statement to the commit",
+            metrics.batch_duration.clone(),
         );
         r.register(
             "consumer_records_skipped",
@@ -131,9 +131,7 @@ impl EventMetrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             partitions_paused: Family::default(),
-            handler_duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
+            batch_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             skipped: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
         }

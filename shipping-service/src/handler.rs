@@ -1,6 +1,8 @@
-//! Shipping's consumer: applies [`crate::domain::decide`] to each event of an order under the
-//! order's row lock. Deciding once, here, is what makes `ShipmentScheduled` and a
-//! cancellation mutually exclusive.
+//! Shipping's consumer: applies [`crate::domain::decide`] to a batch of events under the
+//! orders' row locks, set-based. Deciding once per order, here, is what makes
+//! `ShipmentScheduled` and a cancellation mutually exclusive.
+
+use std::collections::BTreeMap;
 
 use chrono::Utc;
 use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
@@ -21,28 +23,38 @@ impl EventHandler for ShippingHandler {
 
     async fn handle(
         &self,
-        event: &Event,
+        events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
-        let Some(order_id) = event.metadata.order_id else {
-            return Ok(Vec::new());
-        };
-        let current: OrderShipment = ORDER_SHIPMENTS.lock(tx, order_id).await?;
-        let decision = domain::decide(
-            &current,
-            &event.metadata,
-            &event.payload,
-            &self.carriers,
-            Utc::now(),
-            Uuid::now_v7(),
-        );
-        if decision.next != current {
-            ORDER_SHIPMENTS.save(tx, order_id, &decision.next).await?;
+        let order_ids = events.iter().filter_map(|e| e.metadata.order_id);
+        let before: BTreeMap<Uuid, OrderShipment> = ORDER_SHIPMENTS.lock_all(tx, order_ids).await?;
+        let mut shipments = before.clone();
+        let mut published = Vec::new();
+        for event in events {
+            let Some(order_id) = event.metadata.order_id else {
+                continue;
+            };
+            let current = shipments.entry(order_id).or_default();
+            let decision = domain::decide(
+                current,
+                &event.metadata,
+                &event.payload,
+                &self.carriers,
+                Utc::now(),
+                Uuid::now_v7(),
+            );
+            *current = decision.next;
+            if let Some(payload) = decision.emit {
+                published.push(Event::caused_by(
+                    &event.metadata,
+                    crate::DEFAULTS.name,
+                    payload,
+                ));
+            }
         }
-        Ok(decision
-            .emit
-            .map(|payload| Event::caused_by(&event.metadata, crate::DEFAULTS.name, payload))
-            .into_iter()
-            .collect())
+        ORDER_SHIPMENTS
+            .save_changed(tx, &before, &shipments)
+            .await?;
+        Ok(published)
     }
 }

@@ -175,3 +175,20 @@ fn a_failure_heard_before_payment_rejects_instead_of_reserving() {
     ));
     assert!(paid_decision.stock_updates.is_empty());
 }
+
+#[test]
+fn a_batch_locks_every_product_its_orders_name_and_those_of_new_orders() {
+    let open = OrderStock::Open {
+        lines: Some(vec![line("kettle", 1)]),
+        paid: false,
+        failed: false,
+    };
+    let reserved = OrderStock::Reserved {
+        reservation_id: Uuid::nil(),
+        lines: vec![line("grinder", 2), line("beans", 1)],
+    };
+    let events = [placed(&[("cups", 4), ("beans", 2)]), paid()];
+    let touched = products_touched([&open, &reserved, &OrderStock::default()], &events);
+    let names: Vec<&str> = touched.iter().map(String::as_str).collect();
+    assert_eq!(names, ["beans", "cups", "grinder", "kettle"]);
+}

@@ -1,18 +1,19 @@
 //! The database side of the runner: a batch of decoded events applied in one transaction.
 //!
 //! The fast path records every event id in `processed_events` with one multi-row insert,
-//! runs the handler for the new ones in offset order, appends everything they cause to the
-//! outbox in one more statement and commits once. If any handler fails, the transaction is
-//! rolled back and the batch replayed record by record under savepoints, so one bad record
-//! costs only itself: a rejected one is rolled back with its dedup row (the runner
-//! dead-letters it), a transiently failing one blocks the rest of its partition for a retry,
-//! and every other record is kept.
+//! hands the new events to the handler in one call (handlers are set-based), appends
+//! everything they cause to the outbox in one more statement and commits once. If the handler
+//! fails, the transaction is rolled back and the batch replayed record by record under
+//! savepoints, so one bad record costs only itself: a rejected one is rolled back with its
+//! dedup row (the runner dead-letters it), a transiently failing one blocks the rest of its
+//! partition for a retry, and every other record is kept.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
+use opentelemetry::trace::TraceContextExt;
 use sqlx::{Acquire, PgConnection, PgPool};
-use tracing::{Instrument, Span};
+use tracing::{Instrument, Span, debug};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use super::gate::TopicPartition;
@@ -25,15 +26,15 @@ pub struct Pending {
     pub partition: TopicPartition,
     pub offset: i64,
     pub event: Event,
-    /// The record's span (a child of the producer's trace); the handler runs in it.
+    /// The record's span (a child of the producer's trace): what it causes continues it.
     pub span: Span,
 }
 
 /// What became of one record of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Handled and committed, having taken `handler_time`.
-    Applied { handler_time: Duration },
+    /// Handled and committed.
+    Applied,
     /// Its event id was processed before: nothing done.
     Duplicate,
     /// The handler refused it for good: nothing of it was kept.
@@ -42,6 +43,15 @@ pub enum Verdict {
     Failed(String),
     /// Not attempted: an earlier record of its partition failed.
     Blocked,
+}
+
+/// How to apply a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In one handler call, falling back to record by record if that fails.
+    Together,
+    /// Record by record under savepoints (a retry after a record failed).
+    OneByOne,
 }
 
 /// Applies batches of one consumer group's events through `handler`.
@@ -64,95 +74,80 @@ impl<H: EventHandler> Applier<H> {
 
     /// Applies `batch` (in offset order per partition) and returns a verdict per record.
     /// `Err` means no record was kept (the transaction itself failed).
-    pub async fn apply(&self, batch: &[Pending]) -> Result<Vec<Verdict>, sqlx::Error> {
+    pub async fn apply(&self, batch: &[Pending], mode: Mode) -> Result<Vec<Verdict>, sqlx::Error> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        match self.apply_together(batch).await? {
-            Together::Committed(verdicts) => Ok(verdicts),
-            Together::RolledBack { failed } => self.apply_one_by_one(batch, failed).await,
+        if mode == Mode::Together
+            && let Some(verdicts) = self.apply_together(batch).await?
+        {
+            return Ok(verdicts);
         }
+        self.apply_one_by_one(batch).await
     }
 
-    /// The fast path. If a handler fails, everything is rolled back, and the failed record's
-    /// index and verdict are returned so the replay need not run its handler again.
-    async fn apply_together(&self, batch: &[Pending]) -> Result<Together, sqlx::Error> {
+    /// The fast path: `None` if the handler failed and the batch must be replayed.
+    async fn apply_together(&self, batch: &[Pending]) -> Result<Option<Vec<Verdict>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut new = self.record_processed(&mut tx, batch).await?;
         let mut verdicts = Vec::with_capacity(batch.len());
-        let mut published = Vec::new();
-        let mut outgoing = Vec::new();
-        for (index, pending) in batch.iter().enumerate() {
+        let mut fresh = Vec::with_capacity(batch.len());
+        for pending in batch {
             // A duplicate within the batch is recorded once and applied once.
-            if !new.remove(&pending.event.metadata.event_id) {
+            if new.remove(&pending.event.metadata.event_id) {
+                verdicts.push(Verdict::Applied);
+                fresh.push(pending);
+            } else {
                 verdicts.push(Verdict::Duplicate);
-                continue;
             }
-            let started = Instant::now();
-            match self.handle(pending, &mut tx).await {
-                Ok((events, records)) => {
-                    published.extend(events);
-                    outgoing.extend(records);
-                    verdicts.push(Verdict::Applied {
-                        handler_time: started.elapsed(),
-                    });
-                }
+        }
+        let published = match self.effects(&fresh, &mut tx).await {
+            Ok(published) => published,
+            Err(error) => {
                 // Rolled back when `tx` drops.
-                Err(error) => {
-                    return Ok(Together::RolledBack {
-                        failed: Some((index, refusal(error))),
-                    });
-                }
+                debug!(%error, records = batch.len(), "a batch failed; replaying it record by record");
+                return Ok(None);
             }
-        }
-        if let Err(e) = self.outbox.insert(&mut tx, &outgoing).await {
-            tracing::warn!(error = %e, "appending a batch's events failed; replaying it record by record");
-            return Ok(Together::RolledBack { failed: None });
-        }
+        };
         tx.commit().await?;
         self.outbox.wake_relay();
         self.handler.committed(&published);
-        Ok(Together::Committed(verdicts))
+        Ok(Some(verdicts))
     }
 
-    /// The replay: each record under a savepoint of one transaction. `failed` is the record
-    /// the fast path saw fail, with its verdict.
-    async fn apply_one_by_one(
-        &self,
-        batch: &[Pending],
-        failed: Option<(usize, Verdict)>,
-    ) -> Result<Vec<Verdict>, sqlx::Error> {
+    /// The replay: each record under a savepoint of one transaction.
+    async fn apply_one_by_one(&self, batch: &[Pending]) -> Result<Vec<Verdict>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut blocked: HashSet<&TopicPartition> = HashSet::new();
         let mut verdicts = Vec::with_capacity(batch.len());
         let mut published = Vec::new();
-        for (index, pending) in batch.iter().enumerate() {
+        for pending in batch {
             if blocked.contains(&pending.partition) {
                 verdicts.push(Verdict::Blocked);
                 continue;
             }
-            if let Some((_, verdict)) = failed.as_ref().filter(|(i, _)| *i == index) {
-                if let Verdict::Failed(_) = verdict {
-                    blocked.insert(&pending.partition);
-                }
-                verdicts.push(verdict.clone());
-                continue;
-            }
             let mut savepoint = tx.begin().await?;
-            let verdict = self.apply_one(pending, &mut savepoint).await;
-            match verdict {
-                Ok((Verdict::Applied { .. }, ref events)) => {
+            let verdict = match self.apply_one(pending, &mut savepoint).await {
+                Ok(Some(events)) => {
                     savepoint.commit().await?;
-                    published.extend(events.iter().cloned());
+                    published.extend(events);
+                    Verdict::Applied
                 }
-                Ok((Verdict::Duplicate, _)) => savepoint.commit().await?,
-                _ => savepoint.rollback().await?,
-            }
-            let verdict = verdict.map(|(verdict, _)| verdict);
-            let verdict = verdict.unwrap_or_else(|e| refusal(e.into()));
-            if let Verdict::Failed(_) = verdict {
-                blocked.insert(&pending.partition);
-            }
+                Ok(None) => {
+                    savepoint.commit().await?;
+                    Verdict::Duplicate
+                }
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    match error {
+                        HandlerError::Rejected(reason) => Verdict::Rejected(reason),
+                        HandlerError::Transient(reason) => {
+                            blocked.insert(&pending.partition);
+                            Verdict::Failed(reason)
+                        }
+                    }
+                }
+            };
             verdicts.push(verdict);
         }
         tx.commit().await?;
@@ -161,49 +156,65 @@ impl<H: EventHandler> Applier<H> {
         Ok(verdicts)
     }
 
-    /// One record in the caller's savepoint: its verdict, and what it published if applied.
+    /// One record in the caller's savepoint: what it published, or `None` if a duplicate.
     async fn apply_one(
         &self,
         pending: &Pending,
         tx: &mut PgConnection,
-    ) -> Result<(Verdict, Vec<Event>), sqlx::Error> {
+    ) -> Result<Option<Vec<Event>>, HandlerError> {
         let new = self
             .record_processed(tx, std::slice::from_ref(pending))
             .await?;
         if new.is_empty() {
-            return Ok((Verdict::Duplicate, Vec::new()));
+            return Ok(None);
         }
-        let started = Instant::now();
-        let (events, records) = match self.handle(pending, tx).await {
-            Ok(effects) => effects,
-            Err(error) => return Ok((refusal(error), Vec::new())),
-        };
-        match self.outbox.insert(tx, &records).await {
-            Ok(()) => {
-                let handler_time = started.elapsed();
-                Ok((Verdict::Applied { handler_time }, events))
-            }
-            Err(error) => Ok((refusal(error.into()), Vec::new())),
-        }
+        self.effects(&[pending], tx).await.map(Some)
     }
 
-    /// Runs the handler in the record's span and encodes what it causes there, so each
-    /// outgoing event continues the trace of the record that caused it.
-    async fn handle(
+    /// Runs the handler over `fresh` and appends what it publishes to the outbox. Each
+    /// outgoing event is encoded in the span of the record that caused it, so it carries
+    /// (and its consumers continue) that record's trace.
+    async fn effects(
         &self,
-        pending: &Pending,
+        fresh: &[&Pending],
         tx: &mut PgConnection,
-    ) -> Result<(Vec<Event>, Vec<OutboxRecord>), HandlerError> {
-        async {
-            let events = self.handler.handle(&pending.event, tx).await?;
-            let mut records = Vec::with_capacity(events.len());
-            for event in &events {
-                records.push(self.outbox.record(event).await?);
-            }
-            Ok((events, records))
+    ) -> Result<Vec<Event>, HandlerError> {
+        if fresh.is_empty() {
+            return Ok(Vec::new());
         }
-        .instrument(pending.span.clone())
-        .await
+        let events: Vec<&Event> = fresh.iter().map(|p| &p.event).collect();
+        // One record runs in its own span; a batch in a span of its own that links every
+        // record's (OpenTelemetry's model for work on many messages at once).
+        let handling = match fresh {
+            [only] => only.span.clone(),
+            _ => {
+                let span = tracing::info_span!("handle_batch", consumer_group = %self.group_id, records = fresh.len());
+                for pending in fresh {
+                    span.add_link(pending.span.context().span().span_context().clone());
+                }
+                span
+            }
+        };
+        let published = self
+            .handler
+            .handle(&events, tx)
+            .instrument(handling)
+            .await?;
+        let spans: HashMap<Uuid, &Span> = fresh
+            .iter()
+            .map(|p| (p.event.metadata.event_id, &p.span))
+            .collect();
+        let mut records: Vec<OutboxRecord> = Vec::with_capacity(published.len());
+        for event in &published {
+            let span = event
+                .metadata
+                .causation_id
+                .and_then(|cause| spans.get(&cause))
+                .map_or_else(Span::current, |span| (*span).clone());
+            records.push(self.outbox.record(event).instrument(span).await?);
+        }
+        self.outbox.insert(tx, &records).await?;
+        Ok(published)
     }
 
     /// Inserts the batch's `processed_events` rows; returns the event ids that were new.
@@ -243,25 +254,8 @@ impl<H: EventHandler> Applier<H> {
     }
 }
 
-/// How the fast path ended.
-enum Together {
-    Committed(Vec<Verdict>),
-    /// Rolled back; `failed` is the record whose handler failed, if one did.
-    RolledBack {
-        failed: Option<(usize, Verdict)>,
-    },
-}
-
-/// The verdict on a record whose handler (or outbox append) failed.
-fn refusal(error: HandlerError) -> Verdict {
-    match error {
-        HandlerError::Rejected(reason) => Verdict::Rejected(reason),
-        HandlerError::Transient(reason) => Verdict::Failed(reason),
-    }
-}
-
-/// How many records of each partition are settled from the front of a batch: where the
-/// committed offset of each partition may move to.
+/// How far each partition is settled from the front of a batch: where its committed offset
+/// may move to.
 pub fn settled_prefix<'a>(
     records: impl IntoIterator<Item = (&'a TopicPartition, i64, bool)>,
 ) -> HashMap<&'a TopicPartition, i64> {

@@ -46,19 +46,25 @@ impl From<Error> for HandlerError {
     }
 }
 
-/// Applies events inside the runner's transaction: a function from (event, transaction) to
-/// the events it causes.
+/// Applies events inside the runner's transaction: a function from (events, transaction) to
+/// the events they cause.
 pub trait EventHandler: Send + Sync + 'static {
     /// The event types this handler applies. The consumer subscribes to their topics, and
     /// skips records of other types (by their `event_type` header) without decoding them or
     /// opening a transaction.
     const EVENT_TYPES: &'static [&'static str];
 
-    /// Applies `event`: writes state through `tx` (do not commit) and returns the events to
-    /// publish, which the runner appends to the outbox in the same transaction.
+    /// Applies `events` in order: writes state through `tx` (do not commit) and returns the
+    /// events to publish, which the runner appends to the outbox in the same transaction.
+    ///
+    /// The runner passes a whole batch (records of several partitions, each partition's in
+    /// offset order), or one event at a time when it replays a batch that failed, so the
+    /// result must be the same as applying the events one by one. Set-based is the point:
+    /// lock every row the batch touches in one statement, in a fixed order (so concurrent
+    /// batches queue instead of deadlocking), decide in memory, write back in one statement.
     fn handle(
         &self,
-        event: &Event,
+        events: &[&Event],
         tx: &mut PgConnection,
     ) -> impl Future<Output = Result<Vec<Event>, HandlerError>> + Send;
 

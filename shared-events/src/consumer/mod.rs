@@ -25,7 +25,7 @@ pub mod gate;
 mod handler;
 mod rebalance;
 
-use batch::{Applier, Pending, Verdict, settled_prefix};
+use batch::{Applier, Mode, Pending, Verdict, settled_prefix};
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
@@ -248,8 +248,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     ) -> Settled {
         let mut remaining: Vec<&Record> = batch.iter().collect();
         let mut delays = self.retry.delays();
+        // After a record failed, retries go record by record: the batch call would only
+        // fail on it again.
+        let mut mode = Mode::Together;
         loop {
-            let unsettled = self.attempt(&remaining).await;
+            let unsettled = self.attempt(&remaining, mode).await;
+            mode = Mode::OneByOne;
             let settled = remaining.iter().enumerate().map(|(i, r)| {
                 (
                     &r.partition,
@@ -295,7 +299,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     /// One attempt at `records`; returns the ones not done (by index): those that failed
     /// transiently and those behind them in their partition.
-    async fn attempt(&self, records: &[&Record]) -> HashMap<usize, Unsettled> {
+    async fn attempt(&self, records: &[&Record], mode: Mode) -> HashMap<usize, Unsettled> {
         let mut unsettled = HashMap::new();
         let mut blocked = HashSet::new();
         let mut pending = Vec::new();
@@ -339,7 +343,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }),
             }
         }
-        match self.applier.apply(&pending).await {
+        let started = Instant::now();
+        let applied = self.applier.apply(&pending, mode).await;
+        if !pending.is_empty() {
+            self.metrics
+                .batch_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        match applied {
             Ok(verdicts) => {
                 for ((index, pending), verdict) in
                     pending_index.into_iter().zip(&pending).zip(verdicts)
@@ -347,12 +358,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     let labels =
                         RecordLabels::new(&pending.partition.topic, pending.event.event_type());
                     match verdict {
-                        Verdict::Applied { handler_time } => {
+                        Verdict::Applied => {
                             self.metrics.handled.get_or_create(&labels).inc();
-                            self.metrics
-                                .handler_duration
-                                .get_or_create(&labels)
-                                .observe(handler_time.as_secs_f64());
                         }
                         Verdict::Duplicate => {
                             self.metrics.duplicates_skipped.get_or_create(&labels).inc();

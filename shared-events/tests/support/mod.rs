@@ -7,9 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use opentelemetry::trace::TraceContextExt;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use shared_events::contracts::{OrderCancellationRequested, OrderPlaced};
@@ -58,8 +55,7 @@ pub const EFFECTS_TABLE: &str = "CREATE TABLE test_effects (
     applied_seq BIGSERIAL PRIMARY KEY,
     event_id UUID NOT NULL,
     order_id UUID NOT NULL,
-    step TEXT NOT NULL,
-    trace_id TEXT
+    step TEXT NOT NULL
 )";
 
 /// Logs appear only when `TEST_LOG` is set (filter with `RUST_LOG`).
@@ -264,8 +260,7 @@ pub fn sample_order_placed(order_id: Uuid) -> Event {
     )
 }
 
-/// Records every event it applies in `test_effects` (with the trace id its span runs in),
-/// inside the runner's transaction. Events whose step is `reject-me` are rejected; events
+/// Records every event it applies in `test_effects`, inside the runner's transaction. Events whose step is `reject-me` are rejected; events
 /// whose step starts with `flaky` fail transiently while `transient_failures` lasts.
 #[derive(Clone, Default)]
 pub struct RecordingHandler {
@@ -290,9 +285,18 @@ impl EventHandler for RecordingHandler {
 
     async fn handle(
         &self,
-        event: &Event,
+        events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
+        for event in events {
+            self.apply(event, tx).await?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl RecordingHandler {
+    async fn apply(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
         let step = match &event.payload {
             shared_events::EventPayload::OrderCancellationRequested(p) => p.reason.clone(),
             other => other.event_type().to_owned(),
@@ -312,24 +316,13 @@ impl EventHandler for RecordingHandler {
                 "the test asked for a transient failure".into(),
             ));
         }
-        let span_context = tracing::Span::current()
-            .context()
-            .span()
-            .span_context()
-            .clone();
-        let trace_id = span_context
-            .is_valid()
-            .then(|| span_context.trace_id().to_string());
-        sqlx::query(
-            "INSERT INTO test_effects (event_id, order_id, step, trace_id) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(event.metadata.event_id)
-        .bind(event.metadata.order_id)
-        .bind(step)
-        .bind(trace_id)
-        .execute(&mut *tx)
-        .await?;
-        Ok(Vec::new())
+        sqlx::query("INSERT INTO test_effects (event_id, order_id, step) VALUES ($1, $2, $3)")
+            .bind(event.metadata.event_id)
+            .bind(event.metadata.order_id)
+            .bind(step)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
     }
 }
 

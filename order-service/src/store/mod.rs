@@ -1,0 +1,10 @@
+//! Persistence: the append-only `order_events` with its `orders_view` projection, the
+//! catalog copy and idempotency keys. Nothing here decides anything.
+
+mod catalog;
+mod history;
+mod idempotency;
+
+pub use catalog::{CatalogRow, catalog_prices, upsert_catalog};
+pub use history::{LoadedOrder, RecordedEvent, history, lock, lock_all, rebuild_view, record};
+pub use idempotency::{claim_idempotency_key, idempotent_request};
