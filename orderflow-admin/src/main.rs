@@ -94,6 +94,13 @@ fn parse_partition_offset(text: &str) -> Result<(i32, i64), String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Warnings (a broker or registry that misbehaves) to stderr; RUST_LOG for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let names = TopicNames::new(cli.kafka.topic_prefix.clone());
     match cli.command {
