@@ -43,6 +43,8 @@ impl Stacks {
                         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint()),
                         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
                         ("OTEL_BSP_SCHEDULE_DELAY", "500".to_owned()),
+                        // Quiet logs must not cost the traces (the tracing scenario runs here).
+                        ("RUST_LOG", orderflow_e2e::env_or("TEST_RUST_LOG", "warn")),
                     ],
                 )
                 .await;
