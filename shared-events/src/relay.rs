@@ -50,8 +50,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for records in flight to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// After finding rows, the relay polls this often for a while (rows other replicas
-/// committed wake nobody here).
+/// After a timer poll found rows nothing woke it for (another replica commits them), the
+/// relay polls at the busy interval for this long.
 const BUSY_FOR: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, clap::Args)]
@@ -238,6 +238,8 @@ impl OutboxRelay {
         let mut pipeline = Pipeline::default();
         let mut delays = self.retry.endless_delays();
         let mut more_to_read = true;
+        // Whether the next read was asked for by a timer rather than a wake-up.
+        let mut polled = false;
         let mut busy_until = Instant::now();
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
         let mut next_housekeeping = Instant::now();
@@ -255,9 +257,10 @@ impl OutboxRelay {
                 let limit = (room as i64).min(self.config.batch_size);
                 let read = self.read_and_send(&mut pipeline, limit).await?;
                 more_to_read = read as i64 == limit;
-                if read > 0 {
+                if read > 0 && polled {
                     busy_until = Instant::now() + BUSY_FOR;
                 }
+                polled = false;
             }
             if Instant::now() >= next_sweep && !stopping && !pipeline.failed {
                 self.sweep(&mut pipeline).await?;
@@ -306,7 +309,10 @@ impl OutboxRelay {
                     self.settle(&mut pipeline, acknowledgement);
                 }
                 () = self.wakeup.notified(), if !stopping => more_to_read = true,
-                () = tokio::time::sleep_until(wake_at), if !stopping => more_to_read = true,
+                () = tokio::time::sleep_until(wake_at), if !stopping => {
+                    more_to_read = true;
+                    polled = true;
+                }
             }
         }
     }
