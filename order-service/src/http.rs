@@ -87,9 +87,8 @@ async fn place_order(
         })?
         .to_owned();
     let request_json = serde_json::to_value(&request).map_err(|_| Problem::internal())?;
-    if let Some(answer) = replay(&state.pool, &key, &request_json).await? {
-        return Ok(answer);
-    }
+    // The key is looked up only when it matters (claiming it failed, or the request is
+    // invalid now though it may have been accepted before), not on every request.
     let product_ids: Vec<String> = request.items.iter().map(|i| i.product_id.clone()).collect();
     let catalog: BTreeMap<String, CatalogPrice> = store::catalog_prices(&state.pool, &product_ids)
         .await?
@@ -104,7 +103,15 @@ async fn place_order(
             )
         })
         .collect();
-    let valid = validation::validate(&request, &catalog).map_err(Problem::validation)?;
+    let valid = match validation::validate(&request, &catalog) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            return match replay(&state.pool, &key, &request_json).await? {
+                Some(answer) => Ok(answer),
+                None => Err(Problem::validation(errors)),
+            };
+        }
+    };
     let order_id = Uuid::now_v7();
     let placed = Placed {
         customer_id: valid.customer_id,
@@ -117,7 +124,7 @@ async fn place_order(
     };
     let mut tx = state.pool.begin().await?;
     if !store::claim_idempotency_key(&mut tx, &key, &request_json, order_id).await? {
-        // A concurrent request with the same key won; answer as it did.
+        // The key was used before (or by a concurrent request): answer as it was answered.
         drop(tx);
         return replay(&state.pool, &key, &request_json)
             .await?
