@@ -27,7 +27,7 @@ pub fn consumes() -> Vec<Topic> {
 }
 
 /// This service's own tables; the plumbing's come from `shared-events`.
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Configuration from flags or environment variables; `--help` lists them.
 #[derive(Debug, clap::Parser)]

@@ -91,6 +91,7 @@ impl Recorder {
             unexpected_outcomes: self.unexpected.clone(),
             http_errors: self.http_errors.clone(),
             trend,
+            cpu_seconds: own_cpu_seconds(),
         }
     }
 }
@@ -145,6 +146,8 @@ pub struct Summary {
     pub unexpected_outcomes: BTreeMap<String, u64>,
     pub http_errors: BTreeMap<String, u64>,
     pub trend: Trend,
+    /// CPU time this load generator used (Linux), so a benchmark can count its share.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl Summary {
@@ -202,4 +205,13 @@ impl Summary {
             }
         );
     }
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux).
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks / 100.0)
 }

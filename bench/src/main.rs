@@ -1,0 +1,268 @@
+//! `orderflow-bench` (run it with `scripts/bench`): the event plumbing against baselines
+//! measured in the same run, the saga's SQL without Kafka, and the saga under open-loop
+//! load with each process's CPU per order; written to `docs/benchmarks.md` with a plot.
+
+mod pgstats;
+mod plot;
+mod plumbing;
+mod procstat;
+mod replay;
+mod report;
+mod saga;
+mod scratch;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use report::{Machine, Report, Settings};
+use scratch::{Scratch, Stack};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "The orderflow benchmark: plumbing against same-run baselines, the saga's SQL alone, the saga under load."
+)]
+struct Args {
+    /// A short run that only shows every phase completes (CI): a few hundred events and
+    /// orders, one run; the report goes to target/bench-smoke.
+    #[arg(long)]
+    smoke: bool,
+    /// Events per plumbing run.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Plumbing runs; the report gives the median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Orders of the PostgreSQL-only replay.
+    #[arg(long, default_value_t = 3_000)]
+    replay_orders: usize,
+    /// Orders of the saga's closed-loop run, compared with the replay.
+    #[arg(long, default_value_t = 3_000)]
+    closed_orders: usize,
+    /// Orders in flight in the closed-loop runs (replay and saga).
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Open-loop rates, orders per second.
+    #[arg(long, value_delimiter = ',', default_value = "100,200,400")]
+    rates: Vec<f64>,
+    /// Seconds of each open-loop rate.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Partitions of the benchmark's topics.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// The consumers' fetch.wait.max.ms.
+    #[arg(long, default_value_t = 20)]
+    fetch_wait_ms: u32,
+    /// Where benchmarks.md, benchmarks.json and benchmarks-latency.svg go.
+    #[arg(long, default_value = "docs")]
+    out: PathBuf,
+    /// The build profile whose binaries run (target/<profile>/).
+    #[arg(long, default_value = "release")]
+    profile: String,
+    /// How the report names the command that produced it.
+    #[arg(long, default_value = "scripts/bench")]
+    command: String,
+}
+
+impl Args {
+    fn smoke(mut self) -> Self {
+        self.events = 300;
+        self.runs = 1;
+        self.replay_orders = 100;
+        self.closed_orders = 100;
+        self.concurrency = 16;
+        self.rates = vec![20.0];
+        self.seconds = 5.0;
+        self.out = PathBuf::from("target/bench-smoke");
+        self
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args = args.smoke();
+    }
+    // Spans get trace ids (as in the services), so outbox rows carry a traceparent and the
+    // records have the services' headers; nothing is exported. Warnings go to stderr.
+    let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(tracer.tracer("orderflow-bench")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                ),
+        )
+        .init();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target").join(&args.profile);
+    let stack = Stack::from_env(args.partitions, args.fetch_wait_ms);
+    let mut scratch = Scratch::new(stack);
+    let result = run(&args, &mut scratch, &bin, &root).await;
+    scratch.cleanup().await?;
+    result
+}
+
+async fn run(
+    args: &Args,
+    scratch: &mut Scratch,
+    bin: &std::path::Path,
+    root: &std::path::Path,
+) -> anyhow::Result<()> {
+    eprintln!("==> plumbing: {} events, {} run(s)", args.events, args.runs);
+    let plumbing_db = scratch.database("plumbing", None).await?;
+    let pool = Scratch::pool(&plumbing_db, 10).await?;
+    sqlx::query(plumbing::EFFECTS_TABLE).execute(&pool).await?;
+    let mut plumbing_runs = Vec::new();
+    for run in 0..args.runs {
+        let rates = plumbing::run(scratch, &pool, run, args.events).await?;
+        eprintln!("    run {}: {rates:?}", run + 1);
+        plumbing_runs.push(rates);
+    }
+    pool.close().await;
+
+    eprintln!("==> the saga's SQL alone: {} orders", args.replay_orders);
+    let replay = replay::run(scratch, args.replay_orders, args.concurrency).await?;
+    eprintln!("    {:.0} orders/s", replay.orders_per_second);
+
+    eprintln!("==> the saga: starting the services ({})", bin.display());
+    let (saga, startup) = saga::Saga::start(scratch, bin).await?;
+    let mut open = Vec::new();
+    for rate in &args.rates {
+        eprintln!("==> open loop: {rate} orders/s for {} s", args.seconds);
+        let run = saga
+            .load(
+                &format!("open {rate}/s"),
+                &[
+                    "--rate".into(),
+                    rate.to_string(),
+                    "--duration".into(),
+                    args.seconds.to_string(),
+                ],
+            )
+            .await?;
+        eprintln!(
+            "    {:.0} orders/s, p99 {} ms",
+            run.summary.orders_per_second, run.summary.latency_ms.p99
+        );
+        open.push((*rate, run));
+    }
+    eprintln!(
+        "==> closed loop: {} orders, {} in flight, all meant to complete",
+        args.closed_orders, args.concurrency
+    );
+    let closed = saga
+        .load(
+            "closed",
+            &[
+                "--orders".into(),
+                args.closed_orders.to_string(),
+                "--concurrency".into(),
+                args.concurrency.to_string(),
+                "--mix".into(),
+                "completed=100".into(),
+            ],
+        )
+        .await?;
+    eprintln!("    {:.0} orders/s", closed.summary.orders_per_second);
+    saga.stop().await?;
+
+    let report = Report {
+        machine: machine(scratch).await,
+        settings: Settings {
+            profile: args.profile.clone(),
+            events: args.events,
+            runs: args.runs,
+            partitions: args.partitions,
+            fetch_wait_ms: args.fetch_wait_ms,
+            replay_orders: args.replay_orders,
+            closed_orders: args.closed_orders,
+            closed_concurrency: args.concurrency,
+            open_seconds: args.seconds,
+            command: args.command.clone(),
+        },
+        startup,
+        plumbing: report::median(&plumbing_runs),
+        plumbing_runs,
+        replay,
+        closed,
+        open,
+    };
+    let out = root.join(&args.out);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let plot_file = "benchmarks-latency.svg";
+    plot::latency_against_load(&report.open, &out.join(plot_file))?;
+    let markdown = report.markdown(plot_file);
+    std::fs::write(out.join("benchmarks.md"), &markdown)?;
+    std::fs::write(
+        out.join("benchmarks.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{markdown}");
+    eprintln!("==> written to {}", out.display());
+    Ok(())
+}
+
+async fn machine(scratch: &Scratch) -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_owned();
+    let memory_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    let postgres = async {
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
+            "{}/postgres",
+            scratch.stack.postgres
+        ))
+        .await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut connection)
+            .await?;
+        anyhow::Ok(format!("PostgreSQL {version}"))
+    }
+    .await
+    .unwrap_or_else(|_| "PostgreSQL".to_owned());
+    let broker = std::process::Command::new("tansu")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            format!(
+                "{} (SQLite storage)",
+                String::from_utf8_lossy(&o.stdout).trim()
+            )
+        })
+        .unwrap_or_else(|| format!("Kafka at {}", scratch.stack.kafka.bootstrap_servers));
+    Machine {
+        date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, usize::from),
+        memory_gib: memory_kib / 1024.0 / 1024.0,
+        postgres,
+        broker,
+    }
+}

@@ -1,0 +1,342 @@
+//! The benchmark's figures, as ratios to their same-run baselines, against the project's
+//! targets; written as Markdown (printed and saved) and JSON.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::plumbing::Rates;
+use crate::replay::ReplayFigures;
+use crate::saga::{LoadRun, Startup};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub date: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub postgres: String,
+    pub broker: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub profile: String,
+    pub events: usize,
+    pub runs: usize,
+    pub partitions: i32,
+    pub fetch_wait_ms: u32,
+    pub replay_orders: usize,
+    pub closed_orders: usize,
+    pub closed_concurrency: usize,
+    pub open_seconds: f64,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub startup: Vec<Startup>,
+    pub plumbing_runs: Vec<Rates>,
+    pub plumbing: Rates,
+    pub replay: ReplayFigures,
+    pub closed: LoadRun,
+    pub open: Vec<(f64, LoadRun)>,
+}
+
+/// The median of each rate over the runs.
+pub fn median(runs: &[Rates]) -> Rates {
+    let median_of = |pick: fn(&Rates) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Rates {
+        raw_producer: median_of(|r| r.raw_producer),
+        relay: median_of(|r| r.relay),
+        raw_consumer: median_of(|r| r.raw_consumer),
+        runner: median_of(|r| r.runner),
+    }
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+impl Report {
+    pub fn markdown(&self, plot_file: &str) -> String {
+        let m = &self.machine;
+        let s = &self.settings;
+        let p = &self.plumbing;
+        let mut md = String::new();
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "A run of `{}` on {}: {}, {} cores, {:.0} GiB; {}; {}. Everything on one machine: the four services \
+             ({} build), the broker, PostgreSQL and the load generator. Topics of {} partition(s), consumers' \
+             `fetch.wait.max.ms` {} ms (the broker answers a fetch only when its wait ends).\n",
+            s.command,
+            m.date,
+            m.cpu,
+            m.cores,
+            m.memory_gib,
+            m.broker,
+            m.postgres,
+            s.profile,
+            s.partitions,
+            s.fetch_wait_ms
+        );
+        let _ = writeln!(md, "## Targets\n");
+        let _ = writeln!(md, "| target | measured | |\n| --- | --- | --- |");
+        let best = self
+            .open
+            .iter()
+            .map(|(_, r)| r.summary.orders_per_second)
+            .chain([self.closed.summary.orders_per_second])
+            .fold(0.0, f64::max);
+        let replay_ratio = self.closed.summary.orders_per_second / self.replay.orders_per_second;
+        let _ = writeln!(
+            md,
+            "| saga >= 400 orders/s to a terminal state | {best:.0} orders/s | {} |",
+            verdict(best >= 400.0)
+        );
+        let _ = writeln!(
+            md,
+            "| saga >= 60% of the PostgreSQL-only replay | {:.0}% | {} |",
+            replay_ratio * 100.0,
+            verdict(replay_ratio >= 0.6)
+        );
+        if let Some((_, at100)) = self
+            .open
+            .iter()
+            .find(|(rate, _)| (*rate - 100.0).abs() < f64::EPSILON)
+        {
+            let p99 = at100.summary.latency_ms.p99;
+            let _ = writeln!(
+                md,
+                "| p99 POST -> terminal <= 150 ms at 100 orders/s | {p99} ms | {} |",
+                verdict(p99 <= 150)
+            );
+        }
+        let relay_ratio = p.relay / p.raw_producer;
+        let _ = writeln!(
+            md,
+            "| relay >= 25,000 events/s and >= 50% of the raw producer | {} events/s, {:.0}% | {} |",
+            thousands(p.relay),
+            relay_ratio * 100.0,
+            verdict(p.relay >= 25_000.0 && relay_ratio >= 0.5)
+        );
+        let runner_ratio = p.runner / p.raw_consumer;
+        let _ = writeln!(
+            md,
+            "| consumer runner >= 50% of raw consume + commit | {:.0}% | {} |",
+            runner_ratio * 100.0,
+            verdict(runner_ratio >= 0.5)
+        );
+        let max_rss = self
+            .startup
+            .iter()
+            .map(|s| s.idle_rss_bytes)
+            .max()
+            .unwrap_or(0);
+        let max_ready = self.startup.iter().map(|s| s.ready_ms).max().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "| idle RSS <= 30 MB per service | at most {:.1} MB | {} |",
+            max_rss as f64 / 1e6,
+            verdict(max_rss <= 30_000_000)
+        );
+        let _ = writeln!(
+            md,
+            "| ready in < 1 s | at most {max_ready} ms | {} |\n",
+            verdict(max_ready < 1000)
+        );
+
+        let _ = writeln!(
+            md,
+            "## Plumbing: {} events, median of {} runs\n",
+            thousands(s.events as f64),
+            s.runs
+        );
+        let _ = writeln!(
+            md,
+            "| phase | events/s | vs its baseline |\n| --- | ---: | ---: |"
+        );
+        let _ = writeln!(
+            md,
+            "| raw idempotent producer: the relay's records (same size, key, headers), pre-encoded | {} | 1.00 |",
+            thousands(p.raw_producer)
+        );
+        let _ = writeln!(
+            md,
+            "| outbox relay: Postgres -> Kafka, acknowledged and deleted | {} | {:.2} |",
+            thousands(p.relay),
+            relay_ratio
+        );
+        let _ = writeln!(
+            md,
+            "| raw consumer: consume + decode + store offset | {} | 1.00 |",
+            thousands(p.raw_consumer)
+        );
+        let _ = writeln!(
+            md,
+            "| consumer runner: decode + dedup + handler + commit, per batch | {} | {:.2} |\n",
+            thousands(p.runner),
+            runner_ratio
+        );
+        let runs: Vec<String> = self
+            .plumbing_runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} / {} / {} / {}",
+                    thousands(r.raw_producer),
+                    thousands(r.relay),
+                    thousands(r.raw_consumer),
+                    thousands(r.runner)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "Each run (raw producer / relay / raw consumer / runner): {}.\n",
+            runs.join("; ")
+        );
+
+        let r = &self.replay;
+        let c = &self.closed;
+        let statements = |v: Option<f64>| {
+            v.map_or("n/a (pg_stat_statements not loaded)".to_owned(), |v| {
+                format!("{v:.1}")
+            })
+        };
+        let _ = writeln!(md, "## The saga against its SQL alone\n");
+        let _ = writeln!(
+            md,
+            "Every order meant to complete; the replay runs the services' own handlers through the consumer runner's \
+            own transaction code and places orders through order-service's own router, with in-memory channels where Kafka would be.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| run | orders | orders/s | statements per order | commits per order |\n| --- | ---: | ---: | ---: | ---: |"
+        );
+        let _ = writeln!(
+            md,
+            "| PostgreSQL-only replay ({} in flight) | {} | {:.0} | {} | {:.1} |",
+            s.closed_concurrency,
+            r.orders,
+            r.orders_per_second,
+            statements(r.per_order.statements),
+            r.per_order.commits
+        );
+        let _ = writeln!(
+            md,
+            "| saga, closed loop ({} in flight) | {} | {:.0} ({:.0}% of the replay) | {} | {:.1} |\n",
+            s.closed_concurrency,
+            c.summary.placed,
+            c.summary.orders_per_second,
+            replay_ratio * 100.0,
+            statements(c.postgres_per_order.statements),
+            c.postgres_per_order.commits
+        );
+        let _ = writeln!(
+            md,
+            "The saga's counts include what runs beside the orders: the relay's and the deadline sweeper's polling, \
+            the load generator's setup.\n"
+        );
+
+        let _ = writeln!(
+            md,
+            "## The saga under open-loop load ({} s per rate)\n",
+            s.open_seconds
+        );
+        let _ = writeln!(
+            md,
+            "The load generator offers orders at a fixed rate whether or not the system keeps up (85% completed, \
+            5% declined, 5% out of stock, 5% cancelled by the customer) and times each from sending its POST to the \
+            publication of its terminal event.\n"
+        );
+        let _ = writeln!(md, "![latency against offered load]({plot_file})\n");
+        let _ = writeln!(
+            md,
+            "| offered/s | achieved/s | p50 ms | p95 ms | p99 ms | max ms | in flight mid / end | backlog | HTTP errors |"
+        );
+        let _ = writeln!(
+            md,
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+        );
+        for (rate, run) in &self.open {
+            let l = &run.summary.latency_ms;
+            let t = &run.summary.trend;
+            let errors: u64 = run.summary.http_errors.values().sum();
+            let _ = writeln!(
+                md,
+                "| {rate:.0} | {:.0} | {} | {} | {} | {} | {} / {} | {} | {errors} |",
+                run.summary.orders_per_second,
+                l.p50,
+                l.p95,
+                l.p99,
+                l.max,
+                t.in_flight_mid,
+                t.in_flight_end,
+                if t.backlog_grows { "grows" } else { "steady" }
+            );
+        }
+        let _ = writeln!(md, "\n## CPU seconds per 1,000 orders\n");
+        let _ = writeln!(
+            md,
+            "The figure that holds when the broker is swapped for real Kafka (only the broker's column changes).\n"
+        );
+        let mut processes: BTreeSet<String> = BTreeSet::new();
+        for (_, run) in &self.open {
+            processes.extend(run.cpu_per_1000_orders.keys().cloned());
+        }
+        let _ = write!(md, "| offered/s |");
+        for p in &processes {
+            let _ = write!(md, " {p} |");
+        }
+        let _ = writeln!(md, " all but the broker |");
+        let _ = writeln!(md, "|{}", " ---: |".repeat(processes.len() + 2));
+        for (rate, run) in &self.open {
+            let _ = write!(md, "| {rate:.0} |");
+            let mut without_broker = 0.0;
+            for p in &processes {
+                let v = run.cpu_per_1000_orders.get(p).copied().unwrap_or(0.0);
+                if p != "tansu" {
+                    without_broker += v;
+                }
+                let _ = write!(md, " {v:.2} |");
+            }
+            let _ = writeln!(md, " {without_broker:.2} |");
+        }
+        let _ = writeln!(md, "\n## Start-up and memory\n");
+        let _ = writeln!(
+            md,
+            "| service | ready after start (database migrated) | idle RSS |\n| --- | ---: | ---: |"
+        );
+        for s in &self.startup {
+            let _ = writeln!(
+                md,
+                "| {} | {} ms | {:.1} MB |",
+                s.service,
+                s.ready_ms,
+                s.idle_rss_bytes as f64 / 1e6
+            );
+        }
+        md
+    }
+}

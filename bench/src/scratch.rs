@@ -1,0 +1,122 @@
+//! Throwaway state for a benchmark: databases (migrated) and topic prefixes on the local
+//! broker, each named after the run, and dropped again at the end.
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use shared_events::topics::provision_topics;
+use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Where the local stack is (the same defaults and variables as the tests).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub postgres: String,
+    pub kafka: KafkaConfig,
+    pub registry_url: String,
+    pub partitions: i32,
+}
+
+impl Stack {
+    pub fn from_env(partitions: i32, fetch_wait_ms: u32) -> Self {
+        let env_or =
+            |key: &str, default: &str| std::env::var(key).unwrap_or_else(|_| default.to_owned());
+        let mut kafka = KafkaConfig::local(&env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"));
+        kafka.fetch_wait_max_ms = fetch_wait_ms;
+        Self {
+            postgres: env_or("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+            kafka,
+            registry_url: env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+            partitions,
+        }
+    }
+
+    pub fn registry(&self) -> RegistryConfig {
+        RegistryConfig {
+            url: self.registry_url.clone(),
+            auto_register: true,
+        }
+    }
+}
+
+/// The databases a run created, for dropping at the end.
+pub struct Scratch {
+    pub stack: Stack,
+    pub run: String,
+    databases: Vec<String>,
+}
+
+impl Scratch {
+    pub fn new(stack: Stack) -> Self {
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        Self {
+            stack,
+            run,
+            databases: Vec::new(),
+        }
+    }
+
+    /// A fresh topic prefix with every saga topic provisioned, and a codec for it.
+    pub async fn topics(
+        &self,
+        label: &str,
+    ) -> anyhow::Result<(KafkaConfig, TopicNames, RegistryCodec)> {
+        let mut kafka = self.stack.kafka.clone();
+        kafka.topic_prefix = format!("bench{}{label}-", self.run);
+        let names = TopicNames::new(kafka.topic_prefix.clone());
+        let admin: AdminClient<DefaultClientContext> = kafka.base().create()?;
+        provision_topics(&admin, &names, self.stack.partitions, 1).await?;
+        let codec = RegistryCodec::connect(&self.stack.registry(), &names).await?;
+        Ok((kafka, names, codec))
+    }
+
+    /// A fresh database named after the run and `label`, with the plumbing's migrations and
+    /// `migrations` applied; returns its URL.
+    pub async fn database(
+        &mut self,
+        label: &str,
+        migrations: Option<&Migrator>,
+    ) -> anyhow::Result<String> {
+        let name = format!("bench_{}_{}", self.run, label.replace('-', "_"));
+        let mut admin = PgConnection::connect(&format!("{}/postgres", self.stack.postgres)).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        self.databases.push(name.clone());
+        let url = format!("{}/{name}", self.stack.postgres);
+        let pool = PgPool::connect(&url).await?;
+        match migrations {
+            Some(service) => {
+                shared_events::migrations::with_service_migrations(service)
+                    .run(&pool)
+                    .await?
+            }
+            None => shared_events::migrations::PLUMBING.run(&pool).await?,
+        }
+        pool.close().await;
+        Ok(url)
+    }
+
+    /// A pool on a database made by [`Scratch::database`].
+    pub async fn pool(url: &str, connections: u32) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(connections)
+            .test_before_acquire(false)
+            .connect(url)
+            .await?)
+    }
+
+    /// Drops the run's databases.
+    pub async fn cleanup(self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", self.stack.postgres)).await?;
+        for name in self.databases {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await?;
+        }
+        Ok(())
+    }
+}
