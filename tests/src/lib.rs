@@ -122,6 +122,20 @@ impl ServiceProcess {
         self.spawn();
         self.wait_until_ready().await;
     }
+
+    /// Makes the service run with `key=value`, restarting it if that changes its setting.
+    pub async fn run_with(&mut self, key: &str, value: &str) {
+        let setting = self.env.iter_mut().find(|(k, _)| k == key);
+        match setting {
+            Some((_, current)) if current == value => return,
+            Some((_, current)) => *current = value.to_owned(),
+            None => self.env.push((key.to_owned(), value.to_owned())),
+        }
+        if self.child.is_some() {
+            self.stop().await;
+            self.start().await;
+        }
+    }
 }
 
 /// Four services on a topic prefix and databases of their own.
@@ -205,9 +219,22 @@ impl Stack {
         }
     }
 
+    /// Stops every service and drops the stack's databases.
     pub async fn stop_all(&mut self) {
         for service in self.services.values_mut() {
             service.stop().await;
+        }
+        let mut admin_db = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_url()))
+            .await
+            .unwrap();
+        for service in self.services.values() {
+            let database = service.database_url.rsplit('/').next().unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+            )))
+            .execute(&mut admin_db)
+            .await
+            .unwrap();
         }
     }
 }

@@ -59,7 +59,7 @@ impl Stacks {
                 Mutex::new(
                     Stack::start(
                         "f",
-                        &[("SAGA_DEADLINE_SECS", faults::DEADLINE_SECS.to_string())],
+                        &[("SAGA_DEADLINE_SECS", faults::NO_DEADLINE_SECS.to_string())],
                     )
                     .await,
                 )
@@ -110,19 +110,23 @@ fn main() {
             Box::pin(async move { scenario(stacks.steady().await).await })
         }));
     }
-    for &(name, scenario) in faults::SCENARIOS {
+    for &(name, scenario, deadline_secs) in faults::SCENARIOS {
         trials.push(trial(name, handle, &stacks, move |stacks| {
             Box::pin(async move {
                 // One at a time: they stop and start the stack's services.
                 let mut stack = stacks.faults().await.lock().await;
                 stack.ensure_all_running().await;
+                stack
+                    .service("order-service")
+                    .run_with("SAGA_DEADLINE_SECS", &deadline_secs.to_string())
+                    .await;
                 scenario(&mut stack).await;
             })
         }));
     }
     let conclusion = libtest_mimic::run(&args, trials);
     // The trials (and their handles on the stacks) are gone; stop the services cleanly so
-    // their consumers leave their groups.
+    // their consumers leave their groups, and drop the stacks' databases.
     if let Ok(stacks) = Arc::try_unwrap(stacks) {
         runtime.block_on(async {
             if let Some((mut stack, _)) = stacks.steady.into_inner() {
