@@ -65,6 +65,9 @@ struct Args {
     /// The build profile whose binaries run (target/<profile>/).
     #[arg(long, default_value = "release")]
     profile: String,
+    /// Run only the plumbing phase (no report is written): for working on the plumbing.
+    #[arg(long)]
+    plumbing_only: bool,
     /// How the report names the command that produced it.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -130,6 +133,10 @@ async fn run(
         plumbing_runs.push(rates);
     }
     pool.close().await;
+    if args.plumbing_only {
+        println!("{:#?}", report::median(&plumbing_runs));
+        return Ok(());
+    }
 
     eprintln!("==> the saga's SQL alone: {} orders", args.replay_orders);
     let replay = replay::run(scratch, args.replay_orders, args.concurrency).await?;

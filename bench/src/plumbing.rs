@@ -52,9 +52,13 @@ pub async fn run(
     let (kafka, names, codec) = scratch.topics(&format!("p{run}")).await?;
     let outbox = Outbox::new(codec.clone(), names.clone());
     let records = encode(&outbox, events).await?;
+    eprintln!("    raw producer");
     let raw_producer = raw_producer(&kafka, &names, &records).await?;
+    eprintln!("    relay");
     let relay = relay(pool, &outbox, &kafka, &names, &records).await?;
+    eprintln!("    raw consumer");
     let raw_consumer = raw_consumer(&kafka, &names, &codec, events, run).await?;
+    eprintln!("    runner");
     let runner = runner(pool, &kafka, &codec, &outbox, events, run).await?;
     let rate = |elapsed: Duration| events as f64 / elapsed.as_secs_f64();
     Ok(Rates {
