@@ -33,6 +33,8 @@ use crate::scratch::Scratch;
 /// Events per second of one run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Rates {
+    /// The same records without headers: what the broker's per-header cost takes.
+    pub raw_producer_bare: f64,
     pub raw_producer: f64,
     pub relay: f64,
     pub raw_consumer: f64,
@@ -53,7 +55,8 @@ pub async fn run(
     let outbox = Outbox::new(codec.clone(), names.clone());
     let records = encode(&outbox, events).await?;
     eprintln!("    raw producer");
-    let raw_producer = raw_producer(&kafka, &names, &records).await?;
+    let raw_producer_bare = raw_producer(&kafka, &names, &records, Headers::None).await?;
+    let raw_producer = raw_producer(&kafka, &names, &records, Headers::AsTheRelay).await?;
     eprintln!("    relay");
     let relay = relay(pool, &outbox, &kafka, &names, &records).await?;
     eprintln!("    raw consumer");
@@ -62,6 +65,7 @@ pub async fn run(
     let runner = runner(pool, &kafka, &codec, &outbox, events, run).await?;
     let rate = |elapsed: Duration| events as f64 / elapsed.as_secs_f64();
     Ok(Rates {
+        raw_producer_bare: rate(raw_producer_bare),
         raw_producer: rate(raw_producer),
         relay: rate(relay),
         raw_consumer: rate(raw_consumer),
@@ -91,7 +95,25 @@ async fn encode(outbox: &Outbox, events: usize) -> anyhow::Result<Vec<OutboxReco
     Ok(records)
 }
 
-fn kafka_record<'a>(topic: &'a str, record: &'a OutboxRecord) -> FutureRecord<'a, str, [u8]> {
+/// Which headers the raw producer sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Headers {
+    None,
+    /// `event_type` and `traceparent`, as the relay does.
+    AsTheRelay,
+}
+
+fn kafka_record<'a>(
+    topic: &'a str,
+    record: &'a OutboxRecord,
+    headers: Headers,
+) -> FutureRecord<'a, str, [u8]> {
+    let kafka_record = FutureRecord::to(topic)
+        .key(record.key.as_str())
+        .payload(record.payload.as_slice());
+    if headers == Headers::None {
+        return kafka_record;
+    }
     let mut record_headers = OwnedHeaders::new_with_capacity(2).insert(Header {
         key: headers::EVENT_TYPE,
         value: Some(record.event_type),
@@ -102,10 +124,7 @@ fn kafka_record<'a>(topic: &'a str, record: &'a OutboxRecord) -> FutureRecord<'a
             value: Some(traceparent),
         });
     }
-    FutureRecord::to(topic)
-        .key(record.key.as_str())
-        .payload(record.payload.as_slice())
-        .headers(record_headers)
+    kafka_record.headers(record_headers)
 }
 
 /// The ceiling: the same records, already encoded, straight to Kafka with the relay's
@@ -114,11 +133,15 @@ async fn raw_producer(
     kafka: &KafkaConfig,
     names: &TopicNames,
     records: &[OutboxRecord],
+    headers: Headers,
 ) -> anyhow::Result<Duration> {
     let producer: FutureProducer = kafka.idempotent_producer().create()?;
     let topic = names.name(Topic::Shipments);
     producer
-        .send(kafka_record(&topic, &records[0]), Duration::from_secs(30))
+        .send(
+            kafka_record(&topic, &records[0], headers),
+            Duration::from_secs(30),
+        )
         .await
         .map_err(|(e, _)| e)
         .context("warming up the raw producer")?;
@@ -126,7 +149,7 @@ async fn raw_producer(
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
         loop {
-            match producer.send_result(kafka_record(&topic, record)) {
+            match producer.send_result(kafka_record(&topic, record, headers)) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
                     break;

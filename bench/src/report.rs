@@ -54,6 +54,7 @@ pub fn median(runs: &[Rates]) -> Rates {
         values[values.len() / 2]
     };
     Rates {
+        raw_producer_bare: median_of(|r| r.raw_producer_bare),
         raw_producer: median_of(|r| r.raw_producer),
         relay: median_of(|r| r.relay),
         raw_consumer: median_of(|r| r.raw_consumer),
@@ -178,6 +179,12 @@ impl Report {
         );
         let _ = writeln!(
             md,
+            "| raw idempotent producer: the same records without headers (reference) | {} | {:.2} |",
+            thousands(p.raw_producer_bare),
+            p.raw_producer_bare / p.raw_producer
+        );
+        let _ = writeln!(
+            md,
             "| raw idempotent producer: the relay's records (same size, key, headers), pre-encoded | {} | 1.00 |",
             thousands(p.raw_producer)
         );
@@ -203,7 +210,8 @@ impl Report {
             .iter()
             .map(|r| {
                 format!(
-                    "{} / {} / {} / {}",
+                    "{} / {} / {} / {} / {}",
+                    thousands(r.raw_producer_bare),
                     thousands(r.raw_producer),
                     thousands(r.relay),
                     thousands(r.raw_consumer),
@@ -213,8 +221,14 @@ impl Report {
             .collect();
         let _ = writeln!(
             md,
-            "Each run (raw producer / relay / raw consumer / runner): {}.\n",
+            "Each run (bare producer / raw producer / relay / raw consumer / runner): {}.\n",
             runs.join("; ")
+        );
+        let _ = writeln!(
+            md,
+            "The broker stores each record header as a row of its own, which is what separates the \
+             two producer rows; the records carry the two headers a consumer needs before decoding \
+             (`event_type`, `traceparent`).\n"
         );
 
         let r = &self.replay;
@@ -309,20 +323,36 @@ impl Report {
         for p in &processes {
             let _ = write!(md, " {p} |");
         }
-        let _ = writeln!(md, " all but the broker |");
-        let _ = writeln!(md, "|{}", " ---: |".repeat(processes.len() + 2));
+        let _ = writeln!(
+            md,
+            " all but the broker | cores busy | orders/s these cores allow without the broker (projection) |"
+        );
+        let _ = writeln!(md, "|{}", " ---: |".repeat(processes.len() + 4));
         for (rate, run) in &self.open {
             let _ = write!(md, "| {rate:.0} |");
-            let mut without_broker = 0.0;
+            let (mut all, mut without_broker) = (0.0, 0.0);
             for p in &processes {
                 let v = run.cpu_per_1000_orders.get(p).copied().unwrap_or(0.0);
+                all += v;
                 if p != "tansu" {
                     without_broker += v;
                 }
                 let _ = write!(md, " {v:.2} |");
             }
-            let _ = writeln!(md, " {without_broker:.2} |");
+            let cores_busy = all * run.summary.placed as f64 / 1000.0 / s.open_seconds.max(1.0);
+            let projection = m.cores as f64 * 1000.0 / without_broker.max(f64::EPSILON);
+            let _ = writeln!(
+                md,
+                " {without_broker:.2} | {cores_busy:.2} of {} | {projection:.0} |",
+                m.cores
+            );
         }
+        let _ = writeln!(
+            md,
+            "\nCores busy: every process's CPU over the offered window. The projection divides the \
+             cores by the CPU per order of everything but the broker; a real Kafka broker costs CPU \
+             too, on machines of its own."
+        );
         let _ = writeln!(md, "\n## Start-up and memory\n");
         let _ = writeln!(
             md,
