@@ -7,7 +7,9 @@
 //! new producers can share a topic.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -15,7 +17,7 @@ use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::avro_common::AvroSchema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
+    RawError, SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
 use crate::contracts::{CONTRACTS, Contract, ContractError, Event};
@@ -60,7 +62,17 @@ struct CodecInner {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     contracts: HashMap<&'static str, ContractCodec>,
+    /// Schema ids the registry said it never issued, and when: records naming them are
+    /// dead-lettered without asking again until [`UNKNOWN_ID_RECHECK`] has passed, so a
+    /// flood of poison costs the registry little and a late registration is still seen.
+    unknown_ids: Mutex<HashMap<u32, Instant>>,
 }
+
+/// How long the registry's "schema not found" for an id is believed.
+pub const UNKNOWN_ID_RECHECK: Duration = Duration::from_secs(5);
+
+/// Confluent's error code for a schema id the registry does not know.
+const SCHEMA_NOT_FOUND: u32 = 40403;
 
 /// Everything encoding and decoding one event type needs, resolved once in `connect`.
 struct ContractCodec {
@@ -159,6 +171,7 @@ impl RegistryCodec {
                 encoder,
                 decoder: AvroDecoder::new(settings()?),
                 contracts,
+                unknown_ids: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -190,6 +203,15 @@ impl RegistryCodec {
             )));
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        if let Some(since) = self.recently_unknown(id) {
+            return Err(DecodeError::UnknownSchemaId {
+                id,
+                reason: format!(
+                    "the registry did not know it {} ms ago",
+                    since.elapsed().as_millis()
+                ),
+            });
+        }
         // Fetch the writer schema first so a registry outage (retry) is told apart from
         // bytes that do not decode (poison).
         if let Err(e) = self.inner.decoder.get_schema(id).await {
@@ -219,17 +241,44 @@ impl RegistryCodec {
         Ok(Event::from_avro(contract.event_type, &value)?)
     }
 
+    /// When the registry last said it never issued `id`, if that is recent enough to believe.
+    fn recently_unknown(&self, id: u32) -> Option<Instant> {
+        let mut unknown = self
+            .inner
+            .unknown_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let since = *unknown.get(&id)?;
+        if since.elapsed() < UNKNOWN_ID_RECHECK {
+            Some(since)
+        } else {
+            unknown.remove(&id);
+            None
+        }
+    }
+
     fn classify_lookup_error(&self, id: u32, error: SRCError) -> DecodeError {
-        // The registry answers 404 (40403) for an id it has never issued: that record can
-        // never decode. Anything else (connection refused, 5xx) may pass, so it is retried,
-        // and the decoder must not keep the failure cached.
-        if !error.retriable && error.error.contains("status 404") {
+        // The converter caches failures it deems final (any 4xx) for the life of the
+        // process; ours is the only memory of a failed lookup, and it forgets.
+        self.inner.decoder.remove_errors_from_cache();
+        // Only the registry's own "schema not found" (40403) says the id was never issued:
+        // that record cannot decode now. Anything else (connection refused, a 5xx, a 404
+        // from a proxy while the registry restarts) may pass, so it is retried.
+        let code = error
+            .source()
+            .and_then(|source| source.downcast_ref::<RawError>())
+            .map(|raw| raw.error_code);
+        if code == Some(SCHEMA_NOT_FOUND) {
+            self.inner
+                .unknown_ids
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(id, Instant::now());
             DecodeError::UnknownSchemaId {
                 id,
                 reason: error.to_string(),
             }
         } else {
-            self.inner.decoder.remove_errors_from_cache();
             DecodeError::RegistryUnavailable(error.to_string())
         }
     }
