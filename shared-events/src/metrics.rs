@@ -32,6 +32,7 @@ pub struct DeadLetterLabels {
 pub struct EventMetrics {
     pub published: Family<TopicLabels, Counter>,
     pub publish_failures: Family<TopicLabels, Counter>,
+    pub outbox_dead_lettered: Family<TopicLabels, Counter>,
     pub outbox_backlog: Gauge,
     pub outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     pub relay_active: Gauge,
@@ -59,6 +60,11 @@ impl EventMetrics {
             "outbox_publish_failures",
             "Outbox events whose delivery failed and will be retried",
             metrics.publish_failures.clone(),
+        );
+        r.register(
+            "outbox_dead_lettered",
+            "Outbox rows the broker can never take, moved to outbox_dead_letters",
+            metrics.outbox_dead_lettered.clone(),
         );
         r.register(
             "outbox_backlog_events",
@@ -123,6 +129,7 @@ impl EventMetrics {
         Self {
             published: Family::default(),
             publish_failures: Family::default(),
+            outbox_dead_lettered: Family::default(),
             outbox_backlog: Gauge::default(),
             outbox_oldest_age_seconds: Gauge::default(),
             relay_active: Gauge::default(),

@@ -3,7 +3,12 @@
 //!
 //! One relay per database is active at a time: it holds a Postgres session-level advisory
 //! lock, so two replicas never interleave one order's events. When the active replica dies
-//! its session ends, the lock is freed and a standby takes over.
+//! its session ends, the lock is freed and a standby takes over. A host that vanishes
+//! (power, network) ends nothing by itself, so the lock is a lease: the lock session
+//! proves itself every second, PostgreSQL ends it after `lock_timeout` of silence
+//! (`idle_session_timeout`, and `tcp_user_timeout` for unacknowledged writes), and the
+//! relay stops sending as soon as it has not proven its lock for half that time, so a
+//! paused or partitioned relay falls silent before a standby can take over.
 //!
 //! The active relay is pipelined: it reads rows in id order and hands them to an idempotent
 //! producer while thousands of earlier ones are still waiting for their acknowledgement,
@@ -24,12 +29,14 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::types::RDKafkaErrorCode;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Error;
 use crate::kafka::KafkaConfig;
@@ -48,6 +55,8 @@ const RELAY_LOCK_KEY: i64 = 0x6f75_7462_6f78;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the gauges are refreshed and the lock session proven alive.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the relay waits for the proof that its lock session is alive.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for records in flight to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a timer poll found rows nothing woke it for (another replica commits them), the
@@ -85,6 +94,16 @@ pub struct RelayConfig {
         default_value_t = 20
     )]
     pub busy_poll_interval_ms: u64,
+    /// How long PostgreSQL keeps the lock of a relay that went silent (its host died or
+    /// was cut off): a standby takes over after about this long. At least 4 s (the active
+    /// relay proves its lock every second and stops sending at half of it).
+    #[arg(
+        long = "outbox-lock-timeout-ms",
+        env = "OUTBOX_LOCK_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(4_000..)
+    )]
+    pub lock_timeout_ms: u64,
 }
 
 impl Default for RelayConfig {
@@ -94,6 +113,7 @@ impl Default for RelayConfig {
             max_in_flight: 10_000,
             poll_interval_ms: 500,
             busy_poll_interval_ms: 20,
+            lock_timeout_ms: 10_000,
         }
     }
 }
@@ -128,8 +148,27 @@ pub struct OutboxRelay {
     wakeup: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// What a delivery came to: the row id, its topic, and whether the broker has it.
-type Acknowledgement = (i64, String, bool);
+/// What a delivery came to: the row id, its topic, and the outcome.
+type Acknowledgement = (i64, String, Delivery);
+
+enum Delivery {
+    /// The broker has the record.
+    Acknowledged,
+    /// Not delivered, but may be on a retry (the broker was away, a timeout).
+    Failed,
+    /// The broker will never take this record (too large for it, say); the reason.
+    Refused(String),
+}
+
+/// Why the broker will never take a record, if `error` says it never will: retrying the
+/// same bytes can only fail the same way.
+fn refusal(error: &KafkaError) -> Option<String> {
+    use RDKafkaErrorCode::{InvalidRecord, MessageBatchTooLarge, MessageSizeTooLarge};
+    match error.rdkafka_error_code()? {
+        MessageSizeTooLarge | MessageBatchTooLarge | InvalidRecord => Some(error.to_string()),
+        _ => None,
+    }
+}
 
 /// The rows between read and delete.
 #[derive(Default)]
@@ -143,6 +182,8 @@ struct Pipeline {
     in_flight: BTreeMap<i64, DateTime<Utc>>,
     /// Acknowledged, not yet deleted.
     acknowledged: Vec<i64>,
+    /// Refused for good, not yet moved to the dead letters: id -> reason.
+    refused: Vec<(i64, String)>,
     /// A delivery failed: read nothing more until every record in flight is resolved, then
     /// start over from the oldest row with a new producer session.
     failed: bool,
@@ -155,6 +196,7 @@ impl Pipeline {
             .keys()
             .copied()
             .chain(self.acknowledged.iter().copied())
+            .chain(self.refused.iter().map(|(id, _)| *id))
             .collect()
     }
 }
@@ -206,6 +248,14 @@ impl OutboxRelay {
     async fn lead(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         let options = self.pool.connect_options();
         let mut lock_session = PgConnection::connect_with(&options).await?;
+        // The lease: PostgreSQL ends this session, and so frees the lock, once it has been
+        // silent (or its writes unacknowledged) for lock_timeout.
+        let timeout = self.config.lock_timeout_ms;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET idle_session_timeout = {timeout}; SET tcp_user_timeout = {timeout}"
+        )))
+        .execute(&mut lock_session)
+        .await?;
         loop {
             let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(RELAY_LOCK_KEY)
@@ -225,6 +275,12 @@ impl OutboxRelay {
             .publish_until_stopped(&mut lock_session, shutdown)
             .await;
         self.metrics.relay_active.set(0);
+        if result.is_err() {
+            // The lock may be gone: nothing queued in this producer may reach the broker
+            // while a standby publishes. The rows stay, so nothing is lost.
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight().non_blocking());
+        }
         // Ending the session releases the lock for a standby.
         let _ = lock_session.close().await;
         result
@@ -243,10 +299,20 @@ impl OutboxRelay {
         let mut busy_until = Instant::now();
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
         let mut next_housekeeping = Instant::now();
+        let mut lock_proven_at = Instant::now();
+        let lease = Duration::from_millis(self.config.lock_timeout_ms) / 2;
         let mut drain_deadline: Option<Instant> = None;
         loop {
             if drain_deadline.is_none() && shutdown.is_cancelled() {
                 drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            }
+            if Instant::now() >= next_housekeeping || lock_proven_at.elapsed() >= lease {
+                // First, before anything is sent: after a pause (a stopped process, a long
+                // stall) the lock may have been taken over, and this relay must stop.
+                self.prove_lock(lock_session).await?;
+                lock_proven_at = Instant::now();
+                self.refresh_gauges(&mut pipeline).await?;
+                next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
             }
             let stopping = drain_deadline.is_some();
             let room = self
@@ -270,13 +336,7 @@ impl OutboxRelay {
                 self.settle(&mut pipeline, acknowledgement);
             }
             self.delete_acknowledged(&mut pipeline).await?;
-            if Instant::now() >= next_housekeeping {
-                // Proves the session holding the lock is alive; if it died, another relay
-                // may already be active and this one must stop publishing.
-                sqlx::query("SELECT 1").execute(&mut *lock_session).await?;
-                self.refresh_gauges(&mut pipeline).await?;
-                next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
-            }
+            self.move_refused(&mut pipeline).await?;
             if pipeline.in_flight.is_empty() {
                 if stopping {
                     return Ok(());
@@ -315,6 +375,19 @@ impl OutboxRelay {
                 }
             }
         }
+    }
+
+    /// Proves the session holding the lock is alive, which also keeps it from going idle.
+    /// A session that answers still holds the lock (PostgreSQL frees it only by ending the
+    /// session); one that does not may have lost it to a standby, so this relay stops.
+    async fn prove_lock(&self, lock_session: &mut PgConnection) -> Result<(), Error> {
+        tokio::time::timeout(
+            HEARTBEAT_TIMEOUT,
+            sqlx::query("SELECT 1").execute(&mut *lock_session),
+        )
+        .await
+        .map_err(|_| Error::Timeout("proving the relay lock".to_owned()))??;
+        Ok(())
     }
 
     /// Reads up to `limit` new rows (and any rows that filled a gap) and sends them;
@@ -398,30 +471,46 @@ impl OutboxRelay {
                 pipeline.deliveries.push(
                     delivery
                         .map(move |result| {
-                            let delivered = matches!(result, Ok(Ok(_)));
-                            if let Ok(Err((e, _))) = &result {
-                                debug!(error = %e, id, "delivery failed; the row stays for a retry");
-                            }
-                            (id, topic, delivered)
+                            let outcome = match result {
+                                Ok(Ok(_)) => Delivery::Acknowledged,
+                                Ok(Err((e, _))) => refusal(&e).map_or_else(
+                                    || {
+                                        debug!(error = %e, id, "delivery failed; the row stays for a retry");
+                                        Delivery::Failed
+                                    },
+                                    Delivery::Refused,
+                                ),
+                                Err(_) => Delivery::Failed,
+                            };
+                            (id, topic, outcome)
                         })
                         .boxed(),
                 );
             }
-            Err((e, _)) => {
-                // Stop here: sending later rows would let them overtake this one.
-                warn!(error = %e, "the producer refused a record; starting over once the records in flight are resolved");
-                pipeline.failed = true;
-            }
+            Err((e, _)) => match refusal(&e) {
+                // Nothing was queued, so later rows may go on without overtaking anything.
+                Some(reason) => pipeline.refused.push((row.id, reason)),
+                None => {
+                    // Stop here: sending later rows would let them overtake this one.
+                    warn!(error = %e, "the producer refused a record; starting over once the records in flight are resolved");
+                    pipeline.failed = true;
+                }
+            },
         }
     }
 
-    fn settle(&self, pipeline: &mut Pipeline, (id, topic, delivered): Acknowledgement) {
+    fn settle(&self, pipeline: &mut Pipeline, (id, topic, outcome): Acknowledgement) {
         pipeline.in_flight.remove(&id);
         let labels = TopicLabels { topic };
-        if delivered {
-            pipeline.acknowledged.push(id);
-            self.metrics.published.get_or_create(&labels).inc();
-            return;
+        match outcome {
+            Delivery::Acknowledged => {
+                pipeline.acknowledged.push(id);
+                self.metrics.published.get_or_create(&labels).inc();
+                return;
+            }
+            // Moved aside, then the usual start-over: records behind it were in flight.
+            Delivery::Refused(reason) => pipeline.refused.push((id, reason)),
+            Delivery::Failed => {}
         }
         self.metrics.publish_failures.get_or_create(&labels).inc();
         if !pipeline.failed {
@@ -445,6 +534,48 @@ impl OutboxRelay {
             .execute(&self.pool)
             .await?;
         pipeline.acknowledged.clear();
+        Ok(())
+    }
+
+    /// Moves the rows the broker refused for good out of the outbox, with the reason, so
+    /// that the rows behind them go on.
+    async fn move_refused(&self, pipeline: &mut Pipeline) -> Result<(), Error> {
+        if pipeline.refused.is_empty() {
+            return Ok(());
+        }
+        let (ids, reasons): (Vec<i64>, Vec<String>) = pipeline.refused.iter().cloned().unzip();
+        let moved: Vec<(i64, String, String)> = sqlx::query_as(
+            "WITH refused AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[]) AS r(id, reason)
+             ), moved AS (
+                 DELETE FROM outbox o USING refused r WHERE o.id = r.id
+                 RETURNING o.*, r.reason
+             )
+             INSERT INTO outbox_dead_letters (id, event_id, event_type, topic, record_key,
+                 payload, traceparent, tracestate, created_at, reason)
+             SELECT id, event_id, event_type, topic, record_key, payload,
+                 coalesce(traceparent, headers->>'traceparent'),
+                 coalesce(tracestate, headers->>'tracestate'), created_at, reason
+             FROM moved
+             RETURNING id, topic, reason",
+        )
+        .bind(&ids)
+        .bind(&reasons)
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, topic, reason) in moved {
+            error!(
+                id,
+                topic,
+                reason,
+                "the broker refuses this outbox row for good; moved to outbox_dead_letters"
+            );
+            self.metrics
+                .outbox_dead_lettered
+                .get_or_create(&TopicLabels { topic })
+                .inc();
+        }
+        pipeline.refused.clear();
         Ok(())
     }
 

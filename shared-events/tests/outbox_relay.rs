@@ -191,3 +191,45 @@ async fn a_row_that_commits_after_a_higher_id_was_published_is_published_too() {
     relay.await.unwrap();
     consumer.await.unwrap();
 }
+
+/// A row the broker can never take (over its record size limit) must not hold up the rows
+/// behind it: it moves to `outbox_dead_letters` with the reason, the others are published.
+#[tokio::test]
+async fn a_row_the_broker_refuses_for_good_is_moved_aside_and_the_rest_go_on() {
+    use shared_events::contracts::OrderCancellationRequested;
+    let stack = TestStack::new(1).await;
+    let (before, oversized, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let huge = shared_events::Event::first_of_order(
+        oversized,
+        "integration-test",
+        OrderCancellationRequested {
+            reason: "x".repeat(2_000_000),
+        },
+    );
+    stack.append_committed(&[step_event(before, 0)]).await;
+    stack.append_committed(&[huge]).await;
+    stack.append_committed(&[step_event(after, 0)]).await;
+    let shutdown = CancellationToken::new();
+    let relay = stack.spawn_relay(&shutdown);
+    let consumer = stack.spawn_consumer("refused", &shutdown);
+
+    let effects = eventually(Duration::from_secs(60), "the rows around it", || async {
+        let effects = stack.effects().await;
+        (effects.len() == 2).then_some(effects)
+    })
+    .await;
+    let orders: Vec<Uuid> = effects.iter().map(|(_, order, _)| *order).collect();
+    assert_eq!(orders, [before, after]);
+    let dead: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT record_key::uuid, reason FROM outbox_dead_letters")
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, oversized);
+    assert!(dead[0].1.contains("MessageSizeTooLarge"), "{}", dead[0].1);
+    assert_eq!(stack.outbox_len().await, 0);
+    shutdown.cancel();
+    relay.await.unwrap();
+    consumer.await.unwrap();
+}
