@@ -104,12 +104,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let order_metrics = metrics::OrderMetrics::default();
     app.register_metrics(|registry| order_metrics.register(registry));
     let handler = handler::OrderHandler {
-        metrics: order_metrics,
+        metrics: order_metrics.clone(),
     };
     let watcher = deadline::DeadlineWatcher {
         pool: plumbing.pool.clone(),
         outbox: plumbing.outbox.clone(),
         poll_interval: Duration::from_millis(config.deadline_poll_ms),
+        skipped: order_metrics.deadlines_skipped(),
     };
     let api = http::ApiState {
         pool: plumbing.pool,
@@ -120,7 +121,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         .with_consumer(handler)?
         .with_routes(http::routes(api))
         .with_openapi(http::ApiDoc::openapi())
-        .with_task(|token| watcher.run(token)))
+        .with_task("saga deadline watcher", |token| watcher.run(token)))
 }
 
 /// `order-service rebuild-view`: replaces the projection with one folded from the history.

@@ -17,6 +17,7 @@ pub struct OutcomeLabels {
 pub struct OrderMetrics {
     finished: Family<OutcomeLabels, Counter>,
     saga_duration: Family<OutcomeLabels, Histogram>,
+    deadlines_skipped: Counter,
 }
 
 impl Default for OrderMetrics {
@@ -29,6 +30,7 @@ impl Default for OrderMetrics {
                     0.05, 2.0, 12,
                 ))
             }),
+            deadlines_skipped: Counter::default(),
         }
     }
 }
@@ -45,6 +47,16 @@ impl OrderMetrics {
             "Time from OrderPlaced to the order's terminal event, by outcome",
             self.saga_duration.clone(),
         );
+        registry.register(
+            "saga_deadlines_skipped",
+            "Orders whose saga deadline cannot be enforced (their history does not read back)",
+            self.deadlines_skipped.clone(),
+        );
+    }
+
+    /// The counter the deadline watcher increments for each order it has to skip.
+    pub fn deadlines_skipped(&self) -> Counter {
+        self.deadlines_skipped.clone()
     }
 
     /// Counts the orders whose terminal event `published` holds; called once the

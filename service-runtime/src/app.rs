@@ -2,6 +2,7 @@
 //! and the HTTP server, all stopped by one cancellation token.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,14 +10,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use rdkafka::consumer::BaseConsumer;
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
     RegistryCodec, TopicNames,
 };
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::config::{ServiceConfig, ServiceDefaults};
-use crate::health::{self, HealthState};
+use crate::health::{self, BrokerWatch, HealthState};
 
 /// What a service's own code gets to build its routes and consumers from.
 #[derive(Clone)]
@@ -38,8 +38,14 @@ pub struct Plumbing {
 }
 
 /// Starts a task that runs until the token is cancelled.
-type BackgroundTask =
+type StartTask =
     Box<dyn FnOnce(CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> + Send>;
+
+/// A task that must run as long as the service does, and its name for the logs.
+struct BackgroundTask {
+    name: &'static str,
+    start: StartTask,
+}
 
 /// A built service, bound to its port, ready to run.
 pub struct Application {
@@ -48,6 +54,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     plumbing: Plumbing,
+    broker: BrokerWatch,
     background: Vec<BackgroundTask>,
 }
 
@@ -59,16 +66,31 @@ impl Application {
         config: ServiceConfig,
         migrations: &Migrator,
     ) -> anyhow::Result<Self> {
+        let url = config.database_url(&defaults);
+        // Migrations first, on a connection of their own: a long one must not meet the
+        // statement timeout the service's own queries run under.
+        let mut migrating = PgConnection::connect(&url).await?;
+        shared_events::migrations::with_service_migrations(migrations)
+            .run(&mut migrating)
+            .await?;
+        migrating.close().await?;
+        let options = PgConnectOptions::from_str(&url)?.options([
+            (
+                "statement_timeout",
+                format!("{}ms", config.database_statement_timeout_ms),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", config.database_idle_in_transaction_timeout_ms),
+            ),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
             // No ping per checkout: a dead connection fails its statement, which the
             // consumer retries and an HTTP client sees as a 503, and the pool replaces it.
             .test_before_acquire(false)
-            .connect(&config.database_url(&defaults))
-            .await?;
-        shared_events::migrations::with_service_migrations(migrations)
-            .run(&pool)
+            .connect_with(options)
             .await?;
         let names = TopicNames::new(config.kafka.topic_prefix.clone());
         let codec = RegistryCodec::connect(&config.registry, &names).await?;
@@ -80,11 +102,11 @@ impl Application {
             .into_iter(),
         );
         let metrics = EventMetrics::register(&mut registry);
-        let kafka_probe: BaseConsumer = config.kafka.base().create()?;
+        let broker = BrokerWatch::register(config.kafka.base().create()?, &mut registry);
         let registry = Arc::new(Mutex::new(registry));
         let health = health::router(HealthState {
             pool: pool.clone(),
-            kafka_probe: Arc::new(kafka_probe),
+            broker: broker.clone(),
             metrics: registry.clone(),
         });
         let listener = TcpListener::bind(config.http_addr(&defaults)).await?;
@@ -102,6 +124,7 @@ impl Application {
             listener,
             router: health,
             plumbing,
+            broker,
             background: Vec::new(),
         })
     }
@@ -141,13 +164,15 @@ impl Application {
     }
 
     /// Adds an idempotent consumer running `handler` (of the topics its event types travel
-    /// on), in the consumer group named after the service.
+    /// on), in the consumer group named after the service, under the topic prefix: stacks
+    /// sharing a cluster share no group, so one's stuck or departed members cannot hold up
+    /// another's partitions.
     pub fn with_consumer<H: EventHandler>(self, handler: H) -> anyhow::Result<Self> {
         let plumbing = &self.plumbing;
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: plumbing.config.kafka.clone(),
-                group_id: self.name.to_owned(),
+                group_id: format!("{}{}", plumbing.config.kafka.topic_prefix, self.name),
                 retry: plumbing.config.retry.clone(),
                 batching: plumbing.config.consumer.clone(),
             },
@@ -157,23 +182,33 @@ impl Application {
             handler,
             plumbing.metrics.clone(),
         )?;
-        Ok(self.with_task(|token| async move { Ok(consumer.run(token).await?) }))
+        Ok(self.with_task(
+            "consumer",
+            |token| async move { Ok(consumer.run(token).await?) },
+        ))
     }
 
-    /// Adds a task (e.g. an idempotent consumer) that runs until the token is cancelled.
-    pub fn with_task<F, Fut>(mut self, task: F) -> Self
+    /// Adds a task (e.g. an idempotent consumer) that runs until the token is cancelled. If
+    /// it ends before that, with or without an error, the service stops and
+    /// [`run_until_stopped`](Self::run_until_stopped) fails: a service missing a part must
+    /// not look alive.
+    pub fn with_task<F, Fut>(mut self, name: &'static str, task: F) -> Self
     where
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        self.background
-            .push(Box::new(move |token| tokio::spawn(task(token))));
+        self.background.push(BackgroundTask {
+            name,
+            start: Box::new(move |token| tokio::spawn(task(token))),
+        });
         self
     }
 
     /// Serves HTTP and runs the relay and every task until `shutdown` is cancelled: the
     /// server stops taking requests and finishes in-flight ones, the consumers finish their
-    /// record and commit, the relay finishes its batch and flushes.
+    /// batch and commit, the relay finishes its batch and flushes. If a task ends on its own
+    /// before that, everything stops the same way and this returns that task's failure, so
+    /// the process exits non-zero and its supervisor restarts it.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Plumbing {
             pool,
@@ -190,14 +225,23 @@ impl Application {
             config.retry.clone(),
             metrics,
         )?;
+        let broker = self.broker;
+        let background = [
+            BackgroundTask {
+                name: "outbox relay",
+                start: Box::new(move |token| {
+                    tokio::spawn(async move { Ok(relay.run(token).await?) })
+                }),
+            },
+            BackgroundTask {
+                name: "broker watch",
+                start: Box::new(move |token| tokio::spawn(broker.run(token))),
+            },
+        ];
         let mut tasks = JoinSet::new();
-        {
-            let token = shutdown.clone();
-            tasks.spawn(async move { relay.run(token).await.map_err(anyhow::Error::from) });
-        }
-        for start in self.background {
-            let handle = start(shutdown.clone());
-            tasks.spawn(async move { handle.await? });
+        for task in background.into_iter().chain(self.background) {
+            let handle = (task.start)(shutdown.clone());
+            tasks.spawn(async move { (task.name, handle.await) });
         }
         let router = self.router.layer((
             // INFO, so that a request's span (the root of an order's trace) passes the
@@ -213,17 +257,58 @@ impl Application {
         let server_shutdown = shutdown.clone();
         tracing::info!(address = %self.listener.local_addr()?, "listening");
         let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
-        let mut result = server.await.map_err(anyhow::Error::from);
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .into_future();
+        tokio::pin!(server);
+        let mut result = Ok(());
+        let mut served = None;
+        // Until the server returns: a task that ends first ends the service.
+        while served.is_none() {
+            tokio::select! {
+                outcome = &mut server => served = Some(outcome.map_err(anyhow::Error::from)),
+                Some(Ok((name, joined))) = tasks.join_next() => {
+                    let outcome = task_outcome(name, joined, shutdown.is_cancelled());
+                    if outcome.is_err() && !shutdown.is_cancelled() {
+                        tracing::error!("{name} stopped; stopping the service");
+                        shutdown.cancel();
+                    }
+                    result = result.and(outcome);
+                }
+            }
+        }
         // The server only returns on shutdown or failure; either way everything stops.
         shutdown.cancel();
         while let Some(joined) = tasks.join_next().await {
-            let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
-            if let Err(e) = outcome {
-                tracing::error!(error = %e, "task failed");
-                result = result.and(Err(e));
+            // The wrapper only awaits the task's handle: it cannot fail on its own.
+            if let Ok((name, joined)) = joined {
+                result = result.and(task_outcome(name, joined, true));
             }
         }
-        result
+        served
+            .expect("the loop ends once the server returned")
+            .and(result)
+    }
+}
+
+/// A background task's end as the service's result: an error if it failed, or if it
+/// returned before the service was asked to stop.
+fn task_outcome(
+    name: &'static str,
+    joined: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    stopping: bool,
+) -> anyhow::Result<()> {
+    let outcome = joined
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r)
+        .map_err(|e| e.context(format!("{name} failed")));
+    match outcome {
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "background task failed");
+            Err(e)
+        }
+        Ok(()) if !stopping => Err(anyhow::anyhow!(
+            "{name} ended although the service was not stopping"
+        )),
+        Ok(()) => Ok(()),
     }
 }

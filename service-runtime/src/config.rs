@@ -20,6 +20,22 @@ pub struct ServiceConfig {
         default_value_t = 10
     )]
     pub database_max_connections: u32,
+    /// Longest a statement may run before PostgreSQL cancels it (0: no limit). Migrations
+    /// run on a connection of their own, without it.
+    #[arg(
+        long = "database-statement-timeout-ms",
+        env = "DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub database_statement_timeout_ms: u64,
+    /// Longest a session may sit idle inside a transaction before PostgreSQL ends it, so a
+    /// stalled or vanished replica cannot hold row locks the others wait on (0: no limit).
+    #[arg(
+        long = "database-idle-in-transaction-timeout-ms",
+        env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub database_idle_in_transaction_timeout_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]

@@ -12,7 +12,8 @@ pub struct KafkaConfig {
         default_value = "127.0.0.1:9092"
     )]
     pub bootstrap_servers: String,
-    /// Prefix of every topic name (isolates test runs or tenants on a shared cluster).
+    /// Prefix of every topic name and consumer group id (isolates test runs, environments or
+    /// tenants on a shared cluster).
     #[arg(
         long = "kafka-topic-prefix",
         env = "KAFKA_TOPIC_PREFIX",

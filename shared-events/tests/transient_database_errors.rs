@@ -110,3 +110,25 @@ async fn a_broken_constraint_is_rejected() {
         HandlerError::Rejected(_)
     ));
 }
+
+/// A stored value that no longer reads back as its type (a JSON column that does not parse)
+/// reads the same way on every retry: rejected, so the record goes to the dead-letter topic
+/// instead of blocking its partition.
+#[tokio::test]
+async fn a_stored_value_that_does_not_read_back_is_rejected() {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // only its shape matters
+    struct SagaState {
+        stage: String,
+    }
+    let stack = TestStack::new(1).await;
+    let row: Result<(sqlx::types::Json<SagaState>,), _> =
+        sqlx::query_as("SELECT '{\"no_stage\": 1}'::jsonb")
+            .fetch_one(&stack.pool)
+            .await;
+    let error = row.err().expect("the JSON does not fit the struct");
+    assert!(
+        matches!(HandlerError::from(error), HandlerError::Rejected(_)),
+        "a value that cannot decode must not be retried forever"
+    );
+}

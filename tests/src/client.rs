@@ -19,8 +19,13 @@ pub fn order_body(customer_id: &str, items: &[(&str, i64)], country: &str) -> Va
 
 /// Places an order; returns its id.
 pub async fn place(stack: &Stack, body: &Value) -> String {
+    place_at(stack.url("order-service"), body).await
+}
+
+/// Places an order through the order-service replica at `base_url`; returns its id.
+pub async fn place_at(base_url: &str, body: &Value) -> String {
     let response = reqwest::Client::new()
-        .post(format!("{}/orders", stack.url("order-service")))
+        .post(format!("{base_url}/orders"))
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
         .json(body)
         .send()
@@ -46,8 +51,12 @@ pub async fn get_json(url: &str) -> (StatusCode, Value) {
 }
 
 pub async fn order(stack: &Stack, order_id: &str) -> Value {
-    let (status, order) =
-        get_json(&format!("{}/orders/{order_id}", stack.url("order-service"))).await;
+    order_at(stack.url("order-service"), order_id).await
+}
+
+/// The order as the order-service replica at `base_url` answers it.
+pub async fn order_at(base_url: &str, order_id: &str) -> Value {
+    let (status, order) = get_json(&format!("{base_url}/orders/{order_id}")).await;
     assert_eq!(status, StatusCode::OK, "{order}");
     order
 }

@@ -123,6 +123,26 @@ impl ServiceProcess {
         self.wait_until_ready().await;
     }
 
+    /// Freezes the process (SIGSTOP), as a host that vanished: its connections stay open
+    /// and answer nothing.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {}", self.name);
+    }
+
     /// Makes the service run with `key=value`, restarting it if that changes its setting.
     pub async fn run_with(&mut self, key: &str, value: &str) {
         let setting = self.env.iter_mut().find(|(k, _)| k == key);
@@ -204,6 +224,27 @@ impl Stack {
 
     pub fn url(&self, service: &str) -> &str {
         &self.services[service].base_url
+    }
+
+    /// Starts another replica of `name`: same database, topics and settings, its own port.
+    pub async fn start_replica(&self, name: &str) -> ServiceProcess {
+        let original = &self.services[name];
+        let port = free_port();
+        let mut env = original.env.clone();
+        for (key, value) in &mut env {
+            if key == "HTTP_ADDR" {
+                *value = format!("127.0.0.1:{port}");
+            }
+        }
+        let mut replica = ServiceProcess {
+            name: original.name,
+            base_url: format!("http://127.0.0.1:{port}"),
+            database_url: original.database_url.clone(),
+            env,
+            child: None,
+        };
+        replica.start().await;
+        replica
     }
 
     pub fn service(&mut self, name: &str) -> &mut ServiceProcess {

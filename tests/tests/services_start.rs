@@ -34,3 +34,46 @@ async fn every_service_starts_becomes_ready_serves_metrics_and_stops_on_sigterm(
     // Each stop asserts a clean exit within 20 s of SIGTERM.
     stack.stop_all().await;
 }
+
+/// The outbox lets a service take work while the broker is away, so a broker outage must
+/// not take it out of its Service: ready means its HTTP API can serve (database up), and the
+/// broker's state is a metric.
+#[tokio::test]
+async fn every_service_is_ready_while_the_broker_is_unreachable() {
+    let nobody_listens = orderflow_e2e::free_port();
+    let mut stack = Stack::start(
+        "nobroker",
+        &[(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            format!("127.0.0.1:{nobody_listens}"),
+        )],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for name in SERVICES {
+        let base_url = stack.url(name);
+        let ready = client
+            .get(format!("{base_url}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200, "{name}");
+        let body: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(body["broker"], "unreachable", "{name}: {body}");
+        let metrics = client
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!(
+                "orderflow_broker_reachable{{service=\"{name}\"}} 0"
+            )),
+            "{name}: {metrics}"
+        );
+    }
+    stack.stop_all().await;
+}

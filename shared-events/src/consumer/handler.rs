@@ -31,6 +31,11 @@ impl From<sqlx::Error> for HandlerError {
             {
                 HandlerError::Rejected(error.to_string())
             }
+            // A stored value that does not read back as its type (a JSON column that no
+            // longer parses, say) reads the same on every retry.
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                HandlerError::Rejected(error.to_string())
+            }
             _ => HandlerError::Transient(error.to_string()),
         }
     }

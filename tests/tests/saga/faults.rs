@@ -47,6 +47,16 @@ pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
         SHORT_DEADLINE_SECS,
     ),
     (
+        "faults::saga_deadline_skips_an_order_whose_history_is_corrupt",
+        deadline_skips_corrupt_order,
+        SHORT_DEADLINE_SECS,
+    ),
+    (
+        "faults::relay_fails_over_when_the_active_replica_freezes",
+        relay_failover,
+        NO_DEADLINE_SECS,
+    ),
+    (
         "cqrs::rebuilt_projection_is_identical",
         rebuild_projection,
         NO_DEADLINE_SECS,
@@ -185,6 +195,121 @@ fn deadline_with_shipping_down(stack: &mut Stack) -> Run<'_> {
         );
         assert_compensated(stack, &product, &customer, &order).await;
     })
+}
+
+/// One order whose history no longer reads back (a manual edit) must not stop the deadline
+/// of the others: the sweeper logs, counts and skips it.
+fn deadline_skips_corrupt_order(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "corrupt").await;
+        stack.service("shipping-service").stop().await;
+        let body = order_body(&customer, &[(&product, 1)], "DE");
+        let corrupt = client::place(stack, &body).await;
+        client::wait_for_status(stack, &corrupt, "STOCK_RESERVED").await;
+        let healthy = client::place(stack, &body).await;
+        let order = client::wait_for_status(stack, &healthy, "STOCK_RESERVED").await;
+        // Its deadline comes first, so a sweep that stopped at it would never reach the other.
+        let mut db = sqlx::PgConnection::connect(&stack.service("order-service").database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET session_replication_role = replica; -- past the append-only trigger
+             UPDATE order_events SET data = '{{\"corrupt\": true}}' WHERE order_id = '{corrupt}';
+             UPDATE orders_view SET snapshot = NULL WHERE order_id = '{corrupt}';"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sleep_past(&order["saga_deadline"]).await;
+        client::wait_for_status(stack, &healthy, "CANCELLING").await;
+        let (status,): (String,) =
+            sqlx::query_as("SELECT status FROM orders_view WHERE order_id = $1::uuid")
+                .bind(&corrupt)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        assert_eq!(status, "STOCK_RESERVED");
+        let skipped = client::metric(
+            stack.url("order-service"),
+            "orderflow_saga_deadlines_skipped_total",
+        )
+        .await;
+        assert_eq!(skipped, 1.0);
+        stack.service("shipping-service").start().await;
+        client::wait_for_status(stack, &healthy, "CANCELLED").await;
+    })
+}
+
+/// A replica whose host vanishes keeps its database session open and silent. The relay lock
+/// it held must pass to the standby within seconds (not after TCP keepalive's hours), and
+/// when it comes back it must find itself a standby, not a second active relay.
+fn relay_failover(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "failover").await;
+        let mut replica = stack.start_replica("order-service").await;
+        let urls = [
+            stack.url("order-service").to_owned(),
+            replica.base_url.clone(),
+        ];
+        let active = wait_for_one_active_relay(&urls).await;
+        let standby = 1 - active;
+        if active == 0 {
+            stack.service("order-service").freeze();
+        } else {
+            replica.freeze();
+        }
+        let order_id = client::place_at(
+            &urls[standby],
+            &order_body(&customer, &[(&product, 1)], "DE"),
+        )
+        .await;
+        // Billing charges once OrderPlaced is on Kafka: only the standby can have sent it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let account = client::account(stack, &customer).await;
+            if account["payments"].as_array().unwrap().len() == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the standby never took the relay over: {account:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if active == 0 {
+            stack.service("order-service").thaw();
+        } else {
+            replica.thaw();
+        }
+        assert_eq!(wait_for_one_active_relay(&urls).await, standby);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while client::order_at(&urls[standby], &order_id).await["status"] != "COMPLETED" {
+            assert!(tokio::time::Instant::now() < deadline, "never completed");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        replica.stop().await;
+    })
+}
+
+/// Which of the replicas at `urls` runs the relay, once exactly one does.
+async fn wait_for_one_active_relay(urls: &[String]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut active = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            if client::metric(url, "orderflow_outbox_relay_active").await == 1.0 {
+                active.push(i);
+            }
+        }
+        if let [only] = active[..] {
+            return only;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relays active: {active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn sleep_past(deadline: &Value) {
