@@ -212,14 +212,36 @@ fn deadline_skips_corrupt_order(stack: &mut Stack) -> Run<'_> {
         let mut db = sqlx::PgConnection::connect(&stack.service("order-service").database_url)
             .await
             .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET session_replication_role = replica; -- past the append-only trigger
-             UPDATE order_events SET data = '{{\"corrupt\": true}}' WHERE order_id = '{corrupt}';
-             UPDATE orders_view SET snapshot = NULL WHERE order_id = '{corrupt}';"
-        )))
+        let history: Vec<(i32, Value)> = sqlx::query_as(
+            "SELECT sequence, data FROM order_events WHERE order_id = $1::uuid ORDER BY sequence",
+        )
+        .bind(&corrupt)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        let (snapshot,): (Option<Value>,) =
+            sqlx::query_as("SELECT snapshot FROM orders_view WHERE order_id = $1::uuid")
+                .bind(&corrupt)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        // Past the append-only trigger, as a manual edit would go.
+        sqlx::query("SET session_replication_role = replica")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE order_events SET data = '{\"corrupt\": true}' WHERE order_id = $1::uuid",
+        )
+        .bind(&corrupt)
         .execute(&mut db)
         .await
         .unwrap();
+        sqlx::query("UPDATE orders_view SET snapshot = NULL WHERE order_id = $1::uuid")
+            .bind(&corrupt)
+            .execute(&mut db)
+            .await
+            .unwrap();
         sleep_past(&order["saga_deadline"]).await;
         client::wait_for_status(stack, &healthy, "CANCELLING").await;
         let (status,): (String,) =
@@ -235,6 +257,25 @@ fn deadline_skips_corrupt_order(stack: &mut Stack) -> Run<'_> {
         )
         .await;
         assert_eq!(skipped, 1.0);
+        // Repaired, so that the stack's later scenarios (a projection rebuild) find every
+        // history readable.
+        for (sequence, data) in history {
+            sqlx::query(
+                "UPDATE order_events SET data = $1 WHERE order_id = $2::uuid AND sequence = $3",
+            )
+            .bind(data)
+            .bind(&corrupt)
+            .bind(sequence)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE orders_view SET snapshot = $1 WHERE order_id = $2::uuid")
+            .bind(snapshot)
+            .bind(&corrupt)
+            .execute(&mut db)
+            .await
+            .unwrap();
         stack.service("shipping-service").start().await;
         client::wait_for_status(stack, &healthy, "CANCELLED").await;
     })
