@@ -18,7 +18,7 @@ pub mod store;
 use std::time::Duration;
 
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
-use shared_events::{EventHandler, Topic};
+use shared_events::{EventHandler, PruneTarget, Topic};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -64,6 +64,15 @@ pub struct Config {
         default_value_t = 500
     )]
     pub deadline_poll_ms: u64,
+    /// How long an Idempotency-Key is remembered: a retry with the same key within it gets
+    /// the first answer, after it places a new order.
+    #[arg(
+        long = "idempotency-key-retention-hours",
+        env = "IDEMPOTENCY_KEY_RETENTION_HOURS",
+        default_value_t = 168,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub idempotency_key_retention_hours: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -121,7 +130,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         .with_consumer(handler)?
         .with_routes(http::routes(api))
         .with_openapi(http::ApiDoc::openapi())
-        .with_task("saga deadline watcher", |token| watcher.run(token)))
+        .with_task("saga deadline watcher", |token| watcher.run(token))
+        .with_pruning(PruneTarget {
+            table: "idempotency_keys",
+            column: "created_at",
+            retention: Duration::from_secs(config.idempotency_key_retention_hours * 3_600),
+        }))
 }
 
 /// `order-service rebuild-view`: replaces the projection with one folded from the history.

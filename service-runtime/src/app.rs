@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
-    RegistryCodec, TopicNames,
+    PruneTarget, RegistryCodec, TopicNames,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -56,6 +56,8 @@ pub struct Application {
     plumbing: Plumbing,
     broker: BrokerWatch,
     background: Vec<BackgroundTask>,
+    /// Tables pruned by age: the dedup record, and what the service adds.
+    prune_targets: Vec<PruneTarget>,
 }
 
 impl Application {
@@ -110,6 +112,7 @@ impl Application {
             metrics: registry.clone(),
         });
         let listener = TcpListener::bind(config.http_addr(&defaults)).await?;
+        let plumbing_retention = config.retention.clone();
         let plumbing = Plumbing {
             outbox: Outbox::new(codec.clone(), names.clone()),
             pool,
@@ -126,6 +129,7 @@ impl Application {
             plumbing,
             broker,
             background: Vec::new(),
+            prune_targets: vec![PruneTarget::processed_events(&plumbing_retention)],
         })
     }
 
@@ -204,6 +208,12 @@ impl Application {
         self
     }
 
+    /// Prunes `target` by age beside the dedup record (e.g. idempotency keys).
+    pub fn with_pruning(mut self, target: PruneTarget) -> Self {
+        self.prune_targets.push(target);
+        self
+    }
+
     /// Serves HTTP and runs the relay and every task until `shutdown` is cancelled: the
     /// server stops taking requests and finishes in-flight ones, the consumers finish their
     /// batch and commit, the relay finishes its batch and flushes. If a task ends on its own
@@ -217,6 +227,7 @@ impl Application {
             config,
             ..
         } = self.plumbing;
+        let pool_for_pruning = pool.clone();
         let relay = OutboxRelay::new(
             pool,
             &outbox,
@@ -226,6 +237,8 @@ impl Application {
             metrics,
         )?;
         let broker = self.broker;
+        let prune_targets = self.prune_targets;
+        let prune_interval = Duration::from_secs(config.retention.interval_secs);
         let background = [
             BackgroundTask {
                 name: "outbox relay",
@@ -236,6 +249,20 @@ impl Application {
             BackgroundTask {
                 name: "broker watch",
                 start: Box::new(move |token| tokio::spawn(broker.run(token))),
+            },
+            BackgroundTask {
+                name: "pruning",
+                start: Box::new(move |token| {
+                    tokio::spawn(async move {
+                        let pruning = shared_events::retention::prune_until_stopped(
+                            pool_for_pruning,
+                            prune_targets,
+                            prune_interval,
+                            token,
+                        );
+                        Ok(pruning.await?)
+                    })
+                }),
             },
         ];
         let mut tasks = JoinSet::new();

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use shared_events::{ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetryConfig};
+use shared_events::{
+    ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetentionConfig, RetryConfig,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceConfig {
@@ -46,6 +48,8 @@ pub struct ServiceConfig {
     pub consumer: ConsumerConfig,
     #[command(flatten)]
     pub retry: RetryConfig,
+    #[command(flatten)]
+    pub retention: RetentionConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }

@@ -3,6 +3,7 @@
 //! service binaries (`cargo build --workspace --bins`); `scripts/test` provides both.
 
 use orderflow_e2e::{SERVICES, Stack};
+use sqlx::Connection;
 
 #[tokio::test]
 async fn every_service_starts_becomes_ready_serves_metrics_and_stops_on_sigterm() {
@@ -75,5 +76,56 @@ async fn every_service_is_ready_while_the_broker_is_unreachable() {
             "{name}: {metrics}"
         );
     }
+    stack.stop_all().await;
+}
+
+/// The rows that only guard against repeats do not grow forever: each service prunes its
+/// dedup record, and order-service its Idempotency-Keys, past their retention.
+#[tokio::test]
+async fn old_dedup_rows_and_idempotency_keys_are_pruned() {
+    let mut stack = Stack::start("prune", &[("PRUNE_INTERVAL_SECS", "1".to_owned())]).await;
+    let database_url = stack.services["order-service"].database_url.clone();
+    let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO processed_events (consumer_group, event_id, event_type, topic,
+             kafka_partition, kafka_offset, processed_at)
+         VALUES ('order-service', gen_random_uuid(), 'PaymentAuthorized', 'payments', 0, 1,
+                 now() - interval '30 days'),
+                ('order-service', gen_random_uuid(), 'PaymentAuthorized', 'payments', 0, 2,
+                 now());
+         INSERT INTO idempotency_keys (idempotency_key, request, order_id, created_at)
+         VALUES ('old-key', '{}', gen_random_uuid(), now() - interval '30 days'),
+                ('new-key', '{}', gen_random_uuid(), now());",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (dedup, keys): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM processed_events WHERE kafka_partition = 0
+                        AND consumer_group = 'order-service' AND topic = 'payments'),
+                    (SELECT count(*) FROM idempotency_keys WHERE idempotency_key LIKE '%-key')",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if (dedup, keys) == (1, 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not pruned: {dedup} dedup rows, {keys} keys"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let kept: String = sqlx::query_scalar(
+        "SELECT idempotency_key FROM idempotency_keys WHERE idempotency_key LIKE '%-key'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(kept, "new-key");
+    drop(db);
     stack.stop_all().await;
 }
