@@ -2,11 +2,13 @@
 //! account or set its credit.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_runtime::{FieldErrors, Problem, ValidJson};
+use service_runtime::precondition::{etag, precondition_failed};
+use service_runtime::{FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::CURRENCIES;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
@@ -44,6 +46,16 @@ pub struct AccountView {
     /// Every charge, whatever became of it.
     pub payments: Vec<PaymentView>,
     pub refunds: Vec<RefundView>,
+    /// The account row's version, sent as the `ETag`.
+    #[serde(skip)]
+    pub version: String,
+}
+
+impl AccountView {
+    fn with_etag(self, status: StatusCode) -> Response {
+        let tag = etag(&self.version);
+        (status, [(header::ETAG, tag)], Json(self)).into_response()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,31 +86,39 @@ pub struct PutAccount {
     pub balance_minor: Option<i64>,
 }
 
-/// An account with its holds, payments and refunds.
+/// An account with its holds, payments and refunds; its `ETag` names the version for a
+/// conditional PUT.
 #[utoipa::path(get, path = "/accounts/{customer_id}", tag = "accounts",
     params(("customer_id" = String, Path)),
     responses(
-        (status = 200, body = AccountView),
+        (status = 200, body = AccountView, headers(("ETag" = String, description = "The account's version"))),
         (status = 404, description = "No such account", content_type = "application/problem+json"),
     ))]
 async fn get_account(
     State(pool): State<PgPool>,
     Path(customer_id): Path<String>,
-) -> Result<Json<AccountView>, Problem> {
-    let account: Option<(String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, balance_minor, credit_limit_minor FROM accounts WHERE customer_id = $1",
+) -> Result<Response, Problem> {
+    Ok(read_account(&pool, customer_id)
+        .await?
+        .with_etag(StatusCode::OK))
+}
+
+async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView, Problem> {
+    let account: Option<(String, i64, i64, String)> = sqlx::query_as(
+        "SELECT currency, balance_minor, credit_limit_minor, xmin::text FROM accounts
+         WHERE customer_id = $1",
     )
     .bind(&customer_id)
-    .fetch_optional(&pool)
+    .fetch_optional(pool)
     .await?;
-    let Some((currency, balance_minor, credit_limit_minor)) = account else {
+    let Some((currency, balance_minor, credit_limit_minor, version)) = account else {
         return Err(Problem::not_found(format!("no account for {customer_id}")));
     };
     let orders: Vec<(Uuid, SqlJson<OrderPayment>)> = sqlx::query_as(
         "SELECT order_id, state FROM order_payments WHERE customer_id = $1 ORDER BY order_id",
     )
     .bind(&customer_id)
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await?;
     let (mut holds, mut payments, mut refunds) = (Vec::new(), Vec::new(), Vec::new());
     for (order_id, SqlJson(state)) in orders {
@@ -127,7 +147,7 @@ async fn get_account(
         }
         payments.push(view());
     }
-    Ok(Json(AccountView {
+    Ok(AccountView {
         customer_id,
         currency,
         balance_minor,
@@ -136,23 +156,32 @@ async fn get_account(
         holds,
         payments,
         refunds,
-    }))
+        version,
+    })
 }
 
-/// Creates an account or sets its credit limit (and, if given, its balance).
+/// Creates an account or sets its credit limit (and, if given, its balance). A balance
+/// replaces the one stored: send `If-Match` with the `ETag` you read, so that a charge made
+/// since is not overwritten (412 then: read again).
 #[utoipa::path(put, path = "/accounts/{customer_id}", tag = "accounts",
-    params(("customer_id" = String, Path)),
+    params(
+        ("customer_id" = String, Path),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on, or * (must exist)"),
+    ),
     request_body = PutAccount,
     responses(
-        (status = 200, description = "Updated", body = AccountView),
-        (status = 201, description = "Created", body = AccountView),
+        (status = 200, description = "Updated", body = AccountView, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = AccountView, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON or If-Match", content_type = "application/problem+json"),
+        (status = 412, description = "Changed since the If-Match version, or missing", content_type = "application/problem+json"),
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
 async fn put_account(
     State(pool): State<PgPool>,
     Path(customer_id): Path<String>,
+    if_match: IfMatch,
     ValidJson(body): ValidJson<PutAccount>,
-) -> Result<(StatusCode, Json<AccountView>), Problem> {
+) -> Result<Response, Problem> {
     let mut errors = FieldErrors::default();
     errors.check(
         !customer_id.is_empty() && customer_id.len() <= 200,
@@ -170,47 +199,44 @@ async fn put_account(
         "must not be negative",
     );
     errors.into_result()?;
+    // One statement, so concurrent first PUTs of an account cannot both insert.
     let mut tx = pool.begin().await?;
-    let existing: Option<(String,)> =
-        sqlx::query_as("SELECT currency FROM accounts WHERE customer_id = $1 FOR UPDATE")
-            .bind(&customer_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let status = match existing {
-        Some((currency,)) if currency != body.currency => {
-            return Err(Problem::invalid_field(
-                "currency",
-                format!("the account is kept in {currency}"),
-            ));
+    let written: Option<(bool,)> = sqlx::query_as(
+        "INSERT INTO accounts (customer_id, currency, balance_minor, credit_limit_minor)
+         VALUES ($1, $2, coalesce($3, 0), $4)
+         ON CONFLICT (customer_id) DO UPDATE SET credit_limit_minor = $4,
+             balance_minor = coalesce($3, accounts.balance_minor), updated_at = now()
+         WHERE accounts.currency = $2 AND ($5::text IS NULL OR accounts.xmin::text = $5)
+         RETURNING (xmax = 0)",
+    )
+    .bind(&customer_id)
+    .bind(&body.currency)
+    .bind(body.balance_minor)
+    .bind(body.credit_limit_minor)
+    .bind(if_match.version())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let status = match written {
+        // Created although If-Match presumed it existed: rolled back on drop.
+        Some((true,)) if !if_match.allows_creation() => {
+            return Err(precondition_failed(&format!("account {customer_id}")));
         }
-        Some(_) => {
-            sqlx::query(
-                "UPDATE accounts SET credit_limit_minor = $2,
-                     balance_minor = coalesce($3, balance_minor), updated_at = now()
-                 WHERE customer_id = $1",
-            )
-            .bind(&customer_id)
-            .bind(body.credit_limit_minor)
-            .bind(body.balance_minor)
-            .execute(&mut *tx)
-            .await?;
-            StatusCode::OK
-        }
+        Some((true,)) => StatusCode::CREATED,
+        Some((false,)) => StatusCode::OK,
         None => {
-            sqlx::query(
-                "INSERT INTO accounts (customer_id, currency, balance_minor, credit_limit_minor)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&customer_id)
-            .bind(&body.currency)
-            .bind(body.balance_minor.unwrap_or(0))
-            .bind(body.credit_limit_minor)
-            .execute(&mut *tx)
-            .await?;
-            StatusCode::CREATED
+            let kept_in: Option<(String,)> =
+                sqlx::query_as("SELECT currency FROM accounts WHERE customer_id = $1")
+                    .bind(&customer_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(match kept_in {
+                Some((currency,)) if currency != body.currency => {
+                    Problem::invalid_field("currency", format!("the account is kept in {currency}"))
+                }
+                _ => precondition_failed(&format!("account {customer_id}")),
+            });
         }
     };
     tx.commit().await?;
-    let Json(view) = get_account(State(pool), Path(customer_id)).await?;
-    Ok((status, Json(view)))
+    Ok(read_account(&pool, customer_id).await?.with_etag(status))
 }

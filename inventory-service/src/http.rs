@@ -2,11 +2,13 @@
 //! publishes `ProductUpserted` (through the outbox) for order-service's catalog copy.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_runtime::{FieldErrors, Problem, ValidJson};
+use service_runtime::precondition::{etag, precondition_failed};
+use service_runtime::{FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::{CURRENCIES, ProductUpserted};
 use shared_events::{Event, Money, Outbox};
 use sqlx::{FromRow, PgExecutor, PgPool};
@@ -45,6 +47,16 @@ pub struct ProductView {
     pub available: i32,
     /// Units held by orders in flight.
     pub reserved: i32,
+    /// The row's version, sent as the `ETag`.
+    #[serde(skip)]
+    pub version: String,
+}
+
+impl ProductView {
+    fn with_etag(self, status: StatusCode) -> Response {
+        let tag = etag(&self.version);
+        (status, [(header::ETAG, tag)], Json(self)).into_response()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -59,7 +71,8 @@ pub struct PutProduct {
 }
 
 const SELECT_PRODUCT: &str =
-    "SELECT product_id, name, unit_price_minor, currency, available, reserved FROM products";
+    "SELECT product_id, name, unit_price_minor, currency, available, reserved, xmin::text AS version
+     FROM products";
 
 /// Every product, by id.
 #[utoipa::path(get, path = "/products", tag = "products",
@@ -73,37 +86,45 @@ async fn list_products(State(state): State<ApiState>) -> Result<Json<Vec<Product
     Ok(Json(products))
 }
 
-/// One product with its stock.
+/// One product with its stock; its `ETag` names the version for a conditional PUT.
 #[utoipa::path(get, path = "/products/{product_id}", tag = "products",
     params(("product_id" = String, Path)),
     responses(
-        (status = 200, body = ProductView),
+        (status = 200, body = ProductView, headers(("ETag" = String, description = "The product's version"))),
         (status = 404, description = "No such product", content_type = "application/problem+json"),
     ))]
 async fn get_product(
     State(state): State<ApiState>,
     Path(product_id): Path<String>,
-) -> Result<Json<ProductView>, Problem> {
+) -> Result<Response, Problem> {
     find(&state.pool, &product_id)
         .await?
-        .map(Json)
+        .map(|view| view.with_etag(StatusCode::OK))
         .ok_or_else(|| Problem::not_found(format!("no product {product_id}")))
 }
 
 /// Creates a product, or restocks / reprices / renames it; publishes `ProductUpserted`.
+/// `available` replaces the stock: send `If-Match` with the `ETag` you read, so that a
+/// reservation made since is not overwritten (412 then: read again).
 #[utoipa::path(put, path = "/products/{product_id}", tag = "products",
-    params(("product_id" = String, Path)),
+    params(
+        ("product_id" = String, Path),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on, or * (must exist)"),
+    ),
     request_body = PutProduct,
     responses(
-        (status = 200, description = "Updated", body = ProductView),
-        (status = 201, description = "Created", body = ProductView),
+        (status = 200, description = "Updated", body = ProductView, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = ProductView, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON or If-Match", content_type = "application/problem+json"),
+        (status = 412, description = "Changed since the If-Match version, or missing", content_type = "application/problem+json"),
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
 async fn put_product(
     State(state): State<ApiState>,
     Path(product_id): Path<String>,
+    if_match: IfMatch,
     ValidJson(body): ValidJson<PutProduct>,
-) -> Result<(StatusCode, Json<ProductView>), Problem> {
+) -> Result<Response, Problem> {
     let mut errors = FieldErrors::default();
     errors.check(
         !product_id.is_empty()
@@ -132,11 +153,12 @@ async fn put_product(
     errors.check(body.available >= 0, "available", "must not be negative");
     errors.into_result()?;
     let mut tx = state.pool.begin().await?;
-    let (inserted,): (bool,) = sqlx::query_as(
+    let written: Option<(bool,)> = sqlx::query_as(
         "INSERT INTO products (product_id, name, unit_price_minor, currency, available)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (product_id) DO UPDATE SET name = $2, unit_price_minor = $3,
              currency = $4, available = $5, updated_at = now()
+         WHERE $6::text IS NULL OR products.xmin::text = $6
          RETURNING (xmax = 0)",
     )
     .bind(&product_id)
@@ -144,8 +166,15 @@ async fn put_product(
     .bind(body.unit_price_minor)
     .bind(&body.currency)
     .bind(body.available)
-    .fetch_one(&mut *tx)
+    .bind(if_match.version())
+    .fetch_optional(&mut *tx)
     .await?;
+    let inserted = match written {
+        Some((inserted,)) if !inserted || if_match.allows_creation() => inserted,
+        // Changed since the version named, or created although If-Match presumed it
+        // existed: the transaction rolls back on drop.
+        _ => return Err(precondition_failed(&format!("product {product_id}"))),
+    };
     let event = Event::catalog(
         crate::DEFAULTS.name,
         ProductUpserted {
@@ -165,7 +194,7 @@ async fn put_product(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view)))
+    Ok(view.with_etag(status))
 }
 
 async fn find<'e>(

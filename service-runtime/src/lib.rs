@@ -7,6 +7,7 @@ pub mod config;
 pub mod health;
 pub mod json;
 pub mod maintenance;
+pub mod precondition;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
@@ -15,6 +16,7 @@ pub use app::{Application, Plumbing};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
 pub use json::ValidJson;
 pub use maintenance::Maintenance;
+pub use precondition::IfMatch;
 pub use problem::{FieldErrors, Problem};
 
 /// What a service binary does after parsing its config: start telemetry, build the

@@ -156,13 +156,21 @@ pub fn validate(
     {
         fail("note".into(), "must be at most 500 characters".into());
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    // Prices come from the catalog, which caps none: the sum is checked, not wrapped.
+    let total_minor = lines.iter().try_fold(0_i64, |total, l| {
+        l.unit_price_minor
+            .checked_mul(i64::from(l.quantity))?
+            .checked_add(total)
+    });
+    if total_minor.is_none() {
+        fail(
+            "items".into(),
+            "the order total is too large to be charged".into(),
+        );
     }
-    let total_minor = lines
-        .iter()
-        .map(|l| l.unit_price_minor * i64::from(l.quantity))
-        .sum();
+    let (Some(total_minor), true) = (total_minor, errors.is_empty()) else {
+        return Err(errors);
+    };
     Ok(ValidOrder {
         customer_id: request.customer_id.clone(),
         currency: request.currency.clone(),
@@ -227,6 +235,17 @@ mod tests {
         let order = validate(&request(), &catalog()).unwrap();
         assert_eq!(order.total_minor, 2 * 250 + 1000);
         assert_eq!(order.lines[0].unit_price_minor, 250);
+    }
+
+    #[test]
+    fn a_total_too_large_for_i64_is_refused_not_wrapped() {
+        let mut huge = catalog();
+        huge.get_mut("p1").unwrap().unit_price_minor = i64::MAX / 2;
+        assert_eq!(fields(validate(&request(), &huge)), ["items"]);
+        // At the edge it still adds up.
+        huge.get_mut("p1").unwrap().unit_price_minor = (i64::MAX - 1000) / 2;
+        let order = validate(&request(), &huge).unwrap();
+        assert_eq!(order.total_minor, (i64::MAX - 1000) / 2 * 2 + 1000);
     }
 
     #[test]

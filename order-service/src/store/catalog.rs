@@ -29,19 +29,18 @@ pub async fn catalog_prices<'e>(
     .await?)
 }
 
-/// Upserts `products` (each with when it changed) in one statement. Only a newer change
-/// wins, should one arrive out of order; of one product's changes in `products`, the last
-/// of the newest.
+/// Upserts `products` (each with when it changed) in one statement, in the order given,
+/// which is the order inventory committed them: a product's changes share its partition,
+/// and the outbox relays them in commit order. Their timestamps only inform: comparing
+/// wall clocks would drop the newer of two changes made within a clock's skew (another
+/// replica, another host), so the last change given wins.
 pub async fn upsert_catalog(
     tx: &mut PgConnection,
     products: &[(&ProductUpserted, DateTime<Utc>)],
 ) -> Result<(), Error> {
     let mut latest: BTreeMap<&str, (&ProductUpserted, DateTime<Utc>)> = BTreeMap::new();
     for &(product, at) in products {
-        let entry = latest.entry(&product.product_id).or_insert((product, at));
-        if at >= entry.1 {
-            *entry = (product, at);
-        }
+        latest.insert(&product.product_id, (product, at));
     }
     if latest.is_empty() {
         return Ok(());
@@ -65,8 +64,7 @@ pub async fn upsert_catalog(
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[])
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name,
              unit_price_minor = excluded.unit_price_minor, currency = excluded.currency,
-             available_quantity = excluded.available_quantity, updated_at = excluded.updated_at
-         WHERE catalog.updated_at <= excluded.updated_at",
+             available_quantity = excluded.available_quantity, updated_at = excluded.updated_at",
     )
     .bind(ids)
     .bind(names)

@@ -2,6 +2,7 @@
 //! a re-published record, concurrency and tracing. They run side by side, each with its own
 //! products and customers.
 
+mod edges;
 mod kafka;
 mod load;
 mod outcomes;
@@ -51,6 +52,14 @@ pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
     (
         "rest::every_service_serves_openapi_health_and_lists",
         rest::rest_surface,
+    ),
+    (
+        "rest::a_write_based_on_a_stale_read_is_refused_with_412",
+        edges::conditional_writes,
+    ),
+    (
+        "rest::concurrent_first_puts_of_an_account_all_succeed",
+        edges::concurrent_first_puts,
     ),
     (
         "kafka::republished_event_has_no_second_effect",
