@@ -111,7 +111,11 @@ impl KafkaConfig {
     }
 
     /// A consumer that stores offsets only when the application says a record is done
-    /// (at-least-once), and commits the stored offsets in the background.
+    /// (at-least-once), and commits the stored offsets in the background. Its group uses the
+    /// cooperative-sticky assignor: a member joining or leaving moves only the partitions
+    /// that must move, and the others keep being consumed through the rebalance (the eager
+    /// assignors stop every member), and a rejoin that finds no change hands back a
+    /// complete assignment instead of the previous one.
     pub fn at_least_once_consumer(&self, group_id: &str) -> ClientConfig {
         let mut config = self.base();
         config
@@ -120,7 +124,7 @@ impl KafkaConfig {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range")
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set(
                 "heartbeat.interval.ms",
