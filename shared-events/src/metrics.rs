@@ -41,6 +41,8 @@ pub struct EventMetrics {
     pub retried: Family<RecordLabels, Counter>,
     pub dead_lettered: Family<DeadLetterLabels, Counter>,
     pub partitions_paused: Family<TopicLabels, Counter>,
+    pub partitions_stalled: Family<TopicLabels, Counter>,
+    pub rejoins: Counter,
     pub batch_duration: Histogram,
     pub skipped: Family<TopicLabels, Counter>,
     pub batch_size: Histogram,
@@ -107,6 +109,16 @@ impl EventMetrics {
             metrics.partitions_paused.clone(),
         );
         r.register(
+            "consumer_partitions_stalled",
+            "Partitions of the group found lagging with nobody committing them",
+            metrics.partitions_stalled.clone(),
+        );
+        r.register(
+            "consumer_group_rejoins",
+            "Times the consumer left and rejoined its group because partitions stalled",
+            metrics.rejoins.clone(),
+        );
+        r.register(
             "consumer_batch_duration_seconds",
             "Time to apply one batch: its transaction from the first statement to the commit",
             metrics.batch_duration.clone(),
@@ -138,6 +150,8 @@ impl EventMetrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             partitions_paused: Family::default(),
+            partitions_stalled: Family::default(),
+            rejoins: Counter::default(),
             batch_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             skipped: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),

@@ -16,7 +16,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Span, info, info_span, warn};
+use tracing::{Span, debug, info, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub mod batch;
@@ -24,12 +24,14 @@ mod close;
 pub mod gate;
 mod handler;
 mod rebalance;
+pub mod stall;
 
 use batch::{Applier, Mode, Pending, Verdict, settled_prefix};
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
+use stall::{ProgressReader, StallJudge};
 
 use crate::codec::RegistryCodec;
 use crate::contracts::{Contract, Event, topics_of};
@@ -85,6 +87,13 @@ pub struct IdempotentConsumer<H> {
     consumer: StreamConsumer<RebalanceTracker>,
     reassigned: ReassignedPartitions,
     group_id: String,
+    kafka: KafkaConfig,
+    topics: Vec<String>,
+    progress: ProgressReader,
+    /// How often the group's progress is read, and how long a partition may lag with its
+    /// commit frozen before it counts as stalled.
+    stall_check: Duration,
+    stall_after: Duration,
     codec: RegistryCodec,
     applier: Applier<H>,
     dead_letters: DeadLetterPublisher,
@@ -97,6 +106,13 @@ pub struct IdempotentConsumer<H> {
 struct Record {
     partition: TopicPartition,
     message: OwnedMessage,
+}
+
+/// Why consuming as this member ended.
+enum Ended {
+    Stopped,
+    /// Partitions of the group nobody consumes: rejoin as a new member.
+    Stalled(Vec<TopicPartition>),
 }
 
 /// How a batch ended.
@@ -138,20 +154,26 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             topics_of(H::EVENT_TYPES).map_err(|e| Error::InvalidContract(e.to_string()))?;
         let names = TopicNames::new(settings.kafka.topic_prefix.clone());
         let reassigned = Arc::new(Mutex::new(Vec::new()));
-        let context = RebalanceTracker {
-            reassigned: reassigned.clone(),
-        };
-        let consumer: StreamConsumer<RebalanceTracker> = settings
-            .kafka
-            .at_least_once_consumer(&settings.group_id)
-            .create_with_context(context)
-            .map_err(Error::Kafka)?;
         let topic_names: Vec<String> = topics.iter().map(|t| names.name(*t)).collect();
-        let topic_refs: Vec<&str> = topic_names.iter().map(String::as_str).collect();
-        consumer.subscribe(&topic_refs).map_err(Error::Kafka)?;
+        let consumer = join(
+            &settings.kafka,
+            &settings.group_id,
+            &topic_names,
+            &reassigned,
+        )?;
+        let session = Duration::from_millis(u64::from(settings.kafka.session_timeout_ms));
         Ok(Self {
             consumer,
             reassigned,
+            progress: ProgressReader::new(
+                &settings.kafka,
+                &settings.group_id,
+                topic_names.clone(),
+            )?,
+            topics: topic_names,
+            kafka: settings.kafka.clone(),
+            stall_check: session,
+            stall_after: session * STALLED_AFTER_SESSIONS,
             applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
             group_id: settings.group_id,
             codec,
@@ -165,37 +187,104 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// Consumes until `shutdown` is cancelled. The batch in hand is finished (or left for
     /// redelivery) before returning; the stored offsets are committed and the group left,
     /// within a bounded wait.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let mut gate = PartitionGate::new(self.retry.cool_down());
-        {
-            let mut stream = self.consumer.stream();
-            loop {
-                let next_resume = gate.next_resume();
-                let first = tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = sleep_until(next_resume), if next_resume.is_some() => {
-                        self.resume_due(&mut gate);
-                        continue;
-                    }
-                    received = stream.next() => received,
-                };
-                let mut batch = Vec::new();
-                self.take(first, &mut batch);
-                self.fill(&mut stream, &mut batch).await;
-                self.forget_reassigned(&mut gate);
-                batch.retain(|record| gate.admit(&record.partition, record.message.offset()));
-                if batch.is_empty() {
-                    continue;
-                }
-                self.metrics.batch_size.observe(batch.len() as f64);
-                if let Settled::Interrupted = self.settle(batch, &mut gate, &shutdown).await {
-                    break;
-                }
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+        let mut judge = StallJudge::new(self.stall_after);
+        while let Ended::Stalled(partitions) = self.consume(&shutdown, &mut judge).await {
+            let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+            warn!(group = %self.group_id, partitions = ?names,
+                "partitions of the group lag and nobody commits them; leaving and rejoining the group as a new member");
+            for partition in &partitions {
+                self.metrics
+                    .partitions_stalled
+                    .get_or_create(&TopicLabels {
+                        topic: partition.topic.clone(),
+                    })
+                    .inc();
             }
+            self.metrics.rejoins.inc();
+            let fresh = join(&self.kafka, &self.group_id, &self.topics, &self.reassigned)?;
+            let stale = std::mem::replace(&mut self.consumer, fresh);
+            close_within(stale, &self.group_id, CLOSE_TIMEOUT).await;
+            self.reassigned
+                .lock()
+                .expect("rebalance list poisoned")
+                .clear();
+            judge.reset();
         }
         close_within(self.consumer, &self.group_id, CLOSE_TIMEOUT).await;
         Ok(())
+    }
+
+    /// Consumes as the current group member until shutdown, or until partitions of the
+    /// group are found stalled.
+    async fn consume(&self, shutdown: &CancellationToken, judge: &mut StallJudge) -> Ended {
+        let mut gate = PartitionGate::new(self.retry.cool_down());
+        let mut next_check = Instant::now() + self.stall_check;
+        let mut stream = self.consumer.stream();
+        loop {
+            let next_resume = gate.next_resume();
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ended::Stopped,
+                () = sleep_until(next_resume), if next_resume.is_some() => {
+                    self.resume_due(&mut gate);
+                    continue;
+                }
+                () = tokio::time::sleep_until(next_check) => {
+                    next_check = Instant::now() + self.stall_check;
+                    let stalled = self.stalled_partitions(judge, &gate).await;
+                    if !stalled.is_empty() {
+                        return Ended::Stalled(stalled);
+                    }
+                    continue;
+                }
+                received = stream.next() => received,
+            };
+            let mut batch = Vec::new();
+            self.take(first, &mut batch);
+            self.fill(&mut stream, &mut batch).await;
+            self.forget_reassigned(&mut gate);
+            batch.retain(|record| gate.admit(&record.partition, record.message.offset()));
+            if batch.is_empty() {
+                continue;
+            }
+            self.metrics.batch_size.observe(batch.len() as f64);
+            if let Settled::Interrupted = self.settle(batch, &mut gate, shutdown).await {
+                return Ended::Stopped;
+            }
+        }
+    }
+
+    /// The group's partitions that this member does not own and that have lagged with
+    /// their commit frozen for too long; none while this member has troubles of its own.
+    async fn stalled_partitions(
+        &self,
+        judge: &mut StallJudge,
+        gate: &PartitionGate,
+    ) -> Vec<TopicPartition> {
+        if gate.next_resume().is_some() {
+            // Paused for a cool-down: a shared outage is likelier than a stuck peer.
+            judge.reset();
+            return Vec::new();
+        }
+        let readings = match self.progress.read().await {
+            Ok(readings) => readings,
+            Err(e) => {
+                debug!(error = %e, "could not read the group's progress");
+                return Vec::new();
+            }
+        };
+        let own: HashSet<TopicPartition> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .map(|e| TopicPartition::new(e.topic(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        judge.observe(&readings, &own, Instant::now())
     }
 
     /// Adds what has already arrived to `batch`, up to the batch limit, waiting at most the
@@ -540,6 +629,29 @@ fn event_type_label(message: &OwnedMessage) -> String {
         .and_then(Contract::by_event_type)
         .map_or("unknown", |c| c.event_type)
         .to_owned()
+}
+
+/// A partition lagging with its commit frozen for this many session timeouts is stalled:
+/// by then its owner, were it alive and well, would have committed or been expelled.
+const STALLED_AFTER_SESSIONS: u32 = 3;
+
+/// A new member of `group_id`, subscribed to `topics`.
+fn join(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    topics: &[String],
+    reassigned: &ReassignedPartitions,
+) -> Result<StreamConsumer<RebalanceTracker>, Error> {
+    let context = RebalanceTracker {
+        reassigned: reassigned.clone(),
+    };
+    let consumer: StreamConsumer<RebalanceTracker> = kafka
+        .at_least_once_consumer(group_id)
+        .create_with_context(context)
+        .map_err(Error::Kafka)?;
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(Error::Kafka)?;
+    Ok(consumer)
 }
 
 fn single_partition(partition: &TopicPartition) -> TopicPartitionList {

@@ -1,0 +1,253 @@
+//! Partitions nobody consumes. A partition of the group's topics whose lag stays above zero
+//! while its committed offset does not move for several session timeouts is stalled: its
+//! owner is stuck, or is a member the coordinator still lists although it is gone (tansu
+//! 0.6 can keep such a ghost after a kill -9; on Kafka it looks the same when a consumer
+//! hangs). The runner counts it, logs it, and leaves and rejoins the group as a new member,
+//! which makes the coordinator assign every partition again.
+//!
+//! Only partitions this member does not own are judged (its own are its own business:
+//! paused for a cool-down, say), and only while this member itself is healthy, so that a
+//! shared outage (the database down for everyone) does not set every replica rejoining.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use super::gate::TopicPartition;
+use crate::Error;
+use crate::kafka::KafkaConfig;
+
+/// Where a partition stands: the group's committed offset and the log end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The group's committed offset, or `None` if it never committed one.
+    pub committed: Option<i64>,
+    /// The high watermark: the offset the next record will get.
+    pub end: i64,
+}
+
+impl Progress {
+    fn lag(&self) -> i64 {
+        // A partition never committed lags by everything from its start; treat that as
+        // lagging as long as it has records (its low watermark is not read).
+        self.end - self.committed.unwrap_or(0)
+    }
+}
+
+/// The judgement, without I/O: which partitions have lagged without their committed offset
+/// moving for at least `stall_after`.
+#[derive(Debug)]
+pub struct StallJudge {
+    stall_after: Duration,
+    /// Partition -> its committed offset when first seen lagging at it, and when.
+    stuck_since: HashMap<TopicPartition, (Option<i64>, Instant)>,
+}
+
+impl StallJudge {
+    pub fn new(stall_after: Duration) -> Self {
+        Self {
+            stall_after,
+            stuck_since: HashMap::new(),
+        }
+    }
+
+    /// Takes one reading of every partition at `now`; returns those stalled, skipping the
+    /// partitions in `own`.
+    pub fn observe(
+        &mut self,
+        readings: &[(TopicPartition, Progress)],
+        own: &HashSet<TopicPartition>,
+        now: Instant,
+    ) -> Vec<TopicPartition> {
+        let mut stalled = Vec::new();
+        for (partition, progress) in readings {
+            if own.contains(partition) || progress.lag() <= 0 {
+                self.stuck_since.remove(partition);
+                continue;
+            }
+            let since = self
+                .stuck_since
+                .entry(partition.clone())
+                .and_modify(|entry| {
+                    if entry.0 != progress.committed {
+                        *entry = (progress.committed, now);
+                    }
+                })
+                .or_insert((progress.committed, now));
+            if now.duration_since(since.1) >= self.stall_after {
+                stalled.push(partition.clone());
+            }
+        }
+        stalled
+    }
+
+    /// Forgets every reading: after a rejoin, each partition gets its full time again.
+    pub fn reset(&mut self) {
+        self.stuck_since.clear();
+    }
+}
+
+/// Reads the group's committed offsets and the log ends of its topics, with a client that
+/// has the group's id but never joins it.
+pub(super) struct ProgressReader {
+    client: Arc<BaseConsumer>,
+    topics: Vec<String>,
+}
+
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ProgressReader {
+    pub(super) fn new(
+        kafka: &KafkaConfig,
+        group_id: &str,
+        topics: Vec<String>,
+    ) -> Result<Self, Error> {
+        let client: BaseConsumer = kafka
+            .at_least_once_consumer(group_id)
+            .create()
+            .map_err(Error::Kafka)?;
+        Ok(Self {
+            client: Arc::new(client),
+            topics,
+        })
+    }
+
+    /// Every partition of the topics with its progress; blocking calls, off the runtime.
+    pub(super) async fn read(&self) -> Result<Vec<(TopicPartition, Progress)>, Error> {
+        let client = self.client.clone();
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || read_blocking(&client, &topics))
+            .await
+            .map_err(|e| Error::Timeout(format!("reading the group's progress: {e}")))?
+    }
+}
+
+fn read_blocking(
+    client: &BaseConsumer,
+    topics: &[String],
+) -> Result<Vec<(TopicPartition, Progress)>, Error> {
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = client
+            .fetch_metadata(Some(topic), READ_TIMEOUT)
+            .map_err(Error::Kafka)?;
+        for found in metadata.topics() {
+            for partition in found.partitions() {
+                partitions.add_partition(topic, partition.id());
+            }
+        }
+    }
+    let committed = client
+        .committed_offsets(partitions, READ_TIMEOUT)
+        .map_err(Error::Kafka)?;
+    let mut readings = Vec::new();
+    for element in committed.elements() {
+        let (_, end) = client
+            .fetch_watermarks(element.topic(), element.partition(), READ_TIMEOUT)
+            .map_err(Error::Kafka)?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        };
+        readings.push((
+            TopicPartition::new(element.topic(), element.partition()),
+            Progress { committed, end },
+        ));
+    }
+    Ok(readings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(partition: i32, committed: i64, end: i64) -> (TopicPartition, Progress) {
+        (
+            TopicPartition::new("orders", partition),
+            Progress {
+                committed: Some(committed),
+                end,
+            },
+        )
+    }
+
+    const STALL_AFTER: Duration = Duration::from_secs(18);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_lagging_with_its_commit_frozen_is_stalled_after_the_wait() {
+        let mut judge = StallJudge::new(STALL_AFTER);
+        let none = HashSet::new();
+        assert!(
+            judge
+                .observe(&[reading(0, 10, 15)], &none, Instant::now())
+                .is_empty()
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            judge
+                .observe(&[reading(0, 10, 20)], &none, Instant::now())
+                .is_empty()
+        );
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(
+            judge.observe(&[reading(0, 10, 25)], &none, Instant::now()),
+            [TopicPartition::new("orders", 0)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moving_commit_or_no_lag_starts_the_wait_over() {
+        let mut judge = StallJudge::new(STALL_AFTER);
+        let none = HashSet::new();
+        judge.observe(
+            &[reading(0, 10, 15), reading(1, 5, 9)],
+            &none,
+            Instant::now(),
+        );
+        tokio::time::advance(Duration::from_secs(12)).await;
+        // Partition 0 committed further; partition 1 caught up.
+        judge.observe(
+            &[reading(0, 12, 15), reading(1, 9, 9)],
+            &none,
+            Instant::now(),
+        );
+        tokio::time::advance(Duration::from_secs(12)).await;
+        let stalled = judge.observe(
+            &[reading(0, 12, 16), reading(1, 9, 11)],
+            &none,
+            Instant::now(),
+        );
+        assert!(stalled.is_empty(), "{stalled:?}");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            judge.observe(
+                &[reading(0, 12, 16), reading(1, 9, 11)],
+                &none,
+                Instant::now()
+            ),
+            [TopicPartition::new("orders", 0)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn this_members_own_partitions_are_never_judged_and_a_reset_forgets() {
+        let mut judge = StallJudge::new(STALL_AFTER);
+        let own = HashSet::from([TopicPartition::new("orders", 0)]);
+        judge.observe(&[reading(0, 1, 9), reading(1, 1, 9)], &own, Instant::now());
+        tokio::time::advance(STALL_AFTER).await;
+        assert_eq!(
+            judge.observe(&[reading(0, 1, 9), reading(1, 1, 9)], &own, Instant::now()),
+            [TopicPartition::new("orders", 1)]
+        );
+        judge.reset();
+        assert!(
+            judge
+                .observe(&[reading(1, 1, 9)], &HashSet::new(), Instant::now())
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! A member that stays in the group but consumes nothing (hung, or a ghost the coordinator
+//! keeps after a kill -9) holds its partitions. The runner sees them lag with their commit
+//! frozen, counts them, logs them and rejoins the group as a new member; nothing is lost.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use shared_events::Topic;
+use shared_events::metrics::TopicLabels;
+use support::{TestStack, eventually, step_event};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Joins `group`, and pauses whatever it is assigned while it keeps polling (so it stays a
+/// live member) until `stop`; it never commits.
+fn stuck_member(
+    stack: &TestStack,
+    group: &str,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>) {
+    let config = stack.kafka.at_least_once_consumer(group);
+    let topic = stack.names.name(Topic::Orders);
+    let (assigned_tx, assigned) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let consumer: BaseConsumer = config.create().unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let mut told = false;
+        while !stop.load(Ordering::SeqCst) {
+            let _ignored = consumer.poll(Duration::from_millis(50));
+            let assignment = consumer.assignment().unwrap();
+            if assignment.count() > 0 {
+                consumer.pause(&assignment).unwrap();
+                if !told {
+                    told = assigned_tx.send(()).is_ok();
+                }
+            }
+        }
+        // Dropped here: it leaves the group, and its partitions move.
+    });
+    (thread, assigned)
+}
+
+#[tokio::test]
+async fn a_partition_nobody_consumes_is_detected_and_the_runner_rejoins() {
+    let stack = TestStack::new(2).await;
+    let group = format!("{}stall", stack.kafka.topic_prefix);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stuck, assigned) = stuck_member(&stack, &group, stop.clone());
+    tokio::task::spawn_blocking(move || assigned.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the stuck member never got a partition");
+
+    let shutdown = CancellationToken::new();
+    let relay = stack.spawn_relay(&shutdown);
+    let runner = stack.spawn_consumer("stall", &shutdown);
+    let orders: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    let events: Vec<_> = orders.iter().map(|order| step_event(*order, 0)).collect();
+    stack.append_committed(&events).await;
+
+    let orders_topic = TopicLabels {
+        topic: stack.names.name(Topic::Orders),
+    };
+    eventually(
+        Duration::from_secs(120),
+        "the stalled partition to be detected and the runner to rejoin",
+        || async {
+            let stalled = stack
+                .metrics
+                .partitions_stalled
+                .get_or_create(&orders_topic)
+                .get();
+            (stalled >= 1 && stack.metrics.rejoins.get() >= 1).then_some(())
+        },
+    )
+    .await;
+
+    // The stuck member goes; its partition moves and every event is applied once.
+    stop.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || stuck.join().unwrap())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), "all 20 events", || async {
+        (stack.effects().await.len() >= 20).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.effects().await.len(), 20, "each event applied once");
+    shutdown.cancel();
+    relay.await.unwrap();
+    runner.await.unwrap();
+}
