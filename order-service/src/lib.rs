@@ -17,6 +17,7 @@ pub mod store;
 
 use std::time::Duration;
 
+use service_runtime::admission::OverloadProbe;
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
 use shared_events::{EventHandler, PruneTarget, Topic};
 use sqlx::migrate::Migrator;
@@ -73,6 +74,14 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub idempotency_key_retention_hours: u64,
+    /// Sagas in flight past which new orders get 503 with Retry-After: under more load
+    /// than the services can carry, the orders let in still finish in bounded time.
+    #[arg(
+        long = "overload-orders-in-flight",
+        env = "OVERLOAD_ORDERS_IN_FLIGHT",
+        default_value_t = 2_000
+    )]
+    pub overload_orders_in_flight: u32,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -131,6 +140,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         .with_routes(http::routes(api))
         .with_openapi(http::ApiDoc::openapi())
         .with_task("saga deadline watcher", |token| watcher.run(token))
+        .with_overload_probe(OverloadProbe {
+            name: "sagas in flight",
+            rows_sql: "SELECT 1 FROM orders_view
+                       WHERE status NOT IN ('COMPLETED', 'CANCELLED')",
+            threshold: config.overload_orders_in_flight,
+        })
         .with_pruning(PruneTarget {
             table: "idempotency_keys",
             column: "created_at",

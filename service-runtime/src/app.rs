@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
+use crate::admission::{self, Admission, OverloadProbe};
 use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, BrokerWatch, HealthState};
 
@@ -55,6 +56,8 @@ pub struct Application {
     router: Router,
     plumbing: Plumbing,
     broker: BrokerWatch,
+    admission: Admission,
+    overload_probes: Vec<OverloadProbe>,
     background: Vec<BackgroundTask>,
     /// Tables pruned by age: the dedup record, and what the service adds.
     prune_targets: Vec<PruneTarget>,
@@ -105,6 +108,7 @@ impl Application {
         );
         let metrics = EventMetrics::register(&mut registry);
         let broker = BrokerWatch::register(config.kafka.base().create()?, &mut registry);
+        let admission = Admission::new(&config.admission, &mut registry);
         let registry = Arc::new(Mutex::new(registry));
         let health = health::router(HealthState {
             pool: pool.clone(),
@@ -128,6 +132,8 @@ impl Application {
             router: health,
             plumbing,
             broker,
+            admission,
+            overload_probes: Vec::new(),
             background: Vec::new(),
             prune_targets: vec![PruneTarget::processed_events(&plumbing_retention)],
         })
@@ -208,6 +214,12 @@ impl Application {
         self
     }
 
+    /// Refuses new work (503) also while `probe`'s queue is past its threshold.
+    pub fn with_overload_probe(mut self, probe: OverloadProbe) -> Self {
+        self.overload_probes.push(probe);
+        self
+    }
+
     /// Prunes `target` by age beside the dedup record (e.g. idempotency keys).
     pub fn with_pruning(mut self, target: PruneTarget) -> Self {
         self.prune_targets.push(target);
@@ -228,6 +240,10 @@ impl Application {
             ..
         } = self.plumbing;
         let pool_for_pruning = pool.clone();
+        let admission = self.admission.clone();
+        let (admission_pool, admission_metrics, admission_config) =
+            (pool.clone(), metrics.clone(), config.admission.clone());
+        let overload_probes = self.overload_probes;
         let relay = OutboxRelay::new(
             pool,
             &outbox,
@@ -251,6 +267,18 @@ impl Application {
                 start: Box::new(move |token| tokio::spawn(broker.run(token))),
             },
             BackgroundTask {
+                name: "admission watch",
+                start: Box::new(move |token| {
+                    tokio::spawn(admission.watch(
+                        admission_pool,
+                        admission_metrics,
+                        admission_config,
+                        overload_probes,
+                        token,
+                    ))
+                }),
+            },
+            BackgroundTask {
                 name: "pruning",
                 start: Box::new(move |token| {
                     tokio::spawn(async move {
@@ -270,22 +298,31 @@ impl Application {
             let handle = (task.start)(shutdown.clone());
             tasks.spawn(async move { (task.name, handle.await) });
         }
-        let router = self.router.layer((
-            // INFO, so that a request's span (the root of an order's trace) passes the
-            // default filter and reaches the exporter.
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
-            DefaultBodyLimit::max(crate::json::BODY_LIMIT_BYTES),
-            TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                Duration::from_secs(10),
-            ),
-        ));
+        let router = self
+            .router
+            .layer(axum::middleware::from_fn_with_state(
+                self.admission,
+                admission::admit,
+            ))
+            .layer((
+                // INFO, so that a request's span (the root of an order's trace) passes the
+                // default filter and reaches the exporter.
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+                DefaultBodyLimit::max(crate::json::BODY_LIMIT_BYTES),
+                TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_secs(10),
+                ),
+            ));
         let server_shutdown = shutdown.clone();
         tracing::info!(address = %self.listener.local_addr()?, "listening");
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .into_future();
+        let server = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+        .into_future();
         tokio::pin!(server);
         let mut result = Ok(());
         let mut served = None;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::admission::AdmissionConfig;
 use shared_events::{
     ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetentionConfig, RetryConfig,
 };
@@ -50,6 +51,8 @@ pub struct ServiceConfig {
     pub retry: RetryConfig,
     #[command(flatten)]
     pub retention: RetentionConfig,
+    #[command(flatten)]
+    pub admission: AdmissionConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }

@@ -2,6 +2,7 @@
 //! health/readiness/metrics endpoints, problem+json errors, and wiring of the event
 //! plumbing (database, registry codec, outbox relay, consumers).
 
+pub mod admission;
 mod app;
 pub mod config;
 pub mod health;

@@ -43,6 +43,8 @@ pub struct EventMetrics {
     pub partitions_paused: Family<TopicLabels, Counter>,
     pub partitions_stalled: Family<TopicLabels, Counter>,
     pub rejoins: Counter,
+    /// The whole group's lag (every member's), as of the last reading.
+    pub consumer_lag: Gauge,
     pub batch_duration: Histogram,
     pub skipped: Family<TopicLabels, Counter>,
     pub batch_size: Histogram,
@@ -114,6 +116,11 @@ impl EventMetrics {
             metrics.partitions_stalled.clone(),
         );
         r.register(
+            "consumer_lag_records",
+            "Records of the group's topics not yet committed by the group, all members together",
+            metrics.consumer_lag.clone(),
+        );
+        r.register(
             "consumer_group_rejoins",
             "Times the consumer left and rejoined its group because partitions stalled",
             metrics.rejoins.clone(),
@@ -152,6 +159,7 @@ impl EventMetrics {
             partitions_paused: Family::default(),
             partitions_stalled: Family::default(),
             rejoins: Counter::default(),
+            consumer_lag: Gauge::default(),
             batch_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             skipped: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),

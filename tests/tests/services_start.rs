@@ -129,3 +129,107 @@ async fn old_dedup_rows_and_idempotency_keys_are_pruned() {
     drop(db);
     stack.stop_all().await;
 }
+
+/// PUTs a product to inventory-service; the response's status and Retry-After header.
+async fn put_product_status(base_url: &str, product: &str) -> (u16, Option<String>) {
+    let response = reqwest::Client::new()
+        .put(format!("{base_url}/products/{product}"))
+        .json(
+            &serde_json::json!({"name": product, "unit_price_minor": 100,
+                                  "currency": "EUR", "available": 1}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    if !response.status().is_success() {
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(content_type, "application/problem+json");
+    }
+    (response.status().as_u16(), retry_after)
+}
+
+/// With the broker away the outbox backs up; past the threshold a service refuses new work
+/// with 503 and Retry-After, still serves reads, and a refused request writes nothing.
+#[tokio::test]
+async fn a_service_whose_outbox_backs_up_refuses_new_work_with_503() {
+    let nobody_listens = orderflow_e2e::free_port();
+    let mut stack = Stack::start(
+        "shed",
+        &[
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                format!("127.0.0.1:{nobody_listens}"),
+            ),
+            ("OVERLOAD_OUTBOX_BACKLOG", "3".to_owned()),
+        ],
+    )
+    .await;
+    let inventory = stack.url("inventory-service").to_owned();
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..100 {
+        match put_product_status(&inventory, &format!("shed-{i}")).await {
+            (200 | 201, _) => accepted += 1,
+            (503, retry_after) => {
+                refused = retry_after;
+                break;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused.as_deref(), Some("1"), "never refused");
+    assert!(
+        accepted > 3,
+        "refused before the backlog passed 3: {accepted}"
+    );
+    let reads = reqwest::get(format!("{inventory}/products")).await.unwrap();
+    assert_eq!(reads.status(), 200);
+    let database_url = stack.services["inventory-service"].database_url.clone();
+    let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();
+    let (products, outbox): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM outbox)")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((products, outbox), (accepted, accepted));
+    drop(db);
+    stack.stop_all().await;
+}
+
+/// A client over its request rate gets 429 with Retry-After; another client does not.
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429() {
+    let mut stack = Stack::start(
+        "rate",
+        &[
+            ("RATE_LIMIT_PER_SECOND", "1".to_owned()),
+            ("RATE_LIMIT_BURST", "3".to_owned()),
+        ],
+    )
+    .await;
+    let inventory = stack.url("inventory-service").to_owned();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(put_product_status(&inventory, &format!("rate-{i}")).await);
+    }
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(limited.len() >= 4, "{statuses:?}");
+    assert!(
+        limited.iter().all(|(_, retry)| retry.is_some()),
+        "{statuses:?}"
+    );
+    // Health is never limited.
+    for _ in 0..5 {
+        let health = reqwest::get(format!("{inventory}/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    stack.stop_all().await;
+}

@@ -172,7 +172,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             )?,
             topics: topic_names,
             kafka: settings.kafka.clone(),
-            stall_check: session,
+            stall_check: session.min(PROGRESS_READ_INTERVAL),
             stall_after: session * STALLED_AFTER_SESSIONS,
             applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
             group_id: settings.group_id,
@@ -257,16 +257,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     /// The group's partitions that this member does not own and that have lagged with
     /// their commit frozen for too long; none while this member has troubles of its own.
+    /// Reading them also updates the group's lag gauge.
     async fn stalled_partitions(
         &self,
         judge: &mut StallJudge,
         gate: &PartitionGate,
     ) -> Vec<TopicPartition> {
-        if gate.next_resume().is_some() {
-            // Paused for a cool-down: a shared outage is likelier than a stuck peer.
-            judge.reset();
-            return Vec::new();
-        }
         let readings = match self.progress.read().await {
             Ok(readings) => readings,
             Err(e) => {
@@ -274,6 +270,13 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 return Vec::new();
             }
         };
+        let lag = readings.iter().map(|(_, p)| p.lag().max(0)).sum();
+        self.metrics.consumer_lag.set(lag);
+        if gate.next_resume().is_some() {
+            // Paused for a cool-down: a shared outage is likelier than a stuck peer.
+            judge.reset();
+            return Vec::new();
+        }
         let own: HashSet<TopicPartition> = self
             .consumer
             .assignment()
@@ -630,6 +633,10 @@ fn event_type_label(message: &OwnedMessage) -> String {
         .map_or("unknown", |c| c.event_type)
         .to_owned()
 }
+
+/// How often, at most, the group's progress is read (its lag is a gauge admission control
+/// reads; stalls are judged by elapsed time, however often it is read).
+const PROGRESS_READ_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A partition lagging with its commit frozen for this many session timeouts is stalled:
 /// by then its owner, were it alive and well, would have committed or been expelled.

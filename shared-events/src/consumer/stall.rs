@@ -31,7 +31,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn lag(&self) -> i64 {
+    pub fn lag(&self) -> i64 {
         // A partition never committed lags by everything from its start; treat that as
         // lagging as long as it has records (its low watermark is not read).
         self.end - self.committed.unwrap_or(0)

@@ -57,6 +57,11 @@ pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
         NO_DEADLINE_SECS,
     ),
     (
+        "faults::new_orders_get_503_while_too_many_sagas_are_in_flight",
+        too_many_in_flight,
+        NO_DEADLINE_SECS,
+    ),
+    (
         "cqrs::rebuilt_projection_is_identical",
         rebuild_projection,
         NO_DEADLINE_SECS,
@@ -351,6 +356,63 @@ async fn wait_for_one_active_relay(urls: &[String]) -> usize {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Admission control: with shipping down, sagas pile up in flight; past the threshold new
+/// orders get 503 with Retry-After (and nothing is placed), reads still work, and once the
+/// sagas finish new orders are taken again.
+fn too_many_in_flight(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "inflight").await;
+        stack
+            .service("order-service")
+            .run_with("OVERLOAD_ORDERS_IN_FLIGHT", "2")
+            .await;
+        stack.service("shipping-service").stop().await;
+        let body = order_body(&customer, &[(&product, 1)], "DE");
+        let url = format!("{}/orders", stack.url("order-service"));
+        let post = || {
+            reqwest::Client::new()
+                .post(&url)
+                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .json(&body)
+                .send()
+        };
+        let mut placed = Vec::new();
+        let refused = loop {
+            let response = post().await.unwrap();
+            match response.status() {
+                StatusCode::ACCEPTED => {
+                    let answer: Value = response.json().await.unwrap();
+                    placed.push(answer["order_id"].as_str().unwrap().to_owned());
+                }
+                StatusCode::SERVICE_UNAVAILABLE => break response,
+                other => panic!("unexpected {other}"),
+            }
+            assert!(placed.len() <= 10, "never refused");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert!(placed.len() >= 3, "refused too early: {}", placed.len());
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/overloaded");
+        let (_, page) = client::get_json(&format!("{url}?customer_id={customer}&limit=100")).await;
+        assert_eq!(page["orders"].as_array().unwrap().len(), placed.len());
+
+        stack.service("shipping-service").start().await;
+        for order_id in &placed {
+            client::wait_for_status(stack, order_id, "COMPLETED").await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while post().await.unwrap().status() != StatusCode::ACCEPTED {
+            assert!(tokio::time::Instant::now() < deadline, "still refusing");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stack
+            .service("order-service")
+            .run_with("OVERLOAD_ORDERS_IN_FLIGHT", "2000")
+            .await;
+    })
 }
 
 async fn sleep_past(deadline: &Value) {

@@ -1,0 +1,255 @@
+//! Admission control: a service under more load than it can carry says so instead of
+//! falling over.
+//!
+//! - **Overload (503 + Retry-After).** While the outbox backlog, the consumer group's lag,
+//!   or a queue the service names (order-service: sagas in flight) is past its threshold,
+//!   requests that would add work (every method but GET and HEAD) are refused; reads are
+//!   still served. Work already accepted keeps flowing, so latency stays bounded for what
+//!   was let in.
+//! - **Rate (429 + Retry-After).** Each client gets `RATE_LIMIT_PER_SECOND` requests a
+//!   second with bursts of `RATE_LIMIT_BURST` (GCRA, from `governor`). A client is its
+//!   peer address: behind a proxy, limit at the edge (or per authenticated subject).
+//!
+//! Health, readiness, metrics and the OpenAPI document are never refused.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use shared_events::EventMetrics;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::problem::Problem;
+
+/// How often the outbox backlog and the consumer lag are compared to their thresholds.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+/// What an overloaded service asks a client to wait.
+const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+/// Paths no limit applies to.
+const ALWAYS_ADMITTED: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdmissionConfig {
+    /// Outbox rows not yet published past which requests that add work get 503.
+    #[arg(
+        long = "overload-outbox-backlog",
+        env = "OVERLOAD_OUTBOX_BACKLOG",
+        default_value_t = 5_000
+    )]
+    pub outbox_backlog: u32,
+    /// Records the consumer group has not committed past which requests that add work get
+    /// 503.
+    #[arg(
+        long = "overload-consumer-lag",
+        env = "OVERLOAD_CONSUMER_LAG",
+        default_value_t = 20_000
+    )]
+    pub consumer_lag: u32,
+    /// Requests a second each client may make (0: no limit).
+    #[arg(
+        long = "rate-limit-per-second",
+        env = "RATE_LIMIT_PER_SECOND",
+        default_value_t = 0
+    )]
+    pub rate_per_second: u32,
+    /// How many requests a client may make at once before the rate applies.
+    #[arg(
+        long = "rate-limit-burst",
+        env = "RATE_LIMIT_BURST",
+        default_value_t = 50
+    )]
+    pub rate_burst: u32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    reason: &'static str,
+}
+
+/// A queue of the service's own whose length says it is overloaded: `rows_sql` selects one
+/// row per queued item (it gets `LIMIT threshold + 1` appended, so counting stops there).
+#[derive(Debug, Clone)]
+pub struct OverloadProbe {
+    pub name: &'static str,
+    pub rows_sql: &'static str,
+    pub threshold: u32,
+}
+
+impl OverloadProbe {
+    fn outbox(threshold: u32) -> Self {
+        Self {
+            name: "outbox backlog",
+            rows_sql: "SELECT 1 FROM outbox",
+            threshold,
+        }
+    }
+
+    /// Whether the queue is longer than its threshold; a failed count says no.
+    async fn over(&self, pool: &PgPool) -> bool {
+        // The SQL comes from code, never from input.
+        let count = format!(
+            "SELECT count(*) FROM ({} LIMIT $1) AS queued",
+            self.rows_sql
+        );
+        match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count))
+            .bind(i64::from(self.threshold) + 1)
+            .fetch_one(pool)
+            .await
+        {
+            Ok(rows) => rows > i64::from(self.threshold),
+            Err(e) => {
+                tracing::debug!(probe = self.name, error = %e, "could not measure");
+                false
+            }
+        }
+    }
+}
+
+/// The admission state every request is checked against. Cheap to clone.
+#[derive(Clone)]
+pub struct Admission {
+    overloaded: Arc<AtomicBool>,
+    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    shed: Family<ShedLabels, Counter>,
+}
+
+impl Admission {
+    pub fn new(config: &AdmissionConfig, registry: &mut Registry) -> Self {
+        let limiter = NonZeroU32::new(config.rate_per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
+            Arc::new(RateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
+        });
+        let shed = Family::default();
+        registry.sub_registry_with_prefix("orderflow").register(
+            "http_requests_shed",
+            "Requests refused by admission control, by reason (overloaded, rate_limited)",
+            shed.clone(),
+        );
+        Self {
+            overloaded: Arc::new(AtomicBool::new(false)),
+            limiter,
+            shed,
+        }
+    }
+
+    /// Compares the outbox backlog, the consumer lag and `probes` to their thresholds
+    /// every half second until shutdown; also forgets clients idle long enough to be at
+    /// full burst again.
+    pub async fn watch(
+        self,
+        pool: PgPool,
+        metrics: EventMetrics,
+        config: AdmissionConfig,
+        probes: Vec<OverloadProbe>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let probes: Vec<OverloadProbe> =
+            std::iter::once(OverloadProbe::outbox(config.outbox_backlog))
+                .chain(probes)
+                .collect();
+        let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = ticks.tick() => {}
+            }
+            let mut over = Vec::new();
+            if metrics.consumer_lag.get() > i64::from(config.consumer_lag) {
+                over.push("consumer lag");
+            }
+            for probe in &probes {
+                if probe.over(&pool).await {
+                    over.push(probe.name);
+                }
+            }
+            let overloaded = !over.is_empty();
+            if self.overloaded.swap(overloaded, Ordering::Relaxed) != overloaded {
+                if overloaded {
+                    tracing::warn!(over = ?over, "overloaded: refusing new work with 503");
+                } else {
+                    tracing::info!("no longer overloaded: accepting new work");
+                }
+            }
+            if let Some(limiter) = &self.limiter {
+                limiter.retain_recent();
+            }
+        }
+    }
+}
+
+/// The middleware: refuses a request with 429 or 503 (problem+json, Retry-After) when
+/// admission says so.
+pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+    if ALWAYS_ADMITTED.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    if let Some(limiter) = &admission.limiter {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        if let Some(client) = client
+            && let Err(not_until) = limiter.check_key(&client)
+        {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            admission
+                .shed
+                .get_or_create(&ShedLabels {
+                    reason: "rate_limited",
+                })
+                .inc();
+            return refuse(
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "/problems/rate-limited",
+                    "Too many requests",
+                )
+                .detail("this client is over its request rate; retry after the given delay"),
+                wait.as_secs() + 1,
+            );
+        }
+    }
+    let adds_work = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if adds_work && admission.overloaded.load(Ordering::Relaxed) {
+        admission
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: "overloaded",
+            })
+            .inc();
+        return refuse(
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/overloaded",
+                "Overloaded",
+            )
+            .detail("the service is behind on its work and takes no more for now; retry later"),
+            OVERLOAD_RETRY_AFTER_SECS,
+        );
+    }
+    next.run(request).await
+}
+
+fn refuse(problem: Problem, retry_after_secs: u64) -> Response {
+    let mut response = problem.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
