@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use service_runtime::{FieldErrors, Problem, ValidJson};
+use service_runtime::{FieldErrors, Problem, ValidJson, ValidPath};
 use shared_events::Outbox;
 use shared_events::contracts::Address;
 use sqlx::PgPool;
@@ -65,6 +65,7 @@ pub struct Accepted {
         (status = 202, body = Accepted, description = "Accepted; Location names the order"),
         (status = 400, description = "Missing Idempotency-Key or malformed JSON", content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
         (status = 422, description = "Invalid order, or key reused with another body", content_type = "application/problem+json"),
     ))]
 async fn place_order(
@@ -224,11 +225,12 @@ type ViewRow = (
     params(("order_id" = Uuid, Path)),
     responses(
         (status = 200, body = OrderView),
+        (status = 400, description = "The order id is not a UUID", content_type = "application/problem+json"),
         (status = 404, description = "No such order", content_type = "application/problem+json"),
     ))]
 async fn get_order(
     State(state): State<ApiState>,
-    Path(order_id): Path<Uuid>,
+    ValidPath(order_id): ValidPath<Uuid>,
 ) -> Result<Json<OrderView>, Problem> {
     let row: Option<ViewRow> = sqlx::query_as(
         "SELECT order_id, customer_id, status, currency, total_minor, lines, shipping_address,
@@ -375,12 +377,16 @@ pub struct CancelRequest {
     request_body(content = Option<CancelRequest>, description = "Optional reason"),
     responses(
         (status = 202, body = Accepted, description = "Cancellation under way"),
+        (status = 400, description = "The order id is not a UUID, or malformed JSON", content_type = "application/problem+json"),
         (status = 404, description = "No such order", content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body (e.g. a reason over 500 characters)", content_type = "application/problem+json"),
         (status = 409, description = "Already shipped or cancelled", content_type = "application/problem+json"),
     ))]
 async fn cancel_order(
     State(state): State<ApiState>,
-    Path(order_id): Path<Uuid>,
+    ValidPath(order_id): ValidPath<Uuid>,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let reason = if body.iter().all(u8::is_ascii_whitespace) {

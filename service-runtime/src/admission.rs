@@ -246,6 +246,49 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
     next.run(request).await
 }
 
+/// Documents what admission control may answer on every operation of `doc`: 429 anywhere,
+/// 503 where a request adds work.
+pub fn document(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, HttpMethod, ResponseBuilder};
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .header(
+                "Retry-After",
+                utoipa::openapi::HeaderBuilder::new()
+                    .description(Some("Seconds to wait"))
+                    .build(),
+            )
+            .content(crate::problem::CONTENT_TYPE, ContentBuilder::new().build())
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if ALWAYS_ADMITTED.contains(&path.as_str()) {
+            continue;
+        }
+        for (method, operation) in [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Put, item.put.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+            (HttpMethod::Patch, item.patch.as_mut()),
+        ] {
+            let Some(operation) = operation else { continue };
+            let responses = &mut operation.responses.responses;
+            responses.insert(
+                "429".to_owned(),
+                problem("This client is over its request rate").into(),
+            );
+            if !matches!(method, HttpMethod::Get) {
+                responses.insert(
+                    "503".to_owned(),
+                    problem("Overloaded: the service takes no new work for now").into(),
+                );
+            }
+        }
+    }
+}
+
 fn refuse(problem: Problem, retry_after_secs: u64) -> Response {
     let mut response = problem.into_response();
     response

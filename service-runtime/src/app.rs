@@ -162,8 +162,10 @@ impl Application {
         self
     }
 
-    /// Serves `doc`, completed with the health endpoints, at `/openapi.json`.
+    /// Serves `doc`, completed with the health endpoints and what admission control may
+    /// answer, at `/openapi.json`.
     pub fn with_openapi(mut self, mut doc: utoipa::openapi::OpenApi) -> Self {
+        admission::document(&mut doc);
         doc.merge(health::openapi());
         let doc = Arc::new(doc);
         self.router = self.router.route(

@@ -152,3 +152,32 @@ mod tests {
         );
     }
 }
+
+/// Like `axum::extract::Path`, with a problem+json 400 naming what did not parse (a
+/// malformed order id, say) instead of axum's plain-text one.
+#[derive(Debug, Clone)]
+pub struct ValidPath<T>(pub T);
+
+impl<S: Send + Sync, T> axum::extract::FromRequestParts<S> for ValidPath<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ValidPath(value))
+            .map_err(|rejection| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "/problems/invalid-path",
+                    "The URL is invalid",
+                )
+                .detail(rejection.body_text())
+            })
+    }
+}

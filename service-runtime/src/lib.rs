@@ -15,7 +15,7 @@ pub mod telemetry;
 
 pub use app::{Application, Plumbing};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
-pub use json::ValidJson;
+pub use json::{ValidJson, ValidPath};
 pub use maintenance::Maintenance;
 pub use precondition::IfMatch;
 pub use problem::{FieldErrors, Problem};

@@ -1,10 +1,10 @@
 //! Shipping's REST API: where an order's shipment stands.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use service_runtime::Problem;
+use service_runtime::{Problem, ValidPath};
 use shared_events::contracts::Address;
 use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
@@ -44,11 +44,12 @@ pub struct ShipmentView {
     params(("order_id" = Uuid, Path)),
     responses(
         (status = 200, body = ShipmentView),
+        (status = 400, description = "The order id is not a UUID", content_type = "application/problem+json"),
         (status = 404, description = "Shipping has not heard of the order", content_type = "application/problem+json"),
     ))]
 async fn get_shipment(
     State(pool): State<PgPool>,
-    Path(order_id): Path<Uuid>,
+    ValidPath(order_id): ValidPath<Uuid>,
 ) -> Result<Json<ShipmentView>, Problem> {
     let state: OrderShipment = ORDER_SHIPMENTS
         .get(&pool, order_id)
