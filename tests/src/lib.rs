@@ -123,6 +123,14 @@ impl ServiceProcess {
         self.wait_until_ready().await;
     }
 
+    /// Kills the process with SIGKILL, as a crash would: nothing is flushed or committed.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
     /// Freezes the process (SIGSTOP), as a host that vanished: its connections stay open
     /// and answer nothing.
     pub fn freeze(&self) {
