@@ -1,13 +1,13 @@
 //! Billing's REST API: read an account with its holds, payments and refunds; create an
 //! account or set its credit.
 
+use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_runtime::precondition::{etag, precondition_failed};
+use service_runtime::precondition::{precondition_failed, tagged};
 use service_runtime::{FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::CURRENCIES;
 use sqlx::PgPool;
@@ -53,8 +53,7 @@ pub struct AccountView {
 
 impl AccountView {
     fn with_etag(self, status: StatusCode) -> Response {
-        let tag = etag(&self.version);
-        (status, [(header::ETAG, tag)], Json(self)).into_response()
+        tagged(status, &self.version.clone(), self)
     }
 }
 

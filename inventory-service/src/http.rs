@@ -2,12 +2,12 @@
 //! publishes `ProductUpserted` (through the outbox) for order-service's catalog copy.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use service_runtime::precondition::{etag, precondition_failed};
+use service_runtime::precondition::{precondition_failed, tagged};
 use service_runtime::{FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::{CURRENCIES, ProductUpserted};
 use shared_events::{Event, Money, Outbox};
@@ -54,8 +54,7 @@ pub struct ProductView {
 
 impl ProductView {
     fn with_etag(self, status: StatusCode) -> Response {
-        let tag = etag(&self.version);
-        (status, [(header::ETAG, tag)], Json(self)).into_response()
+        tagged(status, &self.version.clone(), self)
     }
 }
 

@@ -9,6 +9,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::problem::Problem;
 
@@ -70,6 +71,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 /// The `ETag` header value of `version`.
 pub fn etag(version: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("a row version is ASCII digits")
+}
+
+/// `body` as JSON with `status`, tagged with the `ETag` of `version`.
+pub fn tagged(status: StatusCode, version: &str, body: impl serde::Serialize) -> Response {
+    (status, [(header::ETAG, etag(version))], axum::Json(body)).into_response()
 }
 
 /// 412: the resource changed since the client read it (or does not exist).
