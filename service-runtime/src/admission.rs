@@ -15,7 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -97,8 +97,9 @@ impl OverloadProbe {
         }
     }
 
-    /// Whether the queue is longer than its threshold; a failed count says no.
-    async fn over(&self, pool: &PgPool) -> bool {
+    /// How many more items the queue takes until it is past its threshold (0 or less:
+    /// past it already); a failed count says it has room.
+    async fn headroom(&self, pool: &PgPool) -> i64 {
         // The SQL comes from code, never from input.
         let count = format!(
             "SELECT count(*) FROM ({} LIMIT $1) AS queued",
@@ -109,19 +110,25 @@ impl OverloadProbe {
             .fetch_one(pool)
             .await
         {
-            Ok(rows) => rows > i64::from(self.threshold),
+            Ok(rows) => i64::from(self.threshold) + 1 - rows,
             Err(e) => {
                 tracing::debug!(probe = self.name, error = %e, "could not measure");
-                false
+                i64::MAX
             }
         }
     }
 }
 
 /// The admission state every request is checked against. Cheap to clone.
+///
+/// The queues are measured every half second, which at a high offered rate lets hundreds of
+/// requests through between two readings; so each reading leaves a headroom (the smallest
+/// room any queue has), and a request that adds work is admitted only while fewer than
+/// that many have been admitted since the reading.
 #[derive(Clone)]
 pub struct Admission {
-    overloaded: Arc<AtomicBool>,
+    headroom: Arc<AtomicI64>,
+    admitted_since_reading: Arc<AtomicI64>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     shed: Family<ShedLabels, Counter>,
 }
@@ -141,7 +148,8 @@ impl Admission {
             shed.clone(),
         );
         Self {
-            overloaded: Arc::new(AtomicBool::new(false)),
+            headroom: Arc::new(AtomicI64::new(i64::MAX)),
+            admitted_since_reading: Arc::new(AtomicI64::new(0)),
             limiter,
             shed,
         }
@@ -169,19 +177,23 @@ impl Admission {
                 () = shutdown.cancelled() => return Ok(()),
                 _ = ticks.tick() => {}
             }
-            let mut over = Vec::new();
-            if metrics.consumer_lag.get() > i64::from(config.consumer_lag) {
-                over.push("consumer lag");
-            }
+            let mut tightest = (
+                "consumer lag",
+                i64::from(config.consumer_lag) + 1 - metrics.consumer_lag.get(),
+            );
             for probe in &probes {
-                if probe.over(&pool).await {
-                    over.push(probe.name);
+                let headroom = probe.headroom(&pool).await;
+                if headroom < tightest.1 {
+                    tightest = (probe.name, headroom);
                 }
             }
-            let overloaded = !over.is_empty();
-            if self.overloaded.swap(overloaded, Ordering::Relaxed) != overloaded {
+            let was_overloaded = self.headroom.load(Ordering::Relaxed) <= 0;
+            self.headroom.store(tightest.1, Ordering::Relaxed);
+            self.admitted_since_reading.store(0, Ordering::Relaxed);
+            let overloaded = tightest.1 <= 0;
+            if overloaded != was_overloaded {
                 if overloaded {
-                    tracing::warn!(over = ?over, "overloaded: refusing new work with 503");
+                    tracing::warn!(queue = tightest.0, "overloaded: refusing new work with 503");
                 } else {
                     tracing::info!("no longer overloaded: accepting new work");
                 }
@@ -226,7 +238,12 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         }
     }
     let adds_work = !matches!(*request.method(), Method::GET | Method::HEAD);
-    if adds_work && admission.overloaded.load(Ordering::Relaxed) {
+    if adds_work
+        && admission
+            .admitted_since_reading
+            .fetch_add(1, Ordering::Relaxed)
+            >= admission.headroom.load(Ordering::Relaxed)
+    {
         admission
             .shed
             .get_or_create(&ShedLabels {
