@@ -146,24 +146,60 @@ fn consumers_of(topic: Topic) -> Vec<&'static str> {
         .collect()
 }
 
+/// Kills the local broker with SIGKILL and starts it again exactly as it ran (same command,
+/// same working directory, so the same storage), whichever checkout started it.
 async fn restart_broker() {
-    let status = std::process::Command::new("pkill")
-        .args(["-9", "-f", "^tansu broker"])
+    let pid = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args(["-f", "^tansu broker"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pid = pid.lines().next().expect("no tansu broker runs").to_owned();
+    let argv: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split('\0')
+        .filter(|arg| !arg.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    // Its log goes on where it went (stack-up appends it to .stack/logs/tansu.log).
+    let log = std::fs::read_link(format!("/proc/{pid}/fd/1"))
+        .ok()
+        .filter(|path| path.is_file())
+        .and_then(|path| std::fs::OpenOptions::new().append(true).open(path).ok());
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
         .status()
         .unwrap();
-    assert!(status.success(), "no tansu to kill");
+    assert!(killed.success());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/stack-up");
-    let output = tokio::process::Command::new(script)
-        .arg("broker")
-        .output()
-        .await
+    // setsid --fork: the broker, in a session of its own, outlives this test as it outlived
+    // the script that started it; setsid itself returns at once.
+    let started = std::process::Command::new("setsid")
+        .arg("--fork")
+        .args(&argv)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            log.as_ref()
+                .and_then(|f| f.try_clone().ok())
+                .map_or_else(std::process::Stdio::null, Into::into),
+        )
+        .stderr(log.map_or_else(std::process::Stdio::null, Into::into))
+        .status()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(started.success());
+    let broker = orderflow_e2e::bootstrap_servers();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&broker).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the broker did not come back on {broker}");
 }
 
 async fn query_i64(url: &str, sql: &str) -> i64 {
