@@ -10,38 +10,42 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, MessageStream, StreamConsumer};
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Span, debug, info, info_span, warn};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::warn;
 
 pub mod batch;
 mod close;
 pub mod gate;
 mod handler;
+mod membership;
+mod pausing;
 mod rebalance;
+mod records;
 pub mod stall;
 
 use batch::{Applier, Mode, Pending, Verdict, settled_prefix};
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
+use membership::{PROGRESS_READ_INTERVAL, STALLED_AFTER_SESSIONS, join};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
+use records::{event_type_header, event_type_label};
 use stall::{ProgressReader, StallJudge};
 
 use crate::codec::RegistryCodec;
-use crate::contracts::{Contract, Event, topics_of};
+use crate::contracts::{Contract, topics_of};
 use crate::dead_letter::DeadLetterPublisher;
 use crate::kafka::KafkaConfig;
-use crate::metrics::{DeadLetterLabels, EventMetrics, RecordLabels, TopicLabels};
+use crate::metrics::{EventMetrics, RecordLabels, TopicLabels};
 use crate::outbox::Outbox;
 use crate::retry::RetryConfig;
 use crate::topics::TopicNames;
-use crate::{Error, ErrorClass, trace_context};
+use crate::{Error, ErrorClass};
 
 /// How the runner batches records.
 #[derive(Debug, Clone, clap::Args)]
@@ -255,41 +259,6 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
     }
 
-    /// The group's partitions that this member does not own and that have lagged with
-    /// their commit frozen for too long; none while this member has troubles of its own.
-    /// Reading them also updates the group's lag gauge.
-    async fn stalled_partitions(
-        &self,
-        judge: &mut StallJudge,
-        gate: &PartitionGate,
-    ) -> Vec<TopicPartition> {
-        let readings = match self.progress.read().await {
-            Ok(readings) => readings,
-            Err(e) => {
-                debug!(error = %e, "could not read the group's progress");
-                return Vec::new();
-            }
-        };
-        let lag = readings.iter().map(|(_, p)| p.lag().max(0)).sum();
-        self.metrics.consumer_lag.set(lag);
-        if gate.next_resume().is_some() {
-            // Paused for a cool-down: a shared outage is likelier than a stuck peer.
-            judge.reset();
-            return Vec::new();
-        }
-        let own: HashSet<TopicPartition> = self
-            .consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .map(|e| TopicPartition::new(e.topic(), e.partition()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        judge.observe(&readings, &own, Instant::now())
-    }
-
     /// Adds what has already arrived to `batch`, up to the batch limit, waiting at most the
     /// configured time for more.
     async fn fill(
@@ -486,120 +455,6 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
         unsettled
     }
-
-    async fn dead_letter(&self, record: &Record, letter: &DeadLetter) -> Result<(), Error> {
-        warn!(
-            partition = %record.partition,
-            offset = record.message.offset(),
-            class = letter.class.as_str(),
-            reason = letter.reason,
-            "sending record to the dead-letter topic"
-        );
-        self.dead_letters
-            .publish(
-                &record.message,
-                &self.group_id,
-                letter.class,
-                &letter.reason,
-            )
-            .await?;
-        self.metrics
-            .dead_lettered
-            .get_or_create(&DeadLetterLabels {
-                topic: record.message.topic().to_owned(),
-                event_type: letter.event_type.clone(),
-                error_class: letter.class.as_str().to_owned(),
-            })
-            .inc();
-        Ok(())
-    }
-
-    /// The span the record's handler runs in: a child of the trace its producer started.
-    fn record_span(&self, record: &Record, event: &Event) -> Span {
-        let span = info_span!(
-            "handle_event",
-            otel.kind = "consumer",
-            event_type = event.event_type(),
-            event_id = %event.metadata.event_id,
-            correlation_id = %event.metadata.correlation_id,
-            consumer_group = %self.group_id,
-            topic = %record.partition.topic,
-            partition = record.partition.partition,
-            offset = record.message.offset(),
-        );
-        let parent = trace_context::parent_context(
-            record
-                .message
-                .headers()
-                .into_iter()
-                .flat_map(|h| h.iter())
-                .filter_map(|h| Some((h.key, std::str::from_utf8(h.value?).ok()?))),
-        );
-        let _ = span.set_parent(parent);
-        span
-    }
-
-    fn count_skipped(&self, record: &Record) {
-        self.metrics
-            .skipped
-            .get_or_create(&TopicLabels {
-                topic: record.partition.topic.clone(),
-            })
-            .inc();
-    }
-
-    /// Circuit breaker: stop fetching each partition of `records`, to retry its first record
-    /// after the cool-down. Polling goes on, so the group membership stays alive.
-    fn pause(&self, records: &[&Record], gate: &mut PartitionGate) {
-        let mut first_offsets: Vec<(&TopicPartition, i64)> = Vec::new();
-        for record in records {
-            if !first_offsets.iter().any(|(p, _)| *p == &record.partition) {
-                first_offsets.push((&record.partition, record.message.offset()));
-            }
-        }
-        for (partition, offset) in first_offsets {
-            let cool_down = gate.pause(partition.clone(), offset);
-            if let Err(e) = self.consumer.pause(&single_partition(partition)) {
-                warn!(error = %e, %partition, "could not pause partition");
-            }
-            self.metrics
-                .partitions_paused
-                .get_or_create(&TopicLabels {
-                    topic: partition.topic.clone(),
-                })
-                .inc();
-            warn!(%partition, offset, ?cool_down, "retries exhausted; pausing the partition for a cool-down");
-        }
-    }
-
-    fn resume_due(&self, gate: &mut PartitionGate) {
-        for (partition, offset) in gate.take_due() {
-            if let Err(e) = self.consumer.seek(
-                &partition.topic,
-                partition.partition,
-                Offset::Offset(offset),
-                Duration::from_secs(5),
-            ) {
-                warn!(error = %e, %partition, "could not rewind partition; pausing again");
-                gate.pause(partition, offset);
-                continue;
-            }
-            if let Err(e) = self.consumer.resume(&single_partition(&partition)) {
-                warn!(error = %e, %partition, "could not resume partition");
-            }
-            info!(%partition, offset, "cool-down over; retrying partition");
-        }
-    }
-
-    /// A partition revoked or assigned afresh starts with no pause (the rebalance tracker
-    /// resumed it in librdkafka too).
-    fn forget_reassigned(&self, gate: &mut PartitionGate) {
-        let reassigned =
-            std::mem::take(&mut *self.reassigned.lock().expect("rebalance list poisoned"));
-        for partition in reassigned {
-            gate.forget(&partition);
-        }
-    }
 }
 
 /// The records to retry: each partition's records from its first unsettled one on.
@@ -618,53 +473,6 @@ fn from_first_unsettled<'r>(
         }
     }
     retry
-}
-
-fn event_type_header(message: &OwnedMessage) -> Option<&str> {
-    crate::dead_letter::header_value(message, crate::outbox::headers::EVENT_TYPE)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
-/// The record's event type for a metric label: one of ours, or `unknown` (the header is
-/// untrusted input, and every distinct value would be a new time series).
-fn event_type_label(message: &OwnedMessage) -> String {
-    event_type_header(message)
-        .and_then(Contract::by_event_type)
-        .map_or("unknown", |c| c.event_type)
-        .to_owned()
-}
-
-/// How often, at most, the group's progress is read (its lag is a gauge admission control
-/// reads; stalls are judged by elapsed time, however often it is read).
-const PROGRESS_READ_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A partition lagging with its commit frozen for this many session timeouts is stalled:
-/// by then its owner, were it alive and well, would have committed or been expelled.
-const STALLED_AFTER_SESSIONS: u32 = 3;
-
-/// A new member of `group_id`, subscribed to `topics`.
-fn join(
-    kafka: &KafkaConfig,
-    group_id: &str,
-    topics: &[String],
-    reassigned: &ReassignedPartitions,
-) -> Result<StreamConsumer<RebalanceTracker>, Error> {
-    let context = RebalanceTracker {
-        reassigned: reassigned.clone(),
-    };
-    let consumer: StreamConsumer<RebalanceTracker> = kafka
-        .at_least_once_consumer(group_id)
-        .create_with_context(context)
-        .map_err(Error::Kafka)?;
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(Error::Kafka)?;
-    Ok(consumer)
-}
-
-fn single_partition(partition: &TopicPartition) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&partition.topic, partition.partition);
-    tpl
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
