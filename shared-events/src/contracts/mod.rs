@@ -5,6 +5,7 @@
 mod avro_uuid;
 mod metadata;
 mod payloads;
+mod rules;
 
 use apache_avro::types::Value;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -138,6 +139,11 @@ pub enum ContractError {
     MissingOrderId(&'static str),
     #[error("metadata.event_type is {found} but the record is {expected}")]
     EventTypeMismatch { expected: String, found: String },
+    #[error("{event_type} cannot be true: {reason}")]
+    Impossible {
+        event_type: &'static str,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -236,6 +242,12 @@ impl Event {
         }
         if payload.topic() != Topic::Catalog && metadata.order_id.is_none() {
             return Err(ContractError::MissingOrderId(payload.event_type()));
+        }
+        if let Some(reason) = payload.impossibility() {
+            return Err(ContractError::Impossible {
+                event_type: payload.event_type(),
+                reason,
+            });
         }
         Ok(Self { metadata, payload })
     }

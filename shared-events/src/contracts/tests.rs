@@ -237,6 +237,50 @@ fn an_order_event_without_an_order_id_is_not_a_valid_event() {
     ));
 }
 
+/// The reason `from_avro` refuses `payload` as impossible, or `None` if it takes it.
+fn impossibility(payload: impl Into<EventPayload>) -> Option<String> {
+    let event = Event::first_of_order(order(), "poison", payload);
+    let value = event
+        .to_avro()
+        .unwrap()
+        .resolve(&schema_of(event.event_type()))
+        .unwrap();
+    match Event::from_avro(event.event_type(), &value) {
+        Ok(_) => None,
+        Err(ContractError::Impossible { reason, .. }) => Some(reason),
+        Err(other) => panic!("refused for another reason: {other}"),
+    }
+}
+
+#[test]
+fn content_no_producer_could_write_is_not_a_valid_event() {
+    assert_eq!(impossibility(placed()), None);
+    let mut negative = placed();
+    negative.lines[1].quantity = -3;
+    negative.total = Money::new(2 * 1_999 - 3 * 500, "EUR");
+    assert_eq!(
+        impossibility(negative).as_deref(),
+        Some("lines[1].quantity is -3")
+    );
+    let mut wrong_total = placed();
+    wrong_total.total = Money::new(1, "EUR");
+    assert!(
+        impossibility(wrong_total)
+            .unwrap()
+            .contains("add up to 4498")
+    );
+    let mut huge = placed();
+    huge.lines[0].unit_price = Money::new(i64::MAX, "EUR");
+    assert!(impossibility(huge).is_some());
+    let refund = PaymentRefunded {
+        payment_id: Uuid::now_v7(),
+        customer_id: "c".into(),
+        amount: Money::new(-100, "EUR"),
+        reason: "x".into(),
+    };
+    assert_eq!(impossibility(refund).as_deref(), Some("amount is -100"));
+}
+
 fn walk_fields(schema: &Json, visit: &mut dyn FnMut(&Json)) {
     match schema {
         Json::Object(map) => {
