@@ -1,7 +1,7 @@
 //! Chaos with invariants: two replicas of every service take a mix of orders while a random
 //! service process is killed with SIGKILL every few seconds and restarted, the broker is
-//! killed and restarted once, and poison records (garbage bytes, an unknown schema id) are
-//! injected into every topic. Once the system settles, a checker reads every service's
+//! killed and restarted once, and poison records (garbage bytes, an unknown schema id; and
+//! in `orders` a valid OrderPlaced with a negative quantity) are injected into every topic. Once the system settles, a checker reads every service's
 //! database and the dead-letter topics and asserts, printing each with its numbers:
 //! every accepted order is terminal; money charged minus refunded equals the totals of the
 //! completed orders, per customer; per product, stock plus reserved equals the initial
@@ -23,8 +23,9 @@ use orderflow_e2e::client::order_body;
 use orderflow_e2e::{SERVICES, ServiceProcess, Stack, put_account, put_product, wait_for_catalog};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
+use shared_events::contracts::{Address, OrderLine, OrderPlaced};
 use shared_events::dead_letter::read_dead_letters;
-use shared_events::{KafkaConfig, Topic};
+use shared_events::{Event, KafkaConfig, Money, RegistryCodec, RegistryConfig, Topic, TopicNames};
 use sqlx::Connection;
 use tokio::sync::Mutex;
 
@@ -108,28 +109,64 @@ async fn cancel(urls: &[String], order_id: &str) {
     panic!("cancel of {order_id} never answered");
 }
 
-/// Garbage and an unknown schema id into every topic; returns how many per topic.
-async fn inject_poison(prefix: &str) -> usize {
+/// Into every topic: garbage bytes and an unknown schema id; into `orders` also a valid
+/// OrderPlaced of an unknown order with a negative quantity. Returns how many per topic.
+async fn inject_poison(prefix: &str) -> BTreeMap<Topic, usize> {
     let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
     let producer: FutureProducer = kafka.idempotent_producer().create().unwrap();
-    let poison: [&[u8]; 2] = [
-        b"not an event at all",
-        &[0, 0x7f, 0xff, 0xff, 0xf0, 2, 4, 6],
-    ];
+    let registry = RegistryConfig {
+        url: orderflow_e2e::env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+        auto_register: true,
+    };
+    let names = TopicNames::new(prefix.to_owned());
+    let codec = RegistryCodec::connect(&registry, &names).await.unwrap();
+    let impossible = Event::first_of_order(
+        uuid::Uuid::now_v7(),
+        "chaos-poison",
+        OrderPlaced {
+            customer_id: "nobody".into(),
+            lines: vec![OrderLine {
+                product_id: "anything".into(),
+                quantity: -5,
+                unit_price: Money::new(100, "EUR"),
+            }],
+            total: Money::new(-500, "EUR"),
+            shipping_address: Address {
+                recipient: "Nobody".into(),
+                line1: "Nowhere 1".into(),
+                line2: None,
+                city: "Nowhere".into(),
+                postal_code: "00000".into(),
+                country: "DE".into(),
+            },
+            customer_note: None,
+        },
+    );
+    let impossible = codec.encode(&impossible).await.unwrap();
+    let mut counts = BTreeMap::new();
     for topic in Topic::ALL {
-        let name = format!("{prefix}{}", topic.base_name());
-        for payload in poison {
+        let mut poison: Vec<&[u8]> = vec![
+            b"not an event at all",
+            &[0, 0x7f, 0xff, 0xff, 0xf0, 2, 4, 6],
+        ];
+        if topic == Topic::Orders {
+            poison.push(&impossible);
+        }
+        for payload in &poison {
             let key = uuid::Uuid::new_v4().to_string();
             producer
                 .send(
-                    FutureRecord::to(&name).key(&key).payload(payload),
+                    FutureRecord::to(&names.name(topic))
+                        .key(&key)
+                        .payload(*payload),
                     Duration::from_secs(30),
                 )
                 .await
                 .unwrap();
         }
+        counts.insert(topic, poison.len());
     }
-    poison.len()
+    counts
 }
 
 fn consumers_of(topic: Topic) -> Vec<&'static str> {
@@ -282,7 +319,8 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         let prefix = stack.lock().await.prefix.clone();
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
-            let (mut kills, mut broker_restarted, mut poisoned) = (Vec::new(), false, 0);
+            let (mut kills, mut broker_restarted, mut poisoned) =
+                (Vec::new(), false, BTreeMap::new());
             while !load_done.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let pick = usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
@@ -305,11 +343,11 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
                     restart_broker().await;
                     broker_restarted = true;
                 }
-                if kills.len() == 2 && poisoned == 0 {
+                if kills.len() == 2 && poisoned.is_empty() {
                     poisoned = inject_poison(&prefix).await;
                 }
             }
-            if poisoned == 0 {
+            if poisoned.is_empty() {
                 poisoned = inject_poison(&prefix).await;
             }
             (kills, broker_restarted, poisoned)
@@ -320,10 +358,10 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         placed.extend(client.await.unwrap());
     }
     load_done.store(true, Ordering::SeqCst);
-    let (kills, broker_restarted, poison_per_topic) = chaos.await.unwrap();
+    let (kills, broker_restarted, poison) = chaos.await.unwrap();
     println!(
         "load: {} orders accepted; chaos: {} SIGKILLs ({}), broker restarted: {broker_restarted}, \
-         {poison_per_topic} poison records into each topic",
+         poison records per topic: {poison:?}",
         placed.len(),
         kills.len(),
         kills.join(", ")
@@ -494,13 +532,13 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
             .iter()
             .filter_map(|l| l.error_class.clone())
             .collect();
-        let expected = poison_per_topic * consumers_of(topic).len();
+        let expected = poison[&topic] * consumers_of(topic).len();
         all &= check(
             "dead letters are exactly the injected poison, from every consumer",
             distinct.len() == expected
-                && classes
-                    .iter()
-                    .all(|c| c == "not_wire_format" || c == "unknown_schema_id"),
+                && classes.iter().all(|c| {
+                    ["not_wire_format", "unknown_schema_id", "invalid_event"].contains(&c.as_str())
+                }),
             format!(
                 "{dlq}: {} distinct ({} records), expected {expected}, classes {classes:?}",
                 distinct.len(),
