@@ -48,6 +48,19 @@ struct BackgroundTask {
     start: StartTask,
 }
 
+impl BackgroundTask {
+    fn new<F, Fut>(name: &'static str, task: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self {
+            name,
+            start: Box::new(move |token| tokio::spawn(task(token))),
+        }
+    }
+}
+
 /// A built service, bound to its port, ready to run.
 pub struct Application {
     name: &'static str,
@@ -209,10 +222,7 @@ impl Application {
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        self.background.push(BackgroundTask {
-            name,
-            start: Box::new(move |token| tokio::spawn(task(token))),
-        });
+        self.background.push(BackgroundTask::new(name, task));
         self
     }
 
@@ -241,59 +251,35 @@ impl Application {
             config,
             ..
         } = self.plumbing;
-        let pool_for_pruning = pool.clone();
-        let admission = self.admission.clone();
-        let (admission_pool, admission_metrics, admission_config) =
-            (pool.clone(), metrics.clone(), config.admission.clone());
-        let overload_probes = self.overload_probes;
         let relay = OutboxRelay::new(
-            pool,
+            pool.clone(),
             &outbox,
             &config.kafka,
             config.relay.clone(),
             config.retry.clone(),
-            metrics,
+            metrics.clone(),
         )?;
-        let broker = self.broker;
-        let prune_targets = self.prune_targets;
+        let (broker, admission) = (self.broker, self.admission.clone());
+        let (overload_probes, prune_targets) = (self.overload_probes, self.prune_targets);
         let prune_interval = Duration::from_secs(config.retention.interval_secs);
+        let pruning_pool = pool.clone();
         let background = [
-            BackgroundTask {
-                name: "outbox relay",
-                start: Box::new(move |token| {
-                    tokio::spawn(async move { Ok(relay.run(token).await?) })
-                }),
-            },
-            BackgroundTask {
-                name: "broker watch",
-                start: Box::new(move |token| tokio::spawn(broker.run(token))),
-            },
-            BackgroundTask {
-                name: "admission watch",
-                start: Box::new(move |token| {
-                    tokio::spawn(admission.watch(
-                        admission_pool,
-                        admission_metrics,
-                        admission_config,
-                        overload_probes,
-                        token,
-                    ))
-                }),
-            },
-            BackgroundTask {
-                name: "pruning",
-                start: Box::new(move |token| {
-                    tokio::spawn(async move {
-                        let pruning = shared_events::retention::prune_until_stopped(
-                            pool_for_pruning,
-                            prune_targets,
-                            prune_interval,
-                            token,
-                        );
-                        Ok(pruning.await?)
-                    })
-                }),
-            },
+            BackgroundTask::new("outbox relay", |token| async move {
+                Ok(relay.run(token).await?)
+            }),
+            BackgroundTask::new("broker watch", |token| broker.run(token)),
+            BackgroundTask::new("admission watch", move |token| {
+                admission.watch(pool, metrics, config.admission, overload_probes, token)
+            }),
+            BackgroundTask::new("pruning", move |token| async move {
+                let pruning = shared_events::retention::prune_until_stopped(
+                    pruning_pool,
+                    prune_targets,
+                    prune_interval,
+                    token,
+                );
+                Ok(pruning.await?)
+            }),
         ];
         let mut tasks = JoinSet::new();
         for task in background.into_iter().chain(self.background) {
