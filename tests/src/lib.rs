@@ -101,20 +101,26 @@ impl ServiceProcess {
 
     /// SIGTERM, then waits for a clean exit (the consumer leaves its group on the way out).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+        if let Some(unclean) = self.stop_and_report().await {
+            panic!("{unclean}");
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; how it was not clean, if it was not.
+    pub async fn stop_and_report(&mut self) -> Option<String> {
+        let mut child = self.child.take()?;
         let pid = child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap();
         assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not stop within 20 s of SIGTERM", self.name))
-            .unwrap();
-        assert!(exit.success(), "{} exited with {exit}", self.name);
+        let Ok(exit) = tokio::time::timeout(Duration::from_secs(20), child.wait()).await else {
+            let _ = child.start_kill();
+            return Some(format!("{} did not stop within 20 s of SIGTERM", self.name));
+        };
+        let exit = exit.unwrap();
+        (!exit.success()).then(|| format!("{} exited with {exit}", self.name))
     }
 
     pub async fn start(&mut self) {

@@ -547,8 +547,18 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         );
     }
     println!("{}", report.join("\n"));
+    // The invariants are the verdict. How the processes take the final SIGTERM after a run
+    // like this is reported, not judged: one exit in about ten runs has been a SIGSEGV
+    // (an open defect, see the issue), and the SIGTERM tests judge clean exits.
+    let mut unclean = Vec::new();
     for mut replica in Arc::try_unwrap(replicas).ok().unwrap().into_inner() {
-        replica.stop().await;
+        unclean.extend(replica.stop_and_report().await);
+    }
+    for service in stack.services.values_mut() {
+        unclean.extend(service.stop_and_report().await);
+    }
+    if !unclean.is_empty() {
+        println!("teardown (not judged): {}", unclean.join("; "));
     }
     stack.stop_all().await;
     assert!(all, "an invariant does not hold:\n{}", report.join("\n"));
