@@ -7,7 +7,7 @@
 //! (power, network) ends nothing by itself, so the lock is a lease: the lock session
 //! proves itself every second, PostgreSQL ends it after `lock_timeout` of silence
 //! (`idle_session_timeout`, and `tcp_user_timeout` for unacknowledged writes), and the
-//! relay stops sending as soon as it has not proven its lock for half that time, so a
+//! relay proves its lock before it sends anything more once a second has passed, so a
 //! paused or partitioned relay falls silent before a standby can take over.
 //!
 //! The active relay is pipelined: it reads rows in id order and hands them to an idempotent
@@ -95,8 +95,8 @@ pub struct RelayConfig {
     )]
     pub busy_poll_interval_ms: u64,
     /// How long PostgreSQL keeps the lock of a relay that went silent (its host died or
-    /// was cut off): a standby takes over after about this long. At least 4 s (the active
-    /// relay proves its lock every second and stops sending at half of it).
+    /// was cut off): a standby takes over after about this long. At least 4 s, well above
+    /// the second between the active relay's proofs of its lock.
     #[arg(
         long = "outbox-lock-timeout-ms",
         env = "OUTBOX_LOCK_TIMEOUT_MS",
@@ -299,18 +299,15 @@ impl OutboxRelay {
         let mut busy_until = Instant::now();
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
         let mut next_housekeeping = Instant::now();
-        let mut lock_proven_at = Instant::now();
-        let lease = Duration::from_millis(self.config.lock_timeout_ms) / 2;
         let mut drain_deadline: Option<Instant> = None;
         loop {
             if drain_deadline.is_none() && shutdown.is_cancelled() {
                 drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
             }
-            if Instant::now() >= next_housekeeping || lock_proven_at.elapsed() >= lease {
+            if Instant::now() >= next_housekeeping {
                 // First, before anything is sent: after a pause (a stopped process, a long
                 // stall) the lock may have been taken over, and this relay must stop.
                 self.prove_lock(lock_session).await?;
-                lock_proven_at = Instant::now();
                 self.refresh_gauges(&mut pipeline).await?;
                 next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
             }
