@@ -8,6 +8,7 @@
 //! committed make their records come again, and `processed_events` skips them as
 //! duplicates.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -26,7 +27,7 @@ pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `limit`. A thread that outlives the wait stays blocked in librdkafka and ends with the
 /// process.
 pub(super) async fn close_within(
-    consumer: StreamConsumer<RebalanceTracker>,
+    consumer: Arc<StreamConsumer<RebalanceTracker>>,
     group: &str,
     limit: Duration,
 ) {
@@ -36,7 +37,8 @@ pub(super) async fn close_within(
         .spawn(move || {
             let committed = consumer.commit_consumer_state(CommitMode::Sync);
             consumer.unsubscribe();
-            // Dropping the last handle closes the consumer, which leaves the group.
+            // Dropping the last handle closes the consumer, which leaves the group (a read
+            // of the group's progress may hold the last one for at most its timeout).
             drop(consumer);
             let _ = closed_tx.send(committed);
         });

@@ -2,6 +2,7 @@
 //! group holds are stalled (see [`super::stall`]), which makes the runner join again.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -24,7 +25,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         judge: &mut StallJudge,
         gate: &PartitionGate,
     ) -> Vec<TopicPartition> {
-        let readings = match self.progress.read().await {
+        let readings = match self.progress.read(&self.consumer).await {
             Ok(readings) => readings,
             Err(e) => {
                 debug!(error = %e, "could not read the group's progress");
@@ -66,7 +67,7 @@ pub(super) fn join(
     group_id: &str,
     topics: &[String],
     reassigned: &ReassignedPartitions,
-) -> Result<StreamConsumer<RebalanceTracker>, Error> {
+) -> Result<Arc<StreamConsumer<RebalanceTracker>>, Error> {
     let context = RebalanceTracker {
         reassigned: reassigned.clone(),
     };
@@ -76,5 +77,5 @@ pub(super) fn join(
         .map_err(Error::Kafka)?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(Error::Kafka)?;
-    Ok(consumer)
+    Ok(Arc::new(consumer))
 }

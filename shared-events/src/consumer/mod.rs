@@ -88,7 +88,8 @@ pub struct ConsumerSettings {
 
 /// Runs an [`EventHandler`] over a consumer group's records until shutdown.
 pub struct IdempotentConsumer<H> {
-    consumer: StreamConsumer<RebalanceTracker>,
+    /// Shared with the reads of the group's progress, which use the member's own client.
+    consumer: Arc<StreamConsumer<RebalanceTracker>>,
     reassigned: ReassignedPartitions,
     group_id: String,
     kafka: KafkaConfig,
@@ -169,11 +170,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         Ok(Self {
             consumer,
             reassigned,
-            progress: ProgressReader::new(
-                &settings.kafka,
-                &settings.group_id,
-                topic_names.clone(),
-            )?,
+            progress: ProgressReader::new(topic_names.clone()),
             topics: topic_names,
             kafka: settings.kafka.clone(),
             stall_check: session.min(PROGRESS_READ_INTERVAL),

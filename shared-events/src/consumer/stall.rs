@@ -13,13 +13,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::gate::TopicPartition;
 use crate::Error;
-use crate::kafka::KafkaConfig;
 
 /// Where a partition stands: the group's committed offset and the log end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,43 +90,37 @@ impl StallJudge {
     }
 }
 
-/// Reads the group's committed offsets and the log ends of its topics, with a client that
-/// has the group's id but never joins it.
+/// Reads the group's committed offsets and the log ends of its topics, through the group
+/// member's own client (another client would cost its own threads and buffers).
 pub(super) struct ProgressReader {
-    client: Arc<BaseConsumer>,
     topics: Vec<String>,
 }
 
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ProgressReader {
-    pub(super) fn new(
-        kafka: &KafkaConfig,
-        group_id: &str,
-        topics: Vec<String>,
-    ) -> Result<Self, Error> {
-        let client: BaseConsumer = kafka
-            .at_least_once_consumer(group_id)
-            .create()
-            .map_err(Error::Kafka)?;
-        Ok(Self {
-            client: Arc::new(client),
-            topics,
-        })
+    pub(super) fn new(topics: Vec<String>) -> Self {
+        Self { topics }
     }
 
     /// Every partition of the topics with its progress; blocking calls, off the runtime.
-    pub(super) async fn read(&self) -> Result<Vec<(TopicPartition, Progress)>, Error> {
-        let client = self.client.clone();
+    pub(super) async fn read<C>(
+        &self,
+        member: &Arc<StreamConsumer<C>>,
+    ) -> Result<Vec<(TopicPartition, Progress)>, Error>
+    where
+        C: ConsumerContext + 'static,
+    {
+        let member = member.clone();
         let topics = self.topics.clone();
-        tokio::task::spawn_blocking(move || read_blocking(&client, &topics))
+        tokio::task::spawn_blocking(move || read_blocking(&*member, &topics))
             .await
             .map_err(|e| Error::Timeout(format!("reading the group's progress: {e}")))?
     }
 }
 
-fn read_blocking(
-    client: &BaseConsumer,
+fn read_blocking<C: ConsumerContext>(
+    client: &impl Consumer<C>,
     topics: &[String],
 ) -> Result<Vec<(TopicPartition, Progress)>, Error> {
     let mut partitions = TopicPartitionList::new();

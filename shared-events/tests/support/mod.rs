@@ -171,11 +171,21 @@ impl TestStack {
         handler: H,
         shutdown: &CancellationToken,
     ) -> JoinHandle<()> {
+        self.spawn_consumer_retrying(group, handler, Self::fast_retry(), shutdown)
+    }
+
+    pub fn spawn_consumer_retrying<H: EventHandler>(
+        &self,
+        group: &str,
+        handler: H,
+        retry: RetryConfig,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: self.kafka.clone(),
                 group_id: format!("{}{group}", self.kafka.topic_prefix),
-                retry: Self::fast_retry(),
+                retry,
                 batching: ConsumerConfig::default(),
             },
             self.pool.clone(),
