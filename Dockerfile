@@ -16,7 +16,7 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
 # base image's Debian release, so their versions are not pinned one by one.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential cmake pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends build-essential cmake pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --version 0.1.78 --locked
 WORKDIR /src

@@ -80,6 +80,7 @@ pub struct Saga {
     fetch_wait_ms: u32,
     postgres: String,
     registry_url: String,
+    issuer_url: String,
 }
 
 const SERVICES: [&str; 4] = [
@@ -116,6 +117,7 @@ impl Saga {
             fetch_wait_ms: scratch.stack.kafka.fetch_wait_max_ms,
             postgres: scratch.stack.postgres.clone(),
             registry_url: scratch.stack.registry_url.clone(),
+            issuer_url: scratch.stack.issuer_url.clone(),
         };
         let mut ready_ms = Vec::new();
         for (name, database_url) in SERVICES.into_iter().zip(urls) {
@@ -161,6 +163,11 @@ impl Saga {
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("KAFKA_MAX_POLL_INTERVAL_MS", "10000")
             .env("SCHEMA_REGISTRY_URL", &self.registry_url)
+            .env(
+                "AUTH_JWKS_URL",
+                format!("{}/.well-known/jwks.json", self.issuer_url),
+            )
+            .env("AUTH_ISSUER", &self.issuer_url)
             // An overloaded run must not turn slow orders into cancelled ones.
             .env("SAGA_DEADLINE_SECS", "600")
             .env("RUST_LOG", "warn")
@@ -207,6 +214,8 @@ impl Saga {
             .arg(self.url("billing-service"))
             .arg("--schema-registry-url")
             .arg(&self.registry_url)
+            .arg("--dev-issuer-url")
+            .arg(&self.issuer_url)
             .arg("--json")
             .args(args)
             .stderr(Stdio::inherit())

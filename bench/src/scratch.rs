@@ -15,6 +15,9 @@ pub struct Stack {
     pub postgres: String,
     pub kafka: KafkaConfig,
     pub registry_url: String,
+    /// The dev token issuer the services check tokens against and the load generator
+    /// gets its token from.
+    pub issuer_url: String,
     pub partitions: i32,
 }
 
@@ -28,15 +31,13 @@ impl Stack {
             postgres: env_or("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
             kafka,
             registry_url: env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+            issuer_url: env_or("DEV_ISSUER_URL", "http://127.0.0.1:8090"),
             partitions,
         }
     }
 
     pub fn registry(&self) -> RegistryConfig {
-        RegistryConfig {
-            url: self.registry_url.clone(),
-            auto_register: true,
-        }
+        RegistryConfig::at(self.registry_url.clone(), true)
     }
 }
 

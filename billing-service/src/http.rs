@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
-use service_runtime::{FieldErrors, IfMatch, Problem, ValidJson};
+use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::CURRENCIES;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
@@ -86,20 +86,29 @@ pub struct PutAccount {
 }
 
 /// An account with its holds, payments and refunds; its `ETag` names the version for a
-/// conditional PUT.
+/// conditional PUT. A customer reads their own account only.
 #[utoipa::path(get, path = "/accounts/{customer_id}", tag = "accounts",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("customer_id" = String, Path)),
     responses(
         (status = 200, body = AccountView, headers(("ETag" = String, description = "The account's version"))),
         (status = 404, description = "No such account", content_type = "application/problem+json"),
     ))]
 async fn get_account(
+    caller: Caller,
     State(pool): State<PgPool>,
     Path(customer_id): Path<String>,
 ) -> Result<Response, Problem> {
+    if !caller.may_access(&customer_id) {
+        return Err(no_account(&customer_id));
+    }
     Ok(read_account(&pool, customer_id)
         .await?
         .with_etag(StatusCode::OK))
+}
+
+fn no_account(customer_id: &str) -> Problem {
+    Problem::not_found(format!("no account for {customer_id}"))
 }
 
 async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView, Problem> {
@@ -111,7 +120,7 @@ async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView,
     .fetch_optional(pool)
     .await?;
     let Some((currency, balance_minor, credit_limit_minor, version)) = account else {
-        return Err(Problem::not_found(format!("no account for {customer_id}")));
+        return Err(no_account(&customer_id));
     };
     let orders: Vec<(Uuid, SqlJson<OrderPayment>)> = sqlx::query_as(
         "SELECT order_id, state FROM order_payments WHERE customer_id = $1 ORDER BY order_id",
@@ -161,8 +170,9 @@ async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView,
 
 /// Creates an account or sets its credit limit (and, if given, its balance). A balance
 /// replaces the one stored: send `If-Match` with the `ETag` you read, so that a charge made
-/// since is not overwritten (412 then: read again).
+/// since is not overwritten (412 then: read again). Needs the `admin` scope.
 #[utoipa::path(put, path = "/accounts/{customer_id}", tag = "accounts",
+    security(("bearer" = ["admin"])),
     params(
         ("customer_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag the change is based on, or * (must exist)"),
@@ -176,6 +186,7 @@ async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView,
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
 async fn put_account(
+    _: Admin,
     State(pool): State<PgPool>,
     Path(customer_id): Path<String>,
     if_match: IfMatch,

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
-use service_runtime::{FieldErrors, IfMatch, Problem, ValidJson};
+use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::{CURRENCIES, ProductUpserted};
 use shared_events::{Event, Money, Outbox};
 use sqlx::{FromRow, PgExecutor, PgPool};
@@ -75,8 +75,12 @@ const SELECT_PRODUCT: &str =
 
 /// Every product, by id.
 #[utoipa::path(get, path = "/products", tag = "products",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     responses((status = 200, body = Vec<ProductView>)))]
-async fn list_products(State(state): State<ApiState>) -> Result<Json<Vec<ProductView>>, Problem> {
+async fn list_products(
+    _: Caller,
+    State(state): State<ApiState>,
+) -> Result<Json<Vec<ProductView>>, Problem> {
     let products = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_PRODUCT} ORDER BY product_id"
     )))
@@ -87,12 +91,14 @@ async fn list_products(State(state): State<ApiState>) -> Result<Json<Vec<Product
 
 /// One product with its stock; its `ETag` names the version for a conditional PUT.
 #[utoipa::path(get, path = "/products/{product_id}", tag = "products",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("product_id" = String, Path)),
     responses(
         (status = 200, body = ProductView, headers(("ETag" = String, description = "The product's version"))),
         (status = 404, description = "No such product", content_type = "application/problem+json"),
     ))]
 async fn get_product(
+    _: Caller,
     State(state): State<ApiState>,
     Path(product_id): Path<String>,
 ) -> Result<Response, Problem> {
@@ -104,8 +110,9 @@ async fn get_product(
 
 /// Creates a product, or restocks / reprices / renames it; publishes `ProductUpserted`.
 /// `available` replaces the stock: send `If-Match` with the `ETag` you read, so that a
-/// reservation made since is not overwritten (412 then: read again).
+/// reservation made since is not overwritten (412 then: read again). Needs the `admin` scope.
 #[utoipa::path(put, path = "/products/{product_id}", tag = "products",
+    security(("bearer" = ["admin"])),
     params(
         ("product_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag the change is based on, or * (must exist)"),
@@ -119,6 +126,7 @@ async fn get_product(
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
 async fn put_product(
+    _: Admin,
     State(state): State<ApiState>,
     Path(product_id): Path<String>,
     if_match: IfMatch,

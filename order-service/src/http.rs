@@ -11,7 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use service_runtime::{FieldErrors, Problem, ValidJson, ValidPath};
+use service_runtime::auth::Scope;
+use service_runtime::{Caller, FieldErrors, Problem, ValidJson, ValidPath};
 use shared_events::Outbox;
 use shared_events::contracts::Address;
 use sqlx::PgPool;
@@ -57,8 +58,10 @@ pub struct Accepted {
     pub status: OrderStatus,
 }
 
-/// Places an order. Prices come from the local catalog copy; the saga runs asynchronously.
+/// Places an order for the token's subject (`customer_id` must be theirs; an admin may
+/// order for anyone). Prices come from the local catalog copy; the saga runs asynchronously.
 #[utoipa::path(post, path = "/orders", tag = "orders",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("Idempotency-Key" = String, Header, description = "Unique per order; a retry with the same key and body gets the original answer")),
     request_body = PlaceOrder,
     responses(
@@ -69,10 +72,22 @@ pub struct Accepted {
         (status = 422, description = "Invalid order, or key reused with another body", content_type = "application/problem+json"),
     ))]
 async fn place_order(
+    caller: Caller,
     State(state): State<ApiState>,
     headers: HeaderMap,
     ValidJson(request): ValidJson<PlaceOrder>,
 ) -> Result<Response, Problem> {
+    // A customer orders for themselves (the body repeats the token's subject); an admin may
+    // order for anyone. So an idempotency key, whose replay needs the same body, never
+    // answers one customer with another's order.
+    if !caller.may_access(&request.customer_id) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "/problems/not-your-customer-id",
+            "Orders are placed for the token's subject",
+        )
+        .detail("customer_id must be the subject of the access token"));
+    }
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
@@ -220,8 +235,9 @@ type ViewRow = (
     DateTime<Utc>,
 );
 
-/// An order with its saga timeline.
+/// An order with its saga timeline: a customer's own, or any for an admin.
 #[utoipa::path(get, path = "/orders/{order_id}", tag = "orders",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("order_id" = Uuid, Path)),
     responses(
         (status = 200, body = OrderView),
@@ -229,6 +245,7 @@ type ViewRow = (
         (status = 404, description = "No such order", content_type = "application/problem+json"),
     ))]
 async fn get_order(
+    caller: Caller,
     State(state): State<ApiState>,
     ValidPath(order_id): ValidPath<Uuid>,
 ) -> Result<Json<OrderView>, Problem> {
@@ -240,8 +257,9 @@ async fn get_order(
     .bind(order_id)
     .fetch_optional(&state.pool)
     .await?;
-    let Some(row) = row else {
-        return Err(Problem::not_found(format!("no order {order_id}")));
+    // Another customer's order is as unknown as a missing one: ids do not leak.
+    let Some(row) = row.filter(|row| caller.may_access(&row.1)) else {
+        return Err(no_order(order_id));
     };
     let mut history = store::history(&state.pool, order_id).await?;
     // Facts arrive over different topics; the timeline shows them in the order they happened.
@@ -315,13 +333,16 @@ pub struct OrderPage {
     pub next_cursor: Option<Uuid>,
 }
 
-/// Orders, newest first, filtered by customer and status; keyset-paginated.
+/// Orders, newest first, filtered by customer and status; keyset-paginated. A customer sees
+/// their own orders only; an admin sees everyone's.
 #[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery),
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     responses(
         (status = 200, body = OrderPage),
         (status = 422, description = "Invalid filter", content_type = "application/problem+json"),
     ))]
 async fn list_orders(
+    caller: Caller,
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<OrderPage>, Problem> {
@@ -342,6 +363,16 @@ async fn list_orders(
         ),
     );
     errors.into_result()?;
+    let customer = match query.customer_id {
+        _ if caller.has(Scope::Admin) => query.customer_id,
+        Some(other) if other != caller.subject() => {
+            return Ok(Json(OrderPage {
+                orders: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+        _ => Some(caller.subject().to_owned()),
+    };
     let mut orders: Vec<OrderSummary> = sqlx::query_as(
         "SELECT order_id, customer_id, status, currency, total_minor, placed_at, updated_at
              FROM orders_view
@@ -350,7 +381,7 @@ async fn list_orders(
                AND ($3::uuid IS NULL OR order_id < $3)
              ORDER BY order_id DESC LIMIT $4",
     )
-    .bind(&query.customer_id)
+    .bind(&customer)
     .bind(&query.status)
     .bind(query.cursor)
     .bind(limit + 1)
@@ -371,8 +402,10 @@ pub struct CancelRequest {
     pub reason: Option<String>,
 }
 
-/// Cancels an order that has not shipped: every completed step is compensated.
+/// Cancels an order that has not shipped: every completed step is compensated. A customer
+/// cancels their own orders only; an admin any.
 #[utoipa::path(post, path = "/orders/{order_id}/cancel", tag = "orders",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("order_id" = Uuid, Path)),
     request_body(content = Option<CancelRequest>, description = "Optional reason"),
     responses(
@@ -385,6 +418,7 @@ pub struct CancelRequest {
         (status = 409, description = "Already shipped or cancelled", content_type = "application/problem+json"),
     ))]
 async fn cancel_order(
+    caller: Caller,
     State(state): State<ApiState>,
     ValidPath(order_id): ValidPath<Uuid>,
     body: Bytes,
@@ -395,6 +429,10 @@ async fn cancel_order(
         service_runtime::json::parse::<CancelRequest>(&body)?.reason
     };
     let reason = reason.unwrap_or_else(|| "cancelled by the customer".to_owned());
+    let owner = store::customer_of(&state.pool, order_id).await?;
+    if !owner.is_some_and(|owner| caller.may_access(&owner)) {
+        return Err(no_order(order_id));
+    }
     let mut tx = state.pool.begin().await?;
     let (outcome, published) = orders::request_cancellation(&mut tx, order_id, &reason).await?;
     state.outbox.append(&mut tx, &published).await?;
@@ -403,7 +441,7 @@ async fn cancel_order(
         Cancellation::Requested(status) => {
             Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status })).into_response())
         }
-        Cancellation::UnknownOrder => Err(Problem::not_found(format!("no order {order_id}"))),
+        Cancellation::UnknownOrder => Err(no_order(order_id)),
         Cancellation::Refused(CancelRefused::AlreadyShipped) => Err(Problem::new(
             StatusCode::CONFLICT,
             "/problems/order-shipped",
@@ -416,4 +454,8 @@ async fn cancel_order(
             "The order is already cancelled",
         )),
     }
+}
+
+fn no_order(order_id: Uuid) -> Problem {
+    Problem::not_found(format!("no order {order_id}"))
 }

@@ -35,9 +35,9 @@ struct Demo {
 
 pub async fn run(urls: ServiceUrls) -> anyhow::Result<()> {
     let demo = Demo {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
+        http: urls
+            .client(reqwest::Client::builder().timeout(Duration::from_secs(10)))
+            .await?,
         urls,
     };
     demo.seed().await?;

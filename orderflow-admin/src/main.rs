@@ -51,6 +51,21 @@ enum Command {
     /// Place orders over REST at a fixed concurrency (closed loop) or rate (open loop) and
     /// report orders/s to a terminal state, latency percentiles and outcomes.
     Load(load::LoadArgs),
+    /// Print an access token from the dev token issuer (`dev-token-issuer`, started by
+    /// `scripts/stack-up`), e.g. `orderflow-admin token --sub alice --scope orders`.
+    Token {
+        /// Whom the token is for: a customer id.
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes: `orders` (a customer), `admin` (operations).
+        #[arg(long, default_value = "orders")]
+        scope: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+        #[command(flatten)]
+        issuer: urls::DevIssuer,
+    },
     /// Dead letters of a topic: list them, or replay some to the original topic.
     Dlq {
         #[command(subcommand)]
@@ -134,6 +149,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Demo { urls } => demo::run(urls).await?,
+        Command::Token {
+            sub,
+            scope,
+            expires_in,
+            issuer,
+        } => println!("{}", issuer.token(&sub, &scope, expires_in).await?),
         Command::Load(args) => load::run(&cli.kafka, args).await?,
         Command::SmokeCheck { registry } => {
             // Topics of its own, so that no service ever consumes the made-up order.

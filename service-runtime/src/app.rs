@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use prometheus_client::registry::Registry;
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
@@ -24,6 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::admission::{self, Admission, OverloadProbe};
+use crate::auth::{self, Authenticator};
 use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, BrokerWatch, HealthState};
 
@@ -70,6 +71,7 @@ pub struct Application {
     plumbing: Plumbing,
     broker: BrokerWatch,
     admission: Admission,
+    authenticator: Arc<Authenticator>,
     overload_probes: Vec<OverloadProbe>,
     background: Vec<BackgroundTask>,
     /// Tables pruned by age: the dedup record, and what the service adds.
@@ -122,6 +124,7 @@ impl Application {
         let metrics = EventMetrics::register(&mut registry);
         let broker = BrokerWatch::register(config.kafka.base().create()?, &mut registry);
         let admission = Admission::new(&config.admission, &mut registry);
+        let authenticator = Arc::new(Authenticator::new(&config.auth)?);
         let registry = Arc::new(Mutex::new(registry));
         let health = health::router(HealthState {
             pool: pool.clone(),
@@ -146,6 +149,7 @@ impl Application {
             plumbing,
             broker,
             admission,
+            authenticator,
             overload_probes: Vec::new(),
             background: Vec::new(),
             prune_targets: vec![PruneTarget::processed_events(&plumbing_retention)],
@@ -179,6 +183,7 @@ impl Application {
     /// answer, at `/openapi.json`.
     pub fn with_openapi(mut self, mut doc: utoipa::openapi::OpenApi) -> Self {
         admission::document(&mut doc);
+        auth::document(&mut doc);
         doc.merge(health::openapi());
         let doc = Arc::new(doc);
         self.router = self.router.route(
@@ -292,6 +297,7 @@ impl Application {
                 self.admission,
                 admission::admit,
             ))
+            .layer(Extension(self.authenticator))
             .layer((
                 // INFO, so that a request's span (the root of an order's trace) passes the
                 // default filter and reaches the exporter.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::admission::AdmissionConfig;
+use crate::auth::AuthConfig;
 use shared_events::{
     ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetentionConfig, RetryConfig,
 };
@@ -53,6 +54,8 @@ pub struct ServiceConfig {
     pub retention: RetentionConfig,
     #[command(flatten)]
     pub admission: AdmissionConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }

@@ -4,6 +4,7 @@
 
 pub mod admission;
 mod app;
+pub mod auth;
 pub mod config;
 pub mod health;
 pub mod json;
@@ -14,6 +15,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use app::{Application, Plumbing};
+pub use auth::{Admin, Caller};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
 pub use json::{ValidJson, ValidPath};
 pub use maintenance::Maintenance;

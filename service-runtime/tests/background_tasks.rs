@@ -67,6 +67,11 @@ async fn application(database: &TestDatabase) -> Application {
         "127.0.0.1:0",
         "--database-url",
         &database.url(),
+        // No request is served here: the identity provider is never asked.
+        "--auth-jwks-url",
+        "http://127.0.0.1:9/jwks.json",
+        "--auth-issuer",
+        "unused",
     ])
     .service;
     Application::build(DEFAULTS, config, &Migrator::with_migrations(Vec::new()))

@@ -45,6 +45,29 @@ pub struct RegistryConfig {
         action = clap::ArgAction::Set
     )]
     pub auto_register: bool,
+    /// Basic-auth user for the registry (Confluent Cloud: the registry API key).
+    #[arg(long = "schema-registry-username", env = "SCHEMA_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Its password (Confluent Cloud: the API secret); from a Secret.
+    #[arg(
+        long = "schema-registry-password",
+        env = "SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
+    pub password: Option<crate::credentials::Secret>,
+}
+
+impl RegistryConfig {
+    /// The registry at `url`, without credentials.
+    pub fn at(url: impl Into<String>, auto_register: bool) -> Self {
+        Self {
+            url: url.into(),
+            auto_register,
+            username: None,
+            password: None,
+        }
+    }
 }
 
 /// The subject of a contract on a topic (TopicRecordNameStrategy): `<topic>-<record full name>`.
@@ -128,10 +151,15 @@ impl RegistryCodec {
     /// encoding later never waits on the registry and a missing schema fails start-up.
     pub async fn connect(config: &RegistryConfig, names: &TopicNames) -> Result<Self, Error> {
         let settings = || {
-            SrSettings::new_builder(config.url.clone())
-                .set_timeout(std::time::Duration::from_secs(10))
-                .build()
-                .map_err(|e| Error::Registry(e.to_string()))
+            let mut builder = SrSettings::new_builder(config.url.clone());
+            builder.set_timeout(std::time::Duration::from_secs(10));
+            if let Some(username) = &config.username {
+                builder.set_basic_authorization(
+                    username,
+                    config.password.as_ref().map(|p| p.expose()),
+                );
+            }
+            builder.build().map_err(|e| Error::Registry(e.to_string()))
         };
         let encoder = AvroEncoder::new(settings()?);
         let mut contracts = HashMap::new();

@@ -2,6 +2,8 @@
 
 use rdkafka::ClientConfig;
 
+use crate::credentials::KafkaSecurity;
+
 /// How to reach Kafka, and the timeouts that bound failure detection.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaConfig {
@@ -57,6 +59,8 @@ pub struct KafkaConfig {
     /// librdkafka debug contexts (e.g. `cgrp,consumer`), logged at debug level.
     #[arg(long = "kafka-debug", env = "KAFKA_DEBUG")]
     pub debug: Option<String>,
+    #[command(flatten)]
+    pub security: KafkaSecurity,
 }
 
 impl KafkaConfig {
@@ -70,12 +74,14 @@ impl KafkaConfig {
             linger_ms: 5,
             message_timeout_ms: 30_000,
             debug: None,
+            security: KafkaSecurity::default(),
         }
     }
 
     pub fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
+        self.security.apply(&mut config);
         if let Some(debug) = &self.debug {
             config.set("debug", debug);
         }

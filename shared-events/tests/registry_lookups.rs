@@ -47,10 +47,7 @@ impl Registry {
     }
 
     async fn codec(&self) -> RegistryCodec {
-        let config = RegistryConfig {
-            url: self.url.clone(),
-            auto_register: true,
-        };
+        let config = RegistryConfig::at(self.url.clone(), true);
         RegistryCodec::connect(&config, &TopicNames::new("lookups-"))
             .await
             .unwrap()

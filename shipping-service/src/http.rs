@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use service_runtime::{Problem, ValidPath};
+use service_runtime::{Admin, Problem, ValidPath};
 use shared_events::contracts::Address;
 use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
@@ -39,8 +39,10 @@ pub struct ShipmentView {
     pub reason: Option<String>,
 }
 
-/// The shipment of an order.
+/// The shipment of an order. Needs the `admin` scope: shipping does not keep who ordered,
+/// and a customer follows their shipment in their order's timeline (order-service).
 #[utoipa::path(get, path = "/shipments/{order_id}", tag = "shipments",
+    security(("bearer" = ["admin"])),
     params(("order_id" = Uuid, Path)),
     responses(
         (status = 200, body = ShipmentView),
@@ -48,6 +50,7 @@ pub struct ShipmentView {
         (status = 404, description = "Shipping has not heard of the order", content_type = "application/problem+json"),
     ))]
 async fn get_shipment(
+    _: Admin,
     State(pool): State<PgPool>,
     ValidPath(order_id): ValidPath<Uuid>,
 ) -> Result<Json<ShipmentView>, Problem> {

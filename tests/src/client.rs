@@ -24,7 +24,7 @@ pub async fn place(stack: &Stack, body: &Value) -> String {
 
 /// Places an order through the order-service replica at `base_url`; returns its id.
 pub async fn place_at(base_url: &str, body: &Value) -> String {
-    let response = reqwest::Client::new()
+    let response = crate::http()
         .post(format!("{base_url}/orders"))
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
         .json(body)
@@ -45,7 +45,7 @@ pub async fn place_at(base_url: &str, body: &Value) -> String {
 }
 
 pub async fn get_json(url: &str) -> (StatusCode, Value) {
-    let response = reqwest::get(url).await.unwrap();
+    let response = crate::http().get(url).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -95,7 +95,7 @@ pub async fn wait_terminal(stack: &Stack, order_id: &str) -> Value {
 }
 
 pub async fn cancel(stack: &Stack, order_id: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
+    let response = crate::http()
         .post(format!(
             "{}/orders/{order_id}/cancel",
             stack.url("order-service")
@@ -130,7 +130,9 @@ pub async fn product(stack: &Stack, product_id: &str) -> Value {
 
 /// A counter's value summed over its label sets, from a service's `/metrics`.
 pub async fn metric(base_url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base_url}/metrics"))
+    let text = crate::http()
+        .get(format!("{base_url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

@@ -15,7 +15,10 @@ use shared_events::{KafkaConfig, TopicNames};
 use sqlx::Connection;
 use tokio::process::{Child, Command};
 
+pub mod auth;
 pub mod client;
+
+pub use auth::http;
 
 pub const SERVICES: [&str; 4] = [
     "order-service",
@@ -82,7 +85,7 @@ impl ServiceProcess {
     }
 
     pub async fn wait_until_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = crate::http();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(response) = client.get(format!("{}/readyz", self.base_url)).send().await
@@ -217,6 +220,7 @@ impl Stack {
                 ("RUST_LOG", env_or("TEST_RUST_LOG", "info")),
             ]
             .into_iter()
+            .chain(auth::service_env())
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
             env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
@@ -296,7 +300,7 @@ impl Stack {
 
 /// A catalog entry and the accounts the tests create, through the services' REST APIs.
 pub async fn put_product(stack: &Stack, product_id: &str, price_minor: i64, available: i32) {
-    let response = reqwest::Client::new()
+    let response = crate::http()
         .put(format!(
             "{}/products/{product_id}",
             stack.url("inventory-service")
@@ -314,7 +318,7 @@ pub async fn put_product(stack: &Stack, product_id: &str, price_minor: i64, avai
 }
 
 pub async fn put_account(stack: &Stack, customer_id: &str, balance_minor: i64) {
-    let response = reqwest::Client::new()
+    let response = crate::http()
         .put(format!(
             "{}/accounts/{customer_id}",
             stack.url("billing-service")
@@ -332,7 +336,7 @@ pub async fn put_account(stack: &Stack, customer_id: &str, balance_minor: i64) {
 
 /// Waits until order-service's catalog copy has every product (ProductUpserted arrived).
 pub async fn wait_for_catalog(stack: &Stack, products: &[&str]) {
-    let client = reqwest::Client::new();
+    let client = crate::http();
     for attempt in 0.. {
         let mut missing = None;
         for product in products {

@@ -57,7 +57,7 @@ fn order_of(i: usize, tag: &str) -> (serde_json::Value, bool) {
 /// Sends until some replica answers: a killed replica's requests fail, the client retries
 /// with the same Idempotency-Key, as a real client would.
 async fn place(urls: &[String], body: &Value) -> String {
-    let http = reqwest::Client::builder()
+    let http = orderflow_e2e::auth::operator_client()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -87,7 +87,7 @@ async fn place(urls: &[String], body: &Value) -> String {
 }
 
 async fn cancel(urls: &[String], order_id: &str) {
-    let http = reqwest::Client::builder()
+    let http = orderflow_e2e::auth::operator_client()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -114,10 +114,10 @@ async fn cancel(urls: &[String], order_id: &str) {
 async fn inject_poison(prefix: &str) -> BTreeMap<Topic, usize> {
     let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
     let producer: FutureProducer = kafka.idempotent_producer().create().unwrap();
-    let registry = RegistryConfig {
-        url: orderflow_e2e::env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
-        auto_register: true,
-    };
+    let registry = RegistryConfig::at(
+        orderflow_e2e::env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+        true,
+    );
     let names = TopicNames::new(prefix.to_owned());
     let codec = RegistryCodec::connect(&registry, &names).await.unwrap();
     let impossible = Event::first_of_order(

@@ -8,7 +8,7 @@ use sqlx::Connection;
 #[tokio::test]
 async fn every_service_starts_becomes_ready_serves_metrics_and_stops_on_sigterm() {
     let mut stack = Stack::start("boot", &[]).await;
-    let client = reqwest::Client::new();
+    let client = orderflow_e2e::http();
     for name in SERVICES {
         let base_url = stack.url(name);
         let alive = client
@@ -50,7 +50,7 @@ async fn every_service_is_ready_while_the_broker_is_unreachable() {
         )],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = orderflow_e2e::http();
     for name in SERVICES {
         let base_url = stack.url(name);
         let ready = client
@@ -132,7 +132,7 @@ async fn old_dedup_rows_and_idempotency_keys_are_pruned() {
 
 /// PUTs a product to inventory-service; the response's status and Retry-After header.
 async fn put_product_status(base_url: &str, product: &str) -> (u16, Option<String>) {
-    let response = reqwest::Client::new()
+    let response = orderflow_e2e::http()
         .put(format!("{base_url}/products/{product}"))
         .json(
             &serde_json::json!({"name": product, "unit_price_minor": 100,
@@ -190,7 +190,11 @@ async fn a_service_whose_outbox_backs_up_refuses_new_work_with_503() {
         accepted > 3,
         "refused before the backlog passed 3: {accepted}"
     );
-    let reads = reqwest::get(format!("{inventory}/products")).await.unwrap();
+    let reads = orderflow_e2e::http()
+        .get(format!("{inventory}/products"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reads.status(), 200);
     let database_url = stack.services["inventory-service"].database_url.clone();
     let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();
@@ -228,7 +232,11 @@ async fn a_client_over_its_rate_gets_429() {
     );
     // Health is never limited.
     for _ in 0..5 {
-        let health = reqwest::get(format!("{inventory}/healthz")).await.unwrap();
+        let health = orderflow_e2e::http()
+            .get(format!("{inventory}/healthz"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(health.status(), 200);
     }
     stack.stop_all().await;

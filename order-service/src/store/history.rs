@@ -354,3 +354,15 @@ pub async fn rebuild_view(tx: &mut PgConnection) -> Result<u64, Error> {
     }
     Ok(ids.len() as u64)
 }
+
+/// Whose order `order_id` is, if it exists (from the read model, which the order's own
+/// transactions keep current).
+pub async fn customer_of<'e>(
+    executor: impl PgExecutor<'e>,
+    order_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT customer_id FROM orders_view WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(executor)
+        .await
+}

@@ -6,5 +6,7 @@ mod history;
 mod idempotency;
 
 pub use catalog::{CatalogRow, catalog_prices, upsert_catalog};
-pub use history::{LoadedOrder, RecordedEvent, history, lock, lock_all, rebuild_view, record};
+pub use history::{
+    LoadedOrder, RecordedEvent, customer_of, history, lock, lock_all, rebuild_view, record,
+};
 pub use idempotency::{claim_idempotency_key, idempotent_request};

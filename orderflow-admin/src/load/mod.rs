@@ -130,10 +130,14 @@ struct Load {
 }
 
 pub async fn run(kafka: &KafkaConfig, args: LoadArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1024)
-        .build()?;
+    let http = args
+        .urls
+        .client(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(1024),
+        )
+        .await?;
     let names = TopicNames::new(kafka.topic_prefix.clone());
     let registry = RegistryConfig {
         auto_register: false,

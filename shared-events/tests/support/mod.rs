@@ -104,10 +104,7 @@ impl TestStack {
         provision_topics(&admin_client, &names, partitions, 1)
             .await
             .expect("Kafka must run: start the stack with scripts/stack-up");
-        let registry = RegistryConfig {
-            url: registry_url(),
-            auto_register: true,
-        };
+        let registry = RegistryConfig::at(registry_url(), true);
         let codec = RegistryCodec::connect(&registry, &names)
             .await
             .expect("the schema registry must run: start the stack with scripts/stack-up");

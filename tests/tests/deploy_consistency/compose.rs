@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{admin_reads, admin_required, binaries, check_env, port_of};
+use super::{
+    DEV_ISSUER, admin_reads, admin_required, binaries, check_env, dev_issuer_reads, port_of,
+};
 
 /// Problems in the compose file (as `docker compose config --format json` resolved it).
 pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
@@ -42,6 +44,17 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
             );
             continue;
         }
+        if binary == DEV_ISSUER {
+            check_env(
+                &mut problems,
+                &place,
+                binary,
+                &env,
+                &dev_issuer_reads(),
+                &[],
+            );
+            continue;
+        }
         let Some(known) = binaries.get(binary) else {
             problems.push(format!("{place}: builds unknown binary {binary}"));
             continue;
@@ -73,7 +86,11 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
         if healthcheck != &serde_json::json!(["CMD", "/usr/local/bin/service", "healthcheck"]) {
             problems.push(format!("{place}: healthcheck is {healthcheck}"));
         }
-        for key in ["KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"] {
+        for key in [
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "SCHEMA_REGISTRY_URL",
+            "AUTH_JWKS_URL",
+        ] {
             let host = env.get(key).and_then(|v| {
                 v.trim_start_matches("http://")
                     .split(':')

@@ -33,7 +33,18 @@ const SERVICE_REQUIRED: &[&str] = &[
     "DATABASE_URL",
     "KAFKA_BOOTSTRAP_SERVERS",
     "SCHEMA_REGISTRY_URL",
+    "AUTH_JWKS_URL",
+    "AUTH_ISSUER",
 ];
+
+/// The dev token issuer: for compose and the dev overlay, never for production.
+const DEV_ISSUER: &str = "dev-token-issuer";
+
+fn dev_issuer_reads() -> BTreeSet<String> {
+    let mut reads = env_vars(&dev_token_issuer::Config::command());
+    reads.insert("RUST_LOG".to_owned());
+    reads
+}
 
 fn env_vars(command: &clap::Command) -> BTreeSet<String> {
     let mut vars: BTreeSet<String> = command
@@ -238,12 +249,20 @@ fn broken_copies_are_caught() {
             _ => {}
         }
     }
+    // The dev token issuer signs anything: production must never run it.
+    objects.extend(
+        yaml_documents(&rendered("dev.yaml"))
+            .into_iter()
+            .filter(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "token-issuer"),
+    );
     let problems = check_overlay("prod-keda", &objects).join("\n");
     for expected in [
         "billing-service does not read SAGA_DEADLINE_SECS",
         "billing-service needs SCHEMA_REGISTRY_URL",
         "KEDA scales shipping-service on",
         "NetworkPolicy inventory-service blocks KAFKA_BOOTSTRAP_SERVERS",
+        "NetworkPolicy inventory-service blocks AUTH_JWKS_URL",
+        "the dev token issuer runs in production",
     ] {
         assert!(
             problems.contains(expected),

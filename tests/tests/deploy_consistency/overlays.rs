@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{admin_reads, admin_required, binaries, check_env, port_of};
+use super::{
+    DEV_ISSUER, admin_reads, admin_required, binaries, check_env, dev_issuer_reads, port_of,
+};
 
 /// Problems in one rendered overlay.
 pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
@@ -58,6 +60,7 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
             for var in container["env"].as_array().into_iter().flatten() {
                 let key = var["name"].as_str().unwrap().to_owned();
                 if let Some(secret) = var["valueFrom"]["secretKeyRef"]["name"].as_str()
+                    && var["valueFrom"]["secretKeyRef"]["optional"] != true
                     && name == "dev"
                     && !secrets.contains(secret)
                 {
@@ -67,6 +70,20 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
                     key,
                     var["value"].as_str().unwrap_or("<from secret>").to_owned(),
                 );
+            }
+            if binary == DEV_ISSUER {
+                if name.starts_with("prod") {
+                    problems.push(format!("{place}: the dev token issuer runs in production"));
+                }
+                check_env(
+                    &mut problems,
+                    &place,
+                    binary,
+                    &env,
+                    &dev_issuer_reads(),
+                    &[],
+                );
+                continue;
             }
             if binary == "orderflow-admin" {
                 let command = container["args"][0].as_str().unwrap_or_default();
@@ -139,12 +156,12 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
             "KAFKA_BOOTSTRAP_SERVERS",
             "SCHEMA_REGISTRY_URL",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "AUTH_JWKS_URL",
         ] {
             let port = settings.get(key).and_then(|v| {
-                v.trim_start_matches("http://")
-                    .split('/')
-                    .next()
-                    .and_then(port_of)
+                let authority = v.split("://").nth(1).unwrap_or(v).split('/').next()?;
+                port_of(authority)
+                    .or((v.starts_with("https://") && !authority.contains(':')).then_some(443))
             });
             if !port.is_some_and(|p| egress_ports.contains(&u64::from(p))) {
                 problems.push(format!(

@@ -372,7 +372,7 @@ fn too_many_in_flight(stack: &mut Stack) -> Run<'_> {
         let body = order_body(&customer, &[(&product, 1)], "DE");
         let url = format!("{}/orders", stack.url("order-service"));
         let post = || {
-            reqwest::Client::new()
+            orderflow_e2e::http()
                 .post(&url)
                 .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
                 .json(&body)
@@ -475,7 +475,7 @@ fn sigterm_under_load(stack: &mut Stack) -> Run<'_> {
         let url = format!("{}/orders", stack.url("order-service"));
         let body = order_body(&customer, &[(&product, 2)], "DE");
         let load = tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = orderflow_e2e::auth::operator_client()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap();

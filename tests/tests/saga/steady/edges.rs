@@ -14,7 +14,7 @@ async fn put(
     if_match: Option<&str>,
     body: &Value,
 ) -> (StatusCode, Option<String>, Value) {
-    let mut request = reqwest::Client::new().put(url).json(body);
+    let mut request = orderflow_e2e::http().put(url).json(body);
     if let Some(tag) = if_match {
         request = request.header("If-Match", tag);
     }
@@ -28,7 +28,7 @@ async fn put(
 }
 
 async fn etag_of(url: &str) -> String {
-    let response = reqwest::get(url).await.unwrap();
+    let response = orderflow_e2e::http().get(url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.headers()["etag"].to_str().unwrap().to_owned()
 }

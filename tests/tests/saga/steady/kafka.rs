@@ -38,10 +38,10 @@ pub(super) fn republished_event(ctx: &Ctx) -> Run<'_> {
         assert!(types.is_superset(&expected), "{types:?}");
         // The ids travel in the Avro metadata; the headers carry what a consumer needs before
         // decoding: the event type (to skip what it does not handle) and the trace context.
-        let registry = RegistryConfig {
-            url: orderflow_e2e::env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
-            auto_register: false,
-        };
+        let registry = RegistryConfig::at(
+            orderflow_e2e::env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+            false,
+        );
         let codec = RegistryCodec::connect(&registry, &names).await.unwrap();
         for record in &records {
             let event = codec.decode(Some(&record.payload)).await.unwrap();

@@ -10,7 +10,7 @@ pub(super) fn idempotency(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "idem", &[(100, 50)], &[100_000]).await;
-        let http = reqwest::Client::new();
+        let http = orderflow_e2e::http();
         let url = format!("{}/orders", stack.url("order-service"));
         let body = order_body(&customers[0], &[(&products[0], 1)], "DE");
         let send = |body: Value| {
@@ -49,7 +49,7 @@ pub(super) fn bad_input(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "bad", &[(100, 50)], &[100_000]).await;
-        let http = reqwest::Client::new();
+        let http = orderflow_e2e::http();
         let url = format!("{}/orders", stack.url("order-service"));
         let good = order_body(&customers[0], &[(&products[0], 1)], "DE");
         let post = |body: String, key: Option<&str>| {

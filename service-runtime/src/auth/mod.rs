@@ -1,0 +1,286 @@
+//! Who is calling, and what they may do: OAuth2 bearer tokens (JWTs signed by the identity
+//! provider, RS256 or ES256) checked against the provider's JWKS, and the authorization
+//! rules of every service, decided here and nowhere else.
+//!
+//! - [`Caller`]: a valid token with the `orders` or `admin` scope. The customer is the
+//!   token's subject; [`Caller::may_access`] says whether they may see or act on what
+//!   belongs to a customer (their own; anything, for an admin). Handlers answer 404, not
+//!   403, for what they may not see, so that ids do not leak.
+//! - [`Admin`]: a valid token with the `admin` scope (catalog and account writes, reading
+//!   anything, operations).
+//!
+//! A missing or bad token is a 401 with `WWW-Authenticate` (RFC 6750), a token without the
+//! scope a 403, both as problem+json.
+
+mod keys;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::Validation;
+use serde::Deserialize;
+
+pub use keys::KeySet;
+pub use openapi::document;
+
+use crate::problem::Problem;
+
+/// Where tokens come from, and for whom they must be.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// The identity provider's JWKS URL: the public keys tokens are checked against (e.g.
+    /// Keycloak's `.../realms/orderflow/protocol/openid-connect/certs`).
+    #[arg(long = "auth-jwks-url", env = "AUTH_JWKS_URL")]
+    pub jwks_url: String,
+    /// The `iss` every token must carry (the provider's issuer URL).
+    #[arg(long = "auth-issuer", env = "AUTH_ISSUER")]
+    pub issuer: String,
+    /// The `aud` every token must carry: this API's name at the provider.
+    #[arg(
+        long = "auth-audience",
+        env = "AUTH_AUDIENCE",
+        default_value = "orderflow"
+    )]
+    pub audience: String,
+}
+
+/// The scopes this API knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A customer's own orders and account, and reading the catalog.
+    Orders,
+    /// Everything, and operations: catalog and account writes.
+    Admin,
+}
+
+impl Scope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Orders => "orders",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Checks bearer tokens; shared by every request of a service.
+pub struct Authenticator {
+    keys: KeySet,
+    issuer: String,
+    audience: String,
+}
+
+/// The claims this API reads; the signature, `iss`, `aud`, `exp` and `nbf` are checked by
+/// `jsonwebtoken` before these are trusted.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: String,
+}
+
+/// Clock skew tolerated between the provider and this service.
+const LEEWAY_SECS: u64 = 30;
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            keys: KeySet::new(config.jwks_url.clone())?,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+        })
+    }
+
+    /// The caller a bearer token speaks for, if the provider signed it for this API and it
+    /// is current.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::InvalidToken(format!("malformed token: {e}")))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::InvalidToken("the token names no signing key".into()))?;
+        let key = self.keys.get(&kid).await?;
+        if header.alg != key.algorithm {
+            // The key decides the algorithm, never the token: no algorithm confusion.
+            return Err(AuthError::InvalidToken(
+                "the token's algorithm is not its key's".into(),
+            ));
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        Ok(Caller {
+            subject: data.claims.sub,
+            scopes: data
+                .claims
+                .scope
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+}
+
+/// Someone with a valid token for this API, holding the `orders` or `admin` scope.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    subject: String,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    /// The token's subject: for a customer, their customer id.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|s| s == scope.as_str())
+    }
+
+    /// Whether the caller may see and act on what belongs to customer `owner`.
+    pub fn may_access(&self, owner: &str) -> bool {
+        self.has(Scope::Admin) || (self.has(Scope::Orders) && self.subject == owner)
+    }
+}
+
+/// A [`Caller`] holding the `admin` scope.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(parts).await?;
+        if caller.has(Scope::Orders) || caller.has(Scope::Admin) {
+            Ok(caller)
+        } else {
+            Err(AuthError::InsufficientScope(Scope::Orders))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(parts).await?;
+        if caller.has(Scope::Admin) {
+            Ok(Admin(caller))
+        } else {
+            Err(AuthError::InsufficientScope(Scope::Admin))
+        }
+    }
+}
+
+async fn authenticate(parts: &Parts) -> Result<Caller, AuthError> {
+    let authenticator = parts
+        .extensions
+        .get::<Arc<Authenticator>>()
+        .ok_or(AuthError::NotConfigured)?
+        .clone();
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::MissingToken)?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            AuthError::InvalidToken("expected 'Authorization: Bearer <token>'".into())
+        })?;
+    authenticator.verify(token).await
+}
+
+/// Why a request is not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("the token lacks the '{}' scope", .0.as_str())]
+    InsufficientScope(Scope),
+    #[error("the identity provider's keys cannot be fetched")]
+    KeysUnavailable(#[source] reqwest::Error),
+    #[error("the route checks tokens but the service has no authenticator")]
+    NotConfigured,
+}
+
+const REALM: &str = "orderflow";
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let (problem, challenge) = match &self {
+            AuthError::MissingToken => (
+                unauthorized().detail("send 'Authorization: Bearer <access token>'"),
+                format!("Bearer realm=\"{REALM}\""),
+            ),
+            AuthError::InvalidToken(reason) => (
+                unauthorized().detail(reason.clone()),
+                format!(
+                    "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                    reason.replace(['"', '\\'], "'")
+                ),
+            ),
+            AuthError::InsufficientScope(scope) => (
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "/problems/insufficient-scope",
+                    "The token does not allow this",
+                )
+                .detail(format!("this needs the '{}' scope", scope.as_str())),
+                format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    scope.as_str()
+                ),
+            ),
+            AuthError::KeysUnavailable(source) => {
+                tracing::warn!(error = %source, "cannot fetch the identity provider's keys");
+                let mut response = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "/problems/identity-provider-unavailable",
+                    "Tokens cannot be checked right now",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return response;
+            }
+            AuthError::NotConfigured => {
+                tracing::error!("{self}");
+                return Problem::internal().into_response();
+            }
+        };
+        let mut response = problem.into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+fn unauthorized() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "/problems/unauthorized",
+        "A valid access token is needed",
+    )
+}

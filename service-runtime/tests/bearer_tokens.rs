@@ -1,0 +1,87 @@
+//! Tokens checked against a real JWKS endpoint (the dev token issuer, served here): the
+//! provider's key rotation is picked up by fetching the key set again when a token names an
+//! unknown key, at most every 10 s, and a provider that cannot be reached is a 503, not a
+//! 401, until its keys are known.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dev_token_issuer::{Issuer, TokenRequest};
+use service_runtime::auth::{AuthConfig, AuthError, Authenticator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const ISSUER: &str = "http://issuer.test";
+
+/// Serves `issuer`'s JWKS on `listener` until the returned token is cancelled.
+fn serve(listener: TcpListener, issuer: Arc<Issuer>) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        dev_token_issuer::serve(listener, issuer, async move { stopped.cancelled().await })
+            .await
+            .unwrap();
+    });
+    stop
+}
+
+fn token(issuer: &Issuer, subject: &str) -> String {
+    issuer
+        .mint(&TokenRequest {
+            sub: subject.into(),
+            scope: "orders".into(),
+            audience: None,
+            expires_in: Some(300),
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_and_an_unreachable_provider_is_a_503() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let authenticator = Authenticator::new(&AuthConfig {
+        jwks_url: format!("http://{address}/.well-known/jwks.json"),
+        issuer: ISSUER.into(),
+        audience: dev_token_issuer::DEFAULT_AUDIENCE.into(),
+    })
+    .unwrap();
+
+    let before = Arc::new(Issuer::generate(ISSUER).unwrap());
+    // Nothing fetched yet and nobody answers: the service cannot judge the token.
+    let unreachable = authenticator.verify(&token(&before, "alice")).await;
+    assert!(
+        matches!(unreachable, Err(AuthError::KeysUnavailable(_))),
+        "{unreachable:?}"
+    );
+
+    // Once it answers, the next token fetches the set at once.
+    let stop = serve(listener, before.clone());
+    let caller = authenticator
+        .verify(&token(&before, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(caller.subject(), "alice");
+
+    // The provider rotates its key: same address, new key.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = Arc::new(Issuer::generate(ISSUER).unwrap());
+    let _stop = serve(TcpListener::bind(address).await.unwrap(), after.clone());
+    // Within the interval the set is not fetched again: a flood of unknown key ids cannot
+    // make the service hammer the provider.
+    let too_soon = authenticator.verify(&token(&after, "bob")).await;
+    assert!(
+        matches!(too_soon, Err(AuthError::InvalidToken(_))),
+        "{too_soon:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let caller = authenticator.verify(&token(&after, "bob")).await.unwrap();
+    assert_eq!(caller.subject(), "bob");
+    // The retired key no longer verifies anything.
+    let retired = authenticator.verify(&token(&before, "alice")).await;
+    assert!(
+        matches!(retired, Err(AuthError::InvalidToken(_))),
+        "{retired:?}"
+    );
+}

@@ -1,0 +1,250 @@
+//! Who may do what, route by route, against the running services: no token, an expired
+//! one, a tampered one, one from a key the provider does not publish, one for another
+//! audience, another customer's, a customer's on an admin route, and the right one.
+
+use orderflow_e2e::auth::{self, Claims, OPERATOR};
+use orderflow_e2e::client::{order_body, place};
+use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// What a case must be answered.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Status(StatusCode),
+    Success,
+}
+
+struct Route {
+    method: Method,
+    /// The service and the path on it.
+    service: &'static str,
+    path: String,
+    body: Option<Value>,
+    /// Only an admin may call it.
+    admin_only: bool,
+    /// What a token of a customer other than alice (who owns what the route names) gets.
+    other_customer: Expect,
+}
+
+const ALICE: &str = "authz-alice";
+const MALLORY: &str = "authz-mallory";
+
+fn expired() -> String {
+    let mut claims = auth::claims(ALICE, "orders admin");
+    claims.iat -= 7_200;
+    claims.nbf -= 7_200;
+    claims.exp = claims.iat + 3_600;
+    auth::sign(&claims)
+}
+
+fn for_audience(audience: &str) -> String {
+    auth::sign(&Claims {
+        aud: audience.into(),
+        ..auth::claims(ALICE, "orders admin")
+    })
+}
+
+/// A valid token whose payload is swapped for one granting more: the signature no longer
+/// matches.
+fn tampered() -> String {
+    let honest = auth::token(ALICE, "orders");
+    let greedy = auth::token(ALICE, "orders admin");
+    let parts: Vec<&str> = honest.split('.').collect();
+    let greedy_payload = greedy.split('.').nth(1).unwrap();
+    format!("{}.{greedy_payload}.{}", parts[0], parts[2])
+}
+
+/// Signed by a key of its own (same issuer name, same key-id scheme), which the services'
+/// provider does not publish.
+fn foreign_key() -> String {
+    let impostor = dev_token_issuer::Issuer::generate(auth::claims(ALICE, "").iss).unwrap();
+    impostor.sign(&auth::claims(ALICE, "orders admin")).unwrap()
+}
+
+async fn call(
+    stack: &Stack,
+    route: &Route,
+    token: Option<&str>,
+) -> (StatusCode, reqwest::Response) {
+    let url = format!("{}{}", stack.url(route.service), route.path);
+    let mut request = reqwest::Client::new()
+        .request(route.method.clone(), url)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+    if let Some(body) = &route.body {
+        request = request.json(body);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response)
+}
+
+fn judge(expect: Expect, status: StatusCode) -> bool {
+    match expect {
+        Expect::Status(expected) => status == expected,
+        Expect::Success => status.is_success(),
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_each_kind_of_caller_as_it_should() {
+    let mut stack = Stack::start("authz", &[]).await;
+    put_product(&stack, "authz-product", 500, 1_000).await;
+    put_account(&stack, ALICE, 1_000_000).await;
+    wait_for_catalog(&stack, &["authz-product"]).await;
+    let order = place(&stack, &order_body(ALICE, &[("authz-product", 1)], "DE")).await;
+    let alice_order = order_body(ALICE, &[("authz-product", 1)], "DE");
+
+    let customer_route = |method: Method, service, path: String, body, other_customer| Route {
+        method,
+        service,
+        path,
+        body,
+        admin_only: false,
+        other_customer,
+    };
+    let admin_route = |method: Method, service, path: String, body| Route {
+        method,
+        service,
+        path,
+        body,
+        admin_only: true,
+        other_customer: Expect::Status(StatusCode::FORBIDDEN),
+    };
+    let routes = [
+        customer_route(
+            Method::POST,
+            "order-service",
+            "/orders".into(),
+            Some(alice_order),
+            Expect::Status(StatusCode::FORBIDDEN),
+        ),
+        // Another customer's listing is answered, with none of alice's orders (checked below).
+        customer_route(
+            Method::GET,
+            "order-service",
+            format!("/orders?customer_id={ALICE}"),
+            None,
+            Expect::Status(StatusCode::OK),
+        ),
+        customer_route(
+            Method::GET,
+            "order-service",
+            format!("/orders/{order}"),
+            None,
+            Expect::Status(StatusCode::NOT_FOUND),
+        ),
+        customer_route(
+            Method::GET,
+            "billing-service",
+            format!("/accounts/{ALICE}"),
+            None,
+            Expect::Status(StatusCode::NOT_FOUND),
+        ),
+        // The catalog is for every customer to read.
+        customer_route(
+            Method::GET,
+            "inventory-service",
+            "/products".into(),
+            None,
+            Expect::Success,
+        ),
+        customer_route(
+            Method::GET,
+            "inventory-service",
+            "/products/authz-product".into(),
+            None,
+            Expect::Success,
+        ),
+        admin_route(
+            Method::PUT,
+            "inventory-service",
+            "/products/authz-new".into(),
+            Some(
+                json!({"name": "new", "unit_price_minor": 100, "currency": "EUR", "available": 1}),
+            ),
+        ),
+        admin_route(
+            Method::PUT,
+            "billing-service",
+            "/accounts/authz-new".into(),
+            Some(json!({"currency": "EUR", "credit_limit_minor": 0})),
+        ),
+        admin_route(
+            Method::GET,
+            "shipping-service",
+            format!("/shipments/{order}"),
+            None,
+        ),
+        // Last: it changes the order.
+        customer_route(
+            Method::POST,
+            "order-service",
+            format!("/orders/{order}/cancel"),
+            None,
+            Expect::Status(StatusCode::NOT_FOUND),
+        ),
+    ];
+
+    let (expired, wrong_audience, tampered, foreign) = (
+        expired(),
+        for_audience("someone-else"),
+        tampered(),
+        foreign_key(),
+    );
+    let (alice, mallory) = (auth::token(ALICE, "orders"), auth::token(MALLORY, "orders"));
+    let admin = auth::token(OPERATOR, "admin");
+    let mut failures = Vec::new();
+    for route in &routes {
+        let unauthorized = Expect::Status(StatusCode::UNAUTHORIZED);
+        let mut cases: Vec<(&str, Option<&str>, Expect)> = vec![
+            ("no token", None, unauthorized),
+            ("expired", Some(&expired), unauthorized),
+            ("tampered", Some(&tampered), unauthorized),
+            ("unpublished key", Some(&foreign), unauthorized),
+            ("wrong audience", Some(&wrong_audience), unauthorized),
+            ("another customer", Some(&mallory), route.other_customer),
+        ];
+        if route.admin_only {
+            cases.push((
+                "customer on an admin route",
+                Some(&alice),
+                Expect::Status(StatusCode::FORBIDDEN),
+            ));
+            cases.push(("admin", Some(&admin), Expect::Success));
+        } else {
+            cases.push(("the customer", Some(&alice), Expect::Success));
+        }
+        for (case, token, expect) in cases {
+            let (status, response) = call(&stack, route, token).await;
+            let challenge = response.headers().get("www-authenticate").cloned();
+            let content_type = response.headers().get("content-type").cloned();
+            let body = response.text().await.unwrap_or_default();
+            let what = format!("{} {} {}: {case}", route.service, route.method, route.path);
+            println!("{what:<80} {}", status.as_u16());
+            if !judge(expect, status) {
+                failures.push(format!("{what}: expected {expect:?}, got {status} {body}"));
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && !challenge.is_some_and(|c| c.to_str().unwrap_or("").starts_with("Bearer"))
+            {
+                failures.push(format!("{what}: 401 without a Bearer WWW-Authenticate"));
+            }
+            if status.is_client_error()
+                && content_type.is_none_or(|c| c != "application/problem+json")
+            {
+                failures.push(format!("{what}: {status} is not problem+json"));
+            }
+            if case == "another customer" && status.is_success() && body.contains(&order) {
+                failures.push(format!(
+                    "{what}: another customer's answer names alice's order"
+                ));
+            }
+        }
+    }
+    stack.stop_all().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
