@@ -41,8 +41,8 @@ async fn a_rotated_key_is_picked_up_and_an_unreachable_provider_is_a_503() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let authenticator = Authenticator::new(&AuthConfig {
-        jwks_url: format!("http://{address}/.well-known/jwks.json"),
-        issuer: ISSUER.into(),
+        jwks_url: Some(format!("http://{address}/.well-known/jwks.json")),
+        issuer: Some(ISSUER.into()),
         audience: dev_token_issuer::DEFAULT_AUDIENCE.into(),
     })
     .unwrap();

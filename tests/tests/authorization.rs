@@ -3,7 +3,7 @@
 //! audience, another customer's, a customer's on an admin route, and the right one.
 
 use orderflow_e2e::auth::{self, Claims, OPERATOR};
-use orderflow_e2e::client::{order_body, place};
+use orderflow_e2e::client::{order_body, place, wait_for_status};
 use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 enum Expect {
     Status(StatusCode),
     Success,
+    /// Let through: neither refused (401, 403, 404) nor failed (5xx); what the route then
+    /// answers is its own business (a cancel may find the order already shipped: 409).
+    Allowed,
 }
 
 struct Route {
@@ -85,6 +88,7 @@ fn judge(expect: Expect, status: StatusCode) -> bool {
     match expect {
         Expect::Status(expected) => status == expected,
         Expect::Success => status.is_success(),
+        Expect::Allowed => ![401, 403, 404].contains(&status.as_u16()) && !status.is_server_error(),
     }
 }
 
@@ -95,6 +99,8 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
     put_account(&stack, ALICE, 1_000_000).await;
     wait_for_catalog(&stack, &["authz-product"]).await;
     let order = place(&stack, &order_body(ALICE, &[("authz-product", 1)], "DE")).await;
+    // Every service has heard of it (shipping included) before its routes are tried.
+    wait_for_status(&stack, &order, "COMPLETED").await;
     let alice_order = order_body(ALICE, &[("authz-product", 1)], "DE");
 
     let customer_route = |method: Method, service, path: String, body, other_customer| Route {
@@ -178,7 +184,6 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             format!("/shipments/{order}"),
             None,
         ),
-        // Last: it changes the order.
         customer_route(
             Method::POST,
             "order-service",
@@ -214,6 +219,9 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
                 Expect::Status(StatusCode::FORBIDDEN),
             ));
             cases.push(("admin", Some(&admin), Expect::Success));
+        } else if route.path.ends_with("/cancel") {
+            // The order has shipped: the owner is let through, and told it is too late.
+            cases.push(("the customer", Some(&alice), Expect::Allowed));
         } else {
             cases.push(("the customer", Some(&alice), Expect::Success));
         }
