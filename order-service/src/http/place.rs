@@ -1,0 +1,118 @@
+//! `POST /orders`: place an order, once per Idempotency-Key.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{SubsecRound, Utc};
+use service_runtime::{Caller, Problem, ValidJson};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::idempotency_key::IdempotencyKey;
+use super::{Accepted, ApiState, accepted};
+use crate::domain::Placed;
+use crate::domain::validation::{self, CatalogPrice, PlaceOrder};
+use crate::orders;
+use crate::store;
+
+/// Places an order for the token's subject (`customer_id` must be theirs; an admin may
+/// order for anyone). Prices come from the local catalog copy; the saga runs asynchronously.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
+    params(("Idempotency-Key" = String, Header, description = "Unique per order; a retry with the same key and body gets the original answer")),
+    request_body = PlaceOrder,
+    responses(
+        (status = 202, body = Accepted, description = "Accepted; Location names the order"),
+        (status = 400, description = "Missing Idempotency-Key or malformed JSON", content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order, or key reused with another body", content_type = "application/problem+json"),
+    ))]
+pub(super) async fn place_order(
+    caller: Caller,
+    State(state): State<ApiState>,
+    IdempotencyKey(key): IdempotencyKey,
+    ValidJson(request): ValidJson<PlaceOrder>,
+) -> Result<Response, Problem> {
+    // A customer orders for themselves (the body repeats the token's subject); an admin may
+    // order for anyone. So an idempotency key, whose replay needs the same body, never
+    // answers one customer with another's order.
+    if !caller.may_access(&request.customer_id) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "/problems/not-your-customer-id",
+            "Orders are placed for the token's subject",
+        )
+        .detail("customer_id must be the subject of the access token"));
+    }
+    let request_json = serde_json::to_value(&request).map_err(Problem::internal_caused_by)?;
+    // The key is looked up only when it matters (claiming it failed, or the request is
+    // invalid now though it may have been accepted before), not on every request.
+    let product_ids: Vec<String> = request.items.iter().map(|i| i.product_id.clone()).collect();
+    let catalog: BTreeMap<String, CatalogPrice> = store::catalog_prices(&state.pool, &product_ids)
+        .await?
+        .into_iter()
+        .map(|row| {
+            (
+                row.product_id,
+                CatalogPrice {
+                    unit_price_minor: row.unit_price_minor,
+                    currency: row.currency,
+                },
+            )
+        })
+        .collect();
+    let valid = match validation::validate(&request, &catalog) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            return match replay(&state.pool, &key, &request_json).await? {
+                Some(answer) => Ok(answer),
+                None => Err(Problem::validation(errors)),
+            };
+        }
+    };
+    let order_id = Uuid::now_v7();
+    let placed = Placed {
+        customer_id: valid.customer_id,
+        currency: valid.currency,
+        lines: valid.lines,
+        total_minor: valid.total_minor,
+        shipping_address: valid.shipping_address,
+        note: valid.note,
+        saga_deadline: (Utc::now() + state.saga_timeout).trunc_subsecs(3),
+    };
+    let mut tx = state.pool.begin().await?;
+    if !store::claim_idempotency_key(&mut tx, &key, &request_json, order_id).await? {
+        // The key was used before (or by a concurrent request): answer as it was answered.
+        drop(tx);
+        return replay(&state.pool, &key, &request_json)
+            .await?
+            .ok_or_else(Problem::internal);
+    }
+    let published = orders::place(&mut tx, order_id, placed).await?;
+    state.outbox.append(&mut tx, &[published]).await?;
+    state.outbox.commit(tx).await?;
+    tracing::info!(%order_id, "order placed");
+    Ok(accepted(order_id, false))
+}
+
+/// The original answer for a key already used with this body; 422 if used with another.
+async fn replay(
+    pool: &PgPool,
+    key: &str,
+    request: &serde_json::Value,
+) -> Result<Option<Response>, Problem> {
+    match store::idempotent_request(pool, key).await? {
+        None => Ok(None),
+        Some((stored, order_id)) if &stored == request => Ok(Some(accepted(order_id, true))),
+        Some(_) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/idempotency-key-reused",
+            "Idempotency-Key already used with a different body",
+        )
+        .detail("use a new Idempotency-Key for a different order")
+        .with("field", "Idempotency-Key".into())),
+    }
+}
