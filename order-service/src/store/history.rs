@@ -10,11 +10,12 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::upcaster;
 use crate::domain::{Order, OrderEvent};
 use crate::error::Error;
 
-/// One row of `order_events`.
-#[derive(Debug, Clone, FromRow)]
+/// One event of an order's history, upcast to the current shape.
+#[derive(Debug, Clone)]
 pub struct RecordedEvent {
     pub sequence: i32,
     pub event_id: Uuid,
@@ -22,7 +23,20 @@ pub struct RecordedEvent {
     pub producer: String,
     pub causation_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
-    pub data: Json<OrderEvent>,
+    pub event: OrderEvent,
+}
+
+/// A row of `order_events` as stored, in whatever version wrote it.
+#[derive(FromRow)]
+struct StoredEvent {
+    sequence: i32,
+    event_id: Uuid,
+    event_type: String,
+    event_version: i16,
+    producer: String,
+    causation_id: Option<Uuid>,
+    occurred_at: DateTime<Utc>,
+    data: Json<serde_json::Value>,
 }
 
 /// An order's history, oldest first.
@@ -30,13 +44,34 @@ pub async fn history<'e>(
     executor: impl PgExecutor<'e>,
     order_id: Uuid,
 ) -> Result<Vec<RecordedEvent>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT sequence, event_id, event_type, producer, causation_id, occurred_at, data
+    let rows: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT sequence, event_id, event_type, event_version, producer, causation_id,
+                occurred_at, data
          FROM order_events WHERE order_id = $1 ORDER BY sequence",
     )
     .bind(order_id)
     .fetch_all(executor)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let event =
+                upcaster::decode(&row.event_type, row.event_version, row.data.0).map_err(|e| {
+                    Error::CorruptHistory {
+                        order_id,
+                        reason: format!("event {} ({}): {e}", row.sequence, row.event_type),
+                    }
+                })?;
+            Ok(RecordedEvent {
+                sequence: row.sequence,
+                event_id: row.event_id,
+                event_type: row.event_type,
+                producer: row.producer,
+                causation_id: row.causation_id,
+                occurred_at: row.occurred_at,
+                event,
+            })
+        })
+        .collect()
 }
 
 /// An order as a command works on it: folded from its history, with the events the command
@@ -149,7 +184,7 @@ fn fold(order_id: Uuid, history: &[RecordedEvent]) -> Result<Option<LoadedOrder>
         return Ok(None);
     };
     let order =
-        Order::from_history(order_id, history.iter().map(|r| &r.data.0)).ok_or_else(|| {
+        Order::from_history(order_id, history.iter().map(|r| &r.event)).ok_or_else(|| {
             Error::CorruptHistory {
                 order_id,
                 reason: "the first event is not OrderPlaced".to_owned(),
@@ -210,9 +245,14 @@ pub async fn record<'a>(
     sqlx::query(
         "WITH appended AS (
              INSERT INTO order_events
-                 (order_id, sequence, event_id, event_type, producer, causation_id, occurred_at, data)
-             SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[],
-                                  $6::uuid[], $7::timestamptz[], $8::jsonb[])
+                 (order_id, sequence, event_id, event_type, producer, causation_id, occurred_at,
+                  event_version, data)
+             SELECT order_id, sequence, event_id, event_type, producer, causation_id,
+                    occurred_at, $22, data
+             FROM UNNEST($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[],
+                         $6::uuid[], $7::timestamptz[], $8::jsonb[])
+                  AS e(order_id, sequence, event_id, event_type, producer, causation_id,
+                       occurred_at, data)
          )
          INSERT INTO orders_view (order_id, customer_id, status, currency, total_minor, lines,
              shipping_address, outcome_reason, saga_deadline, placed_at, updated_at, version,
@@ -245,6 +285,7 @@ pub async fn record<'a>(
     .bind(views.updated_at)
     .bind(views.versions)
     .bind(views.snapshots)
+    .bind(upcaster::CURRENT_VERSION)
     .execute(tx)
     .await?;
     Ok(())
@@ -260,7 +301,7 @@ struct EventColumns {
     producers: Vec<String>,
     causation_ids: Vec<Option<Uuid>>,
     occurred_at: Vec<DateTime<Utc>>,
-    data: Vec<Json<OrderEvent>>,
+    data: Vec<serde_json::Value>,
 }
 
 impl EventColumns {
@@ -278,7 +319,7 @@ impl EventColumns {
         self.producers.push(metadata.producer.clone());
         self.causation_ids.push(metadata.causation_id);
         self.occurred_at.push(metadata.occurred_at);
-        self.data.push(Json(event.clone()));
+        self.data.push(upcaster::encode(event));
     }
 }
 

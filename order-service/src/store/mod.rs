@@ -4,6 +4,7 @@
 mod catalog;
 mod history;
 mod idempotency;
+pub mod upcaster;
 
 pub use catalog::{CatalogRow, catalog_prices, upsert_catalog};
 pub use history::{
