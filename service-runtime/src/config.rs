@@ -73,10 +73,20 @@ pub struct TelemetryConfig {
     #[arg(
         long = "otlp-protocol",
         env = "OTEL_EXPORTER_OTLP_PROTOCOL",
-        default_value = "http/protobuf",
-        value_parser = ["http/protobuf", "http/json"]
+        value_enum,
+        default_value_t
     )]
-    pub otlp_protocol: String,
+    pub otlp_protocol: OtlpProtocol,
+}
+
+/// How spans are encoded for the collector (the OTLP/HTTP variants).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    #[default]
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "http/json")]
+    HttpJson,
 }
 
 /// What differs between services when nothing is configured.

@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::TelemetryConfig;
+use crate::config::{OtlpProtocol, TelemetryConfig};
 
 /// Flushes spans still buffered when dropped; keep it alive until the service exits.
 pub struct TelemetryGuard {
@@ -36,9 +36,9 @@ pub fn init(
     if let Some(endpoint) = &config.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_protocol(match config.otlp_protocol.as_str() {
-                "http/json" => Protocol::HttpJson,
-                _ => Protocol::HttpBinary,
+            .with_protocol(match config.otlp_protocol {
+                OtlpProtocol::HttpJson => Protocol::HttpJson,
+                OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
             })
             .with_endpoint(endpoint.clone())
             .build()?;

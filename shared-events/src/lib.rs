@@ -17,6 +17,7 @@ pub mod retention;
 pub mod retry;
 pub mod saga_state;
 pub mod schema_resolution;
+pub mod settings;
 pub mod topics;
 pub mod trace_context;
 

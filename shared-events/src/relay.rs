@@ -108,13 +108,7 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 1_000,
-            max_in_flight: 10_000,
-            poll_interval_ms: 500,
-            busy_poll_interval_ms: 20,
-            lock_timeout_ms: 10_000,
-        }
+        crate::settings::defaults()
     }
 }
 

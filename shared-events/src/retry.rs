@@ -39,12 +39,7 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self {
-            initial_delay_ms: 100,
-            max_delay_ms: 5_000,
-            max_attempts: 5,
-            cool_down_ms: 30_000,
-        }
+        crate::settings::defaults()
     }
 }
 

@@ -69,10 +69,7 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        Self {
-            batch_max_records: 500,
-            batch_max_wait_ms: 0,
-        }
+        crate::settings::defaults()
     }
 }
 
