@@ -5,9 +5,9 @@ use shared_events::HandlerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database: {0}")]
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("event plumbing: {0}")]
+    #[error(transparent)]
     Events(#[from] shared_events::Error),
     /// The stored history cannot be read back: a bug or a manual edit, never retried.
     #[error("order {order_id} has a corrupt history: {reason}")]
@@ -19,8 +19,7 @@ pub enum Error {
 
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
-        tracing::error!(error = %error, "request failed");
-        Problem::internal()
+        Problem::internal_caused_by(error)
     }
 }
 

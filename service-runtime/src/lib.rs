@@ -20,7 +20,7 @@ pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
 pub use json::{ValidJson, ValidPath};
 pub use maintenance::Maintenance;
 pub use precondition::IfMatch;
-pub use problem::{FieldErrors, Problem};
+pub use problem::{ErrorChain, FieldErrors, Problem, error_chain_fmt};
 
 /// What a service binary does after parsing its config: start telemetry, build the
 /// application (`build` is not polled before telemetry is up), run until SIGINT/SIGTERM.

@@ -1,5 +1,10 @@
 //! RFC 9457 problem details (`application/problem+json`), the one error body every service
-//! answers with. Internal error text never leaves the process; it is logged instead.
+//! answers with. Internal error text never leaves the process: a 5xx keeps its cause, and
+//! the response logs the cause's whole chain, once, as it leaves.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +21,8 @@ pub struct Problem {
     pub detail: Option<String>,
     /// Extra members, e.g. `{"errors": [{"field": "items[0].quantity", ...}]}`.
     pub extensions: serde_json::Map<String, Value>,
+    /// What went wrong inside, for the log; never sent.
+    pub cause: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 impl Problem {
@@ -26,6 +33,7 @@ impl Problem {
             status,
             detail: None,
             extensions: serde_json::Map::new(),
+            cause: None,
         }
     }
 
@@ -82,26 +90,57 @@ impl Problem {
             "Internal error",
         )
     }
+
+    /// A 500 caused by `error`, which the response logs and the client never sees.
+    pub fn internal_caused_by(error: impl StdError + Send + Sync + 'static) -> Self {
+        Self {
+            cause: Some(Arc::new(error)),
+            ..Self::internal()
+        }
+    }
 }
 
-/// A database failure is the server's problem: logged here, a bare 500 for the client.
+/// A database failure is the server's problem: a bare 500 for the client.
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        tracing::error!(error = %error, "database error");
-        Self::internal()
+        Self::internal_caused_by(error)
     }
 }
 
 /// An event-plumbing failure (registry unreachable, say) while appending to the outbox.
 impl From<shared_events::Error> for Problem {
     fn from(error: shared_events::Error) -> Self {
-        tracing::error!(error = %error, "event plumbing error");
-        Self::internal()
+        Self::internal_caused_by(error)
+    }
+}
+
+/// Writes `error` and every error that caused it, one per line (zero2prod's
+/// `error_chain_fmt`): for `Debug` impls and logs that should show the whole story once.
+pub fn error_chain_fmt(error: &dyn StdError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(f, "{error}")?;
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        write!(f, "\n  caused by: {source}")?;
+        cause = source.source();
+    }
+    Ok(())
+}
+
+/// Displays an error with its chain of causes ([`error_chain_fmt`]).
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        error_chain_fmt(self.0, f)
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            // The edge: the one place an internal failure is logged, with all its causes.
+            tracing::error!(status = self.status.as_u16(), error = %ErrorChain(cause.as_ref()), "request failed");
+        }
         let mut body = json!({
             "type": self.kind,
             "title": self.title,

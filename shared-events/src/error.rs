@@ -5,11 +5,13 @@ use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database: {0}")]
+    // Transparent: the inner error says what failed (its own Display already names the
+    // database or Kafka), so a chain printed with its causes shows it once, not twice.
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
+    #[error(transparent)]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("kafka: {0}")]
+    #[error(transparent)]
     Kafka(KafkaError),
     #[error("creating topic {topic}: {code}")]
     TopicProvisioning {
