@@ -26,50 +26,35 @@ type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Each scenario with the saga deadline (order-service's SAGA_DEADLINE_SECS) it runs under.
 pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
-    (
-        "faults::cancel_while_pending_compensates_in_any_order",
-        cancel_pending,
-        NO_DEADLINE_SECS,
+    scenario!(
+        cancel_while_pending_compensates_in_any_order,
+        NO_DEADLINE_SECS
     ),
-    (
-        "faults::cancel_after_payment_refunds",
-        cancel_after_payment,
-        NO_DEADLINE_SECS,
+    scenario!(cancel_after_payment_refunds, NO_DEADLINE_SECS),
+    scenario!(
+        cancel_after_reservation_releases_and_refunds,
+        SHORT_DEADLINE_SECS
     ),
-    (
-        "faults::cancel_after_reservation_releases_and_refunds",
-        cancel_after_reservation,
-        SHORT_DEADLINE_SECS,
+    scenario!(
+        saga_deadline_cancels_when_shipping_is_down,
+        SHORT_DEADLINE_SECS
     ),
-    (
-        "faults::saga_deadline_cancels_when_shipping_is_down",
-        deadline_with_shipping_down,
-        SHORT_DEADLINE_SECS,
+    scenario!(
+        saga_deadline_skips_an_order_whose_history_is_corrupt,
+        SHORT_DEADLINE_SECS
     ),
-    (
-        "faults::saga_deadline_skips_an_order_whose_history_is_corrupt",
-        deadline_skips_corrupt_order,
-        SHORT_DEADLINE_SECS,
+    scenario!(
+        relay_fails_over_when_the_active_replica_freezes,
+        NO_DEADLINE_SECS
     ),
-    (
-        "faults::relay_fails_over_when_the_active_replica_freezes",
-        relay_failover,
-        NO_DEADLINE_SECS,
+    scenario!(
+        new_orders_get_503_while_too_many_sagas_are_in_flight,
+        NO_DEADLINE_SECS
     ),
-    (
-        "faults::new_orders_get_503_while_too_many_sagas_are_in_flight",
-        too_many_in_flight,
-        NO_DEADLINE_SECS,
-    ),
-    (
-        "cqrs::rebuilt_projection_is_identical",
-        rebuild_projection,
-        NO_DEADLINE_SECS,
-    ),
-    (
-        "faults::sigterm_under_load_loses_nothing_and_repeats_nothing",
-        sigterm_under_load,
-        NO_DEADLINE_SECS,
+    scenario!(rebuilt_projection_is_identical, NO_DEADLINE_SECS),
+    scenario!(
+        sigterm_under_load_loses_nothing_and_repeats_nothing,
+        NO_DEADLINE_SECS
     ),
 ];
 
@@ -102,7 +87,7 @@ async fn cancel_accepted(stack: &Stack, order_id: &str) {
     assert_eq!(body["status"], "CANCELLING");
 }
 
-fn cancel_pending(stack: &mut Stack) -> Run<'_> {
+fn cancel_while_pending_compensates_in_any_order(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "pending").await;
         stack.service("billing-service").stop().await;
@@ -134,7 +119,7 @@ fn cancel_pending(stack: &mut Stack) -> Run<'_> {
     })
 }
 
-fn cancel_after_payment(stack: &mut Stack) -> Run<'_> {
+fn cancel_after_payment_refunds(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "paid").await;
         stack.service("inventory-service").stop().await;
@@ -151,7 +136,7 @@ fn cancel_after_payment(stack: &mut Stack) -> Run<'_> {
     })
 }
 
-fn cancel_after_reservation(stack: &mut Stack) -> Run<'_> {
+fn cancel_after_reservation_releases_and_refunds(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "reserved").await;
         stack.service("shipping-service").stop().await;
@@ -180,7 +165,7 @@ fn cancel_after_reservation(stack: &mut Stack) -> Run<'_> {
     })
 }
 
-fn deadline_with_shipping_down(stack: &mut Stack) -> Run<'_> {
+fn saga_deadline_cancels_when_shipping_is_down(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "deadline").await;
         stack.service("shipping-service").stop().await;
@@ -204,7 +189,7 @@ fn deadline_with_shipping_down(stack: &mut Stack) -> Run<'_> {
 
 /// One order whose history no longer reads back (a manual edit) must not stop the deadline
 /// of the others: the sweeper logs, counts and skips it.
-fn deadline_skips_corrupt_order(stack: &mut Stack) -> Run<'_> {
+fn saga_deadline_skips_an_order_whose_history_is_corrupt(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "corrupt").await;
         stack.service("shipping-service").stop().await;
@@ -289,7 +274,7 @@ fn deadline_skips_corrupt_order(stack: &mut Stack) -> Run<'_> {
 /// A replica whose host vanishes keeps its database session open and silent. The relay lock
 /// it held must pass to the standby within seconds (not after TCP keepalive's hours), and
 /// when it comes back it must find itself a standby, not a second active relay.
-fn relay_failover(stack: &mut Stack) -> Run<'_> {
+fn relay_fails_over_when_the_active_replica_freezes(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "failover").await;
         let mut replica = stack.start_replica("order-service").await;
@@ -361,7 +346,7 @@ async fn wait_for_one_active_relay(urls: &[String]) -> usize {
 /// Admission control: with shipping down, sagas pile up in flight; past the threshold new
 /// orders get 503 with Retry-After (and nothing is placed), reads still work, and once the
 /// sagas finish new orders are taken again.
-fn too_many_in_flight(stack: &mut Stack) -> Run<'_> {
+fn new_orders_get_503_while_too_many_sagas_are_in_flight(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "inflight").await;
         stack
@@ -423,7 +408,7 @@ async fn sleep_past(deadline: &Value) {
     }
 }
 
-fn rebuild_projection(stack: &mut Stack) -> Run<'_> {
+fn rebuilt_projection_is_identical(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         let (product, customer) = seed(stack, "rebuild").await;
         let completed = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
@@ -459,7 +444,7 @@ async fn snapshot(database_url: &str) -> Vec<Value> {
     rows.into_iter().map(|(row,)| row).collect()
 }
 
-fn sigterm_under_load(stack: &mut Stack) -> Run<'_> {
+fn sigterm_under_load_loses_nothing_and_repeats_nothing(stack: &mut Stack) -> Run<'_> {
     Box::pin(async move {
         const ORDERS: usize = 60;
         let product = format!(

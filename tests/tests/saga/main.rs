@@ -5,6 +5,18 @@
 //! an OTLP receiver this test runs) for scenarios that run side by side, and `faults`
 //! (short deadline) for scenarios that stop and restart services, run one at a time.
 
+/// A scenario with its listed name, which is the path of the function it runs (e.g.
+/// `saga::faults::cancel_after_payment_refunds`): a name cannot drift from its code.
+macro_rules! scenario {
+    ($first:ident $(:: $rest:ident)* $(, $extra:expr)?) => {
+        (
+            concat!(module_path!(), "::", stringify!($first) $(, "::", stringify!($rest))*),
+            $first $(:: $rest)*
+            $(, $extra)?
+        )
+    };
+}
+
 mod faults;
 mod otlp;
 mod steady;

@@ -33,7 +33,7 @@ async fn etag_of(url: &str) -> String {
     response.headers()["etag"].to_str().unwrap().to_owned()
 }
 
-pub(super) fn conditional_writes(ctx: &Ctx) -> Run<'_> {
+pub(super) fn a_write_based_on_a_stale_read_is_refused_with_412(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "etag", &[(100, 50)], &[100_000]).await;
@@ -91,7 +91,7 @@ pub(super) fn conditional_writes(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn concurrent_first_puts(ctx: &Ctx) -> Run<'_> {
+pub(super) fn concurrent_first_puts_of_an_account_all_succeed(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let url = format!(

@@ -13,7 +13,7 @@ use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, Topic, TopicName
 
 use super::{Ctx, Run, seed};
 
-pub(super) fn republished_event(ctx: &Ctx) -> Run<'_> {
+pub(super) fn republished_event_has_no_second_effect(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "replay", &[(100, 10)], &[10_000]).await;

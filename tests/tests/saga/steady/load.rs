@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, Run, seed};
 
-pub(super) fn concurrent_orders(ctx: &Ctx) -> Run<'_> {
+pub(super) fn concurrent_orders_never_oversell_and_conserve_money(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         const PRODUCTS: usize = 10;
@@ -117,7 +117,7 @@ async fn futures_join_all<F: Future<Output = String>>(
         .await
 }
 
-pub(super) fn one_trace_per_order(ctx: &Ctx) -> Run<'_> {
+pub(super) fn one_trace_per_order_across_all_four_services(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let (stack, receiver) = ctx;
         let (products, customers) = seed(stack, "trace", &[(100, 10)], &[10_000]).await;

@@ -21,58 +21,19 @@ type Ctx = (Stack, Receiver);
 type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
-    (
-        "saga::happy_path_completes_with_the_expected_timeline",
-        outcomes::happy_path,
-    ),
-    (
-        "saga::declined_payment_cancels_the_order",
-        outcomes::declined_payment,
-    ),
-    (
-        "saga::out_of_stock_refunds_and_cancels",
-        outcomes::out_of_stock,
-    ),
-    (
-        "saga::shipping_failure_releases_refunds_and_cancels",
-        outcomes::shipping_failure,
-    ),
-    (
-        "saga::cancel_after_shipment_is_409",
-        outcomes::cancel_after_shipment,
-    ),
-    (
-        "rest::idempotency_key_replays_the_original_answer",
-        rest::idempotency,
-    ),
-    (
-        "rest::bad_input_gets_problem_json_naming_the_field",
-        rest::bad_input,
-    ),
-    (
-        "rest::every_service_serves_openapi_health_and_lists",
-        rest::rest_surface,
-    ),
-    (
-        "rest::a_write_based_on_a_stale_read_is_refused_with_412",
-        edges::conditional_writes,
-    ),
-    (
-        "rest::concurrent_first_puts_of_an_account_all_succeed",
-        edges::concurrent_first_puts,
-    ),
-    (
-        "kafka::republished_event_has_no_second_effect",
-        kafka::republished_event,
-    ),
-    (
-        "load::concurrent_orders_never_oversell_and_conserve_money",
-        load::concurrent_orders,
-    ),
-    (
-        "tracing::one_trace_per_order_across_all_four_services",
-        load::one_trace_per_order,
-    ),
+    scenario!(outcomes::happy_path_completes_with_the_expected_timeline),
+    scenario!(outcomes::declined_payment_cancels_the_order),
+    scenario!(outcomes::out_of_stock_refunds_and_cancels),
+    scenario!(outcomes::shipping_failure_releases_refunds_and_cancels),
+    scenario!(outcomes::cancel_after_shipment_is_409),
+    scenario!(rest::idempotency_key_replays_the_original_answer),
+    scenario!(rest::bad_input_gets_problem_json_naming_the_field),
+    scenario!(rest::every_service_serves_openapi_health_and_lists),
+    scenario!(edges::a_write_based_on_a_stale_read_is_refused_with_412),
+    scenario!(edges::concurrent_first_puts_of_an_account_all_succeed),
+    scenario!(kafka::republished_event_has_no_second_effect),
+    scenario!(load::concurrent_orders_never_oversell_and_conserve_money),
+    scenario!(load::one_trace_per_order_across_all_four_services),
 ];
 
 pub(super) async fn seed(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, Run, event, seed};
 
-pub(super) fn happy_path(ctx: &Ctx) -> Run<'_> {
+pub(super) fn happy_path_completes_with_the_expected_timeline(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) =
@@ -104,7 +104,7 @@ pub(super) fn happy_path(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn declined_payment(ctx: &Ctx) -> Run<'_> {
+pub(super) fn declined_payment_cancels_the_order(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "declined", &[(5000, 10)], &[1000]).await;
@@ -132,7 +132,7 @@ pub(super) fn declined_payment(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn out_of_stock(ctx: &Ctx) -> Run<'_> {
+pub(super) fn out_of_stock_refunds_and_cancels(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "oos", &[(100, 1)], &[10_000]).await;
@@ -164,7 +164,7 @@ pub(super) fn out_of_stock(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn shipping_failure(ctx: &Ctx) -> Run<'_> {
+pub(super) fn shipping_failure_releases_refunds_and_cancels(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "noship", &[(100, 5)], &[10_000]).await;
@@ -198,7 +198,7 @@ pub(super) fn shipping_failure(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn cancel_after_shipment(ctx: &Ctx) -> Run<'_> {
+pub(super) fn cancel_after_shipment_is_409(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "late", &[(100, 5)], &[10_000]).await;

@@ -1,4 +1,4 @@
-//! The REST contract: idempotency, bad input, OpenAPI, health, listing and pagination.
+//! The REST contract: idempotency_key_replays_the_original_answer, bad input, OpenAPI, health, listing and pagination.
 
 use orderflow_e2e::client::{self, order_body};
 use reqwest::StatusCode;
@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, Run, seed};
 
-pub(super) fn idempotency(ctx: &Ctx) -> Run<'_> {
+pub(super) fn idempotency_key_replays_the_original_answer(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "idem", &[(100, 50)], &[100_000]).await;
@@ -45,7 +45,7 @@ pub(super) fn idempotency(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn bad_input(ctx: &Ctx) -> Run<'_> {
+pub(super) fn bad_input_gets_problem_json_naming_the_field(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         let (products, customers) = seed(stack, "bad", &[(100, 50)], &[100_000]).await;
@@ -184,7 +184,7 @@ pub(super) fn bad_input(ctx: &Ctx) -> Run<'_> {
     })
 }
 
-pub(super) fn rest_surface(ctx: &Ctx) -> Run<'_> {
+pub(super) fn every_service_serves_openapi_health_and_lists(ctx: &Ctx) -> Run<'_> {
     Box::pin(async move {
         let stack = &ctx.0;
         for (service, path) in [
