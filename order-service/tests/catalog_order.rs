@@ -4,7 +4,10 @@
 use chrono::{Duration, Utc};
 use shared_events::Money;
 use shared_events::contracts::ProductUpserted;
-use sqlx::{Connection, PgConnection};
+
+mod support;
+
+use support::TestDatabase;
 
 fn product(price: i64) -> ProductUpserted {
     ProductUpserted {
@@ -17,37 +20,22 @@ fn product(price: i64) -> ProductUpserted {
 
 #[tokio::test]
 async fn a_later_change_with_an_earlier_clock_still_wins() {
-    let base = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let database = format!("it_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let mut admin = PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut db = PgConnection::connect(&format!("{base}/{database}"))
-        .await
-        .unwrap();
-    shared_events::migrations::with_service_migrations(&order_service::MIGRATIONS)
-        .run(&mut db)
-        .await
-        .unwrap();
+    let mut test_db = TestDatabase::migrated().await;
+    let db = &mut test_db.db;
 
     // The second change was made on a host whose clock is a second behind.
     let now = Utc::now();
     let (first, second) = (product(100), product(250));
-    order_service::store::upsert_catalog(&mut db, &[(&first, now)])
+    order_service::store::upsert_catalog(&mut *db, &[(&first, now)])
         .await
         .unwrap();
-    order_service::store::upsert_catalog(&mut db, &[(&second, now - Duration::seconds(1))])
+    order_service::store::upsert_catalog(&mut *db, &[(&second, now - Duration::seconds(1))])
         .await
         .unwrap();
     // And within one batch, the last of a product's changes wins.
     let (third, fourth) = (product(300), product(400));
     order_service::store::upsert_catalog(
-        &mut db,
+        &mut *db,
         &[(&third, now), (&fourth, now - Duration::seconds(5))],
     )
     .await
@@ -55,15 +43,9 @@ async fn a_later_change_with_an_earlier_clock_still_wins() {
 
     let price: i64 =
         sqlx::query_scalar("SELECT unit_price_minor FROM catalog WHERE product_id = 'skewed'")
-            .fetch_one(&mut db)
+            .fetch_one(&mut *db)
             .await
             .unwrap();
     assert_eq!(price, 400);
-    db.close().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    test_db.drop().await;
 }

@@ -7,8 +7,12 @@ use chrono::Utc;
 use order_service::domain::{Line, OrderEvent, OrderStatus, Placed};
 use order_service::store::{self, upcaster};
 use shared_events::contracts::Address;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use uuid::Uuid;
+
+mod support;
+
+use support::TestDatabase;
 
 fn placed() -> Placed {
     Placed {
@@ -35,23 +39,8 @@ fn placed() -> Placed {
 
 #[tokio::test]
 async fn a_version_1_history_reads_back_and_grows_in_the_current_version() {
-    let base = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let database = format!("it_{}", &Uuid::new_v4().simple().to_string()[..10]);
-    let mut admin = PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut db = PgConnection::connect(&format!("{base}/{database}"))
-        .await
-        .unwrap();
-    shared_events::migrations::with_service_migrations(&order_service::MIGRATIONS)
-        .run(&mut db)
-        .await
-        .unwrap();
+    let mut test_db = TestDatabase::migrated().await;
+    let db = &mut test_db.db;
 
     // Two events as version 1 wrote them: serde's tagged form, type inside.
     let order_id = Uuid::now_v7();
@@ -73,12 +62,12 @@ async fn a_version_1_history_reads_back_and_grows_in_the_current_version() {
         .bind(Uuid::now_v7())
         .bind(event.event_type())
         .bind(serde_json::to_value(event).unwrap())
-        .execute(&mut db)
+        .execute(&mut *db)
         .await
         .unwrap();
     }
 
-    let history = store::history(&mut db, order_id).await.unwrap();
+    let history = store::history(&mut *db, order_id).await.unwrap();
     let events: Vec<OrderEvent> = history.iter().map(|r| r.event.clone()).collect();
     assert_eq!(events, old);
 
@@ -106,11 +95,11 @@ async fn a_version_1_history_reads_back_and_grows_in_the_current_version() {
         "SELECT event_version FROM order_events WHERE order_id = $1 ORDER BY sequence",
     )
     .bind(order_id)
-    .fetch_all(&mut db)
+    .fetch_all(&mut *db)
     .await
     .unwrap();
     assert_eq!(versions, [1, 1, upcaster::CURRENT_VERSION]);
-    let history = store::history(&mut db, order_id).await.unwrap();
+    let history = store::history(&mut *db, order_id).await.unwrap();
     assert_eq!(history.len(), 3);
     assert_eq!(
         history[2].event,
@@ -119,11 +108,5 @@ async fn a_version_1_history_reads_back_and_grows_in_the_current_version() {
         }
     );
 
-    drop(db);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    test_db.drop().await;
 }

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use shared_events::metrics::TopicLabels;
 use shared_events::{RetryConfig, Topic};
-use support::{RecordingHandler, TestStack, eventually};
+use support::{RecordingHandler, TestStack, eventually, idle_member};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -67,31 +66,12 @@ async fn a_paused_partition_that_comes_back_after_a_rebalance_is_consumed_again(
 
     // A second member joins (the sticky assignor moves one partition to it) and leaves
     // again, so that partition is revoked from the runner and assigned back to it.
-    let config = stack
-        .kafka
-        .at_least_once_consumer(&format!("{}{group}", stack.kafka.topic_prefix));
-    let topic = stack.names.name(Topic::Orders);
     let stop = Arc::new(AtomicBool::new(false));
-    let (took_tx, took) = std::sync::mpsc::channel();
-    let visitor = std::thread::spawn({
-        let stop = stop.clone();
-        move || {
-            let consumer: BaseConsumer = config.create().unwrap();
-            consumer.subscribe(&[&topic]).unwrap();
-            let mut told = false;
-            while !stop.load(Ordering::SeqCst) {
-                let _ignored = consumer.poll(Duration::from_millis(50));
-                let assignment = consumer.assignment().unwrap();
-                if assignment.count() > 0 {
-                    // It consumes nothing: the records stay for the runner.
-                    consumer.pause(&assignment).unwrap();
-                    if !told {
-                        told = took_tx.send(()).is_ok();
-                    }
-                }
-            }
-        }
-    });
+    let (visitor, took) = idle_member(
+        &stack,
+        &format!("{}{group}", stack.kafka.topic_prefix),
+        stop.clone(),
+    );
     tokio::task::spawn_blocking(move || took.recv_timeout(Duration::from_secs(60)))
         .await
         .unwrap()

@@ -8,48 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use shared_events::Topic;
 use shared_events::metrics::TopicLabels;
-use support::{TestStack, eventually, step_event};
+use support::{TestStack, eventually, idle_member, step_event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// Joins `group`, and pauses whatever it is assigned while it keeps polling (so it stays a
-/// live member) until `stop`; it never commits.
-fn stuck_member(
-    stack: &TestStack,
-    group: &str,
-    stop: Arc<AtomicBool>,
-) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>) {
-    let config = stack.kafka.at_least_once_consumer(group);
-    let topic = stack.names.name(Topic::Orders);
-    let (assigned_tx, assigned) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let consumer: BaseConsumer = config.create().unwrap();
-        consumer.subscribe(&[&topic]).unwrap();
-        let mut told = false;
-        while !stop.load(Ordering::SeqCst) {
-            let _ignored = consumer.poll(Duration::from_millis(50));
-            let assignment = consumer.assignment().unwrap();
-            if assignment.count() > 0 {
-                consumer.pause(&assignment).unwrap();
-                if !told {
-                    told = assigned_tx.send(()).is_ok();
-                }
-            }
-        }
-        // Dropped here: it leaves the group, and its partitions move.
-    });
-    (thread, assigned)
-}
 
 #[tokio::test]
 async fn a_partition_nobody_consumes_is_detected_and_the_runner_rejoins() {
     let stack = TestStack::new(2).await;
     let group = format!("{}stall", stack.kafka.topic_prefix);
     let stop = Arc::new(AtomicBool::new(false));
-    let (stuck, assigned) = stuck_member(&stack, &group, stop.clone());
+    let (stuck, assigned) = idle_member(&stack, &group, stop.clone());
     tokio::task::spawn_blocking(move || assigned.recv_timeout(Duration::from_secs(60)))
         .await
         .unwrap()

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
@@ -331,6 +331,37 @@ impl RecordingHandler {
             .await?;
         Ok(())
     }
+}
+
+/// Joins `group` (the full group id) as a member that consumes nothing: it pauses whatever it
+/// is assigned while it keeps polling (so it stays a live member) until `stop`, and never
+/// commits. The receiver hears once it holds a partition. Dropped at the end: it leaves the
+/// group, and its partitions move.
+pub fn idle_member(
+    stack: &TestStack,
+    group: &str,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = stack.kafka.at_least_once_consumer(group);
+    let topic = stack.names.name(shared_events::Topic::Orders);
+    let (assigned_tx, assigned) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let consumer: BaseConsumer = config.create().unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let mut told = false;
+        while !stop.load(Ordering::SeqCst) {
+            let _ignored = consumer.poll(Duration::from_millis(50));
+            let assignment = consumer.assignment().unwrap();
+            if assignment.count() > 0 {
+                consumer.pause(&assignment).unwrap();
+                if !told {
+                    told = assigned_tx.send(()).is_ok();
+                }
+            }
+        }
+    });
+    (thread, assigned)
 }
 
 /// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
