@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use axum::{Extension, Router};
 use serde::Serialize;
 use serde_json::json;
+use service_runtime::auth::{AuthConfig, Authenticator};
 use shared_events::consumer::batch::{Applier, Mode, Pending, Verdict};
 use shared_events::consumer::gate::TopicPartition;
 use shared_events::{Event, EventHandler, Outbox, RegistryCodec};
@@ -122,16 +123,24 @@ pub async fn run(
         );
         tasks.push(tokio::spawn(relay));
     }
-    let order_api = order_service::http::routes(order_service::http::ApiState {
+    let auth = Auth::from_issuer(&scratch.stack.issuer_url).await?;
+    let order_api = auth.guard(order_service::http::routes(order_service::http::ApiState {
         pool: services[0].pool.clone(),
         outbox: services[0].outbox.clone(),
         saga_timeout: Duration::from_secs(3600),
-    });
-    seed(&services).await?;
+    }));
+    seed(&services, &auth).await?;
     let databases: Vec<String> = services.iter().map(|s| database_name(&s.pool)).collect();
     let before = PgCounters::read(&scratch.stack.postgres, &databases).await?;
     let started = Instant::now();
-    place(&order_api, &services[0].committed, orders, concurrency).await?;
+    place(
+        &order_api,
+        &auth,
+        &services[0].committed,
+        orders,
+        concurrency,
+    )
+    .await?;
     wait_for("every replayed order to finish", || async {
         terminal.load(Ordering::SeqCst) >= orders as u64
     })
@@ -259,17 +268,60 @@ async fn relay(
     Ok(())
 }
 
+/// The replay calls the services' routers in-process, so it checks tokens as the services
+/// do (the JWT check is part of a request's cost): against the stack's dev token issuer,
+/// with an operator's token.
+#[derive(Clone)]
+struct Auth {
+    authenticator: Arc<Authenticator>,
+    bearer: String,
+}
+
+impl Auth {
+    async fn from_issuer(issuer_url: &str) -> anyhow::Result<Self> {
+        let authenticator = Authenticator::new(&AuthConfig {
+            jwks_url: Some(format!("{issuer_url}/.well-known/jwks.json")),
+            issuer: Some(issuer_url.to_owned()),
+            audience: "orderflow".to_owned(),
+        })?;
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{issuer_url}/token"))
+            .json(&json!({"sub": "bench-operator", "scope": "orders admin"}))
+            .send()
+            .await
+            .context("asking the dev token issuer for a token (scripts/stack-up starts it)")?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = answer["access_token"]
+            .as_str()
+            .context("the issuer's answer has no access_token")?;
+        Ok(Self {
+            authenticator: Arc::new(authenticator),
+            bearer: format!("Bearer {token}"),
+        })
+    }
+
+    /// `router` checking tokens as a running service does.
+    fn guard(&self, router: Router) -> Router {
+        router.layer(Extension(self.authenticator.clone()))
+    }
+}
+
 /// Products and accounts through the services' own routes; waits until order-service's
 /// catalog copy knows every product.
-async fn seed(services: &[Service]) -> anyhow::Result<()> {
-    let inventory =
-        inventory_service::http::routes(services[2].pool.clone(), services[2].outbox.clone());
-    let billing = billing_service::http::routes(services[1].pool.clone());
+async fn seed(services: &[Service], auth: &Auth) -> anyhow::Result<()> {
+    let inventory = auth.guard(inventory_service::http::routes(
+        services[2].pool.clone(),
+        services[2].outbox.clone(),
+    ));
+    let billing = auth.guard(billing_service::http::routes(services[1].pool.clone()));
     for i in 0..PRODUCTS {
         let body = json!({"name": format!("p{i}"), "unit_price_minor": 100 + 25 * i as i64,
                           "currency": "EUR", "available": 2_000_000_000});
         send(
             &inventory,
+            auth,
             Method::PUT,
             &format!("/products/p{i}"),
             &body,
@@ -282,6 +334,7 @@ async fn seed(services: &[Service]) -> anyhow::Result<()> {
         let body = json!({"currency": "EUR", "credit_limit_minor": 0, "balance_minor": 1_000_000_000_000i64});
         send(
             &billing,
+            auth,
             Method::PUT,
             &format!("/accounts/c{i}"),
             &body,
@@ -302,6 +355,7 @@ async fn seed(services: &[Service]) -> anyhow::Result<()> {
 /// `POST /orders`, `concurrency` at a time, until `orders` were accepted.
 async fn place(
     api: &Router,
+    auth: &Auth,
     committed: &Arc<Notify>,
     orders: usize,
     concurrency: usize,
@@ -310,6 +364,7 @@ async fn place(
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (api, next, committed) = (api.clone(), next.clone(), committed.clone());
+        let auth = auth.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::SeqCst) as usize;
@@ -325,7 +380,7 @@ async fn place(
                                          "city": "Berlin", "postal_code": "10115", "country": "DE"},
                 });
                 let key = uuid::Uuid::new_v4().to_string();
-                send(&api, Method::POST, "/orders", &body, Some(&key)).await?;
+                send(&api, &auth, Method::POST, "/orders", &body, Some(&key)).await?;
                 committed.notify_one();
             }
         }));
@@ -338,6 +393,7 @@ async fn place(
 
 async fn send(
     router: &Router,
+    auth: &Auth,
     method: Method,
     uri: &str,
     body: &serde_json::Value,
@@ -346,7 +402,8 @@ async fn send(
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json");
+        .header("content-type", "application/json")
+        .header("authorization", &auth.bearer);
     if let Some(key) = idempotency_key {
         request = request.header("idempotency-key", key);
     }
