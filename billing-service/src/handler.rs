@@ -15,12 +15,7 @@ pub const ORDER_PAYMENTS: SagaStateTable = SagaStateTable::new("order_payments")
 pub struct BillingHandler;
 
 impl EventHandler for BillingHandler {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "OrderPlaced",
-        "StockRejected",
-        "ShipmentFailed",
-        "OrderCompleted",
-    ];
+    const EVENT_TYPES: &'static [&'static str] = shared_events::topology::BILLING_SERVICE.receives;
 
     async fn handle(
         &self,

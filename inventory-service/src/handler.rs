@@ -18,7 +18,7 @@ pub struct InventoryHandler;
 
 impl EventHandler for InventoryHandler {
     const EVENT_TYPES: &'static [&'static str] =
-        &["OrderPlaced", "PaymentAuthorized", "ShipmentFailed"];
+        shared_events::topology::INVENTORY_SERVICE.receives;
 
     async fn handle(
         &self,

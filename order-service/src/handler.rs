@@ -14,17 +14,7 @@ pub struct OrderHandler {
 }
 
 impl EventHandler for OrderHandler {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "PaymentAuthorized",
-        "PaymentDeclined",
-        "PaymentRefunded",
-        "StockReserved",
-        "StockRejected",
-        "StockReleased",
-        "ShipmentScheduled",
-        "ShipmentFailed",
-        "ProductUpserted",
-    ];
+    const EVENT_TYPES: &'static [&'static str] = shared_events::topology::ORDER_SERVICE.receives;
 
     async fn handle(
         &self,

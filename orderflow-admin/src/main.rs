@@ -1,5 +1,6 @@
 //! `orderflow-admin`: the operator's tool for the event topology.
 
+mod asyncapi;
 mod demo;
 mod load;
 mod urls;
@@ -51,6 +52,10 @@ enum Command {
     /// Place orders over REST at a fixed concurrency (closed loop) or rate (open loop) and
     /// report orders/s to a terminal state, latency percentiles and outcomes.
     Load(load::LoadArgs),
+    /// Print the AsyncAPI 3.0 document of the topics (docs/asyncapi.json is its output):
+    /// channels with their dead-letter twins, each event's Avro schema, who sends and who
+    /// receives it.
+    Asyncapi,
     /// Print an access token from the dev token issuer (`dev-token-issuer`, started by
     /// `scripts/stack-up`), e.g. `orderflow-admin token --sub alice --scope orders`.
     Token {
@@ -149,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Demo { urls } => demo::run(urls).await?,
+        Command::Asyncapi => {
+            println!("{}", serde_json::to_string_pretty(&asyncapi::document())?);
+        }
         Command::Token {
             sub,
             scope,

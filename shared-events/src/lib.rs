@@ -19,6 +19,7 @@ pub mod saga_state;
 pub mod schema_resolution;
 pub mod settings;
 pub mod topics;
+pub mod topology;
 pub mod trace_context;
 
 pub use codec::{RegistryCodec, RegistryConfig};

@@ -18,8 +18,7 @@ pub struct ShippingHandler {
 }
 
 impl EventHandler for ShippingHandler {
-    const EVENT_TYPES: &'static [&'static str] =
-        &["OrderPlaced", "StockReserved", "OrderCancellationRequested"];
+    const EVENT_TYPES: &'static [&'static str] = shared_events::topology::SHIPPING_SERVICE.receives;
 
     async fn handle(
         &self,

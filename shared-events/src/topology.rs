@@ -1,0 +1,119 @@
+//! Who sends and who receives each event type: the saga's topology, written down once.
+//! Each service's handler takes the list of what it receives from here, and the AsyncAPI
+//! document of the topics (`orderflow-admin asyncapi`) is generated from it.
+
+/// One service's part in the saga.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceTopology {
+    pub name: &'static str,
+    /// The event types it publishes (through its outbox).
+    pub sends: &'static [&'static str],
+    /// The event types its consumer handles.
+    pub receives: &'static [&'static str],
+}
+
+pub const ORDER_SERVICE: ServiceTopology = ServiceTopology {
+    name: "order-service",
+    sends: &[
+        "OrderPlaced",
+        "OrderCancellationRequested",
+        "OrderCompleted",
+        "OrderCancelled",
+    ],
+    receives: &[
+        "PaymentAuthorized",
+        "PaymentDeclined",
+        "PaymentRefunded",
+        "StockReserved",
+        "StockRejected",
+        "StockReleased",
+        "ShipmentScheduled",
+        "ShipmentFailed",
+        "ProductUpserted",
+    ],
+};
+
+pub const BILLING_SERVICE: ServiceTopology = ServiceTopology {
+    name: "billing-service",
+    sends: &["PaymentAuthorized", "PaymentDeclined", "PaymentRefunded"],
+    receives: &[
+        "OrderPlaced",
+        "StockRejected",
+        "ShipmentFailed",
+        "OrderCompleted",
+    ],
+};
+
+pub const INVENTORY_SERVICE: ServiceTopology = ServiceTopology {
+    name: "inventory-service",
+    sends: &[
+        "StockReserved",
+        "StockRejected",
+        "StockReleased",
+        "ProductUpserted",
+    ],
+    receives: &["OrderPlaced", "PaymentAuthorized", "ShipmentFailed"],
+};
+
+pub const SHIPPING_SERVICE: ServiceTopology = ServiceTopology {
+    name: "shipping-service",
+    sends: &["ShipmentScheduled", "ShipmentFailed"],
+    receives: &["OrderPlaced", "StockReserved", "OrderCancellationRequested"],
+};
+
+pub const SERVICES: [ServiceTopology; 4] = [
+    ORDER_SERVICE,
+    BILLING_SERVICE,
+    INVENTORY_SERVICE,
+    SHIPPING_SERVICE,
+];
+
+/// The service that publishes `event_type`.
+pub fn sender_of(event_type: &str) -> Option<&'static ServiceTopology> {
+    SERVICES.iter().find(|s| s.sends.contains(&event_type))
+}
+
+/// The services that handle `event_type`.
+pub fn receivers_of(event_type: &str) -> impl Iterator<Item = &'static ServiceTopology> {
+    SERVICES
+        .iter()
+        .filter(move |s| s.receives.contains(&event_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::CONTRACTS;
+
+    #[test]
+    fn every_contract_has_exactly_one_sender() {
+        // Receivers may be none: OrderCancelled is a fact for the world outside the saga.
+        for contract in CONTRACTS {
+            let senders = SERVICES
+                .iter()
+                .filter(|s| s.sends.contains(&contract.event_type))
+                .count();
+            assert_eq!(senders, 1, "{senders} senders of {}", contract.event_type);
+        }
+    }
+
+    #[test]
+    fn every_listed_event_type_is_a_contract_and_nobody_hears_itself() {
+        for service in SERVICES {
+            for event_type in service.sends.iter().chain(service.receives) {
+                assert!(
+                    CONTRACTS.iter().any(|c| c.event_type == *event_type),
+                    "{event_type} of {} is no contract",
+                    service.name
+                );
+            }
+            for event_type in service.receives {
+                assert!(
+                    !service.sends.contains(event_type),
+                    "{} hears its own {event_type}",
+                    service.name
+                );
+            }
+        }
+    }
+}
