@@ -5,5 +5,5 @@ pub mod events;
 pub mod order;
 pub mod validation;
 
-pub use events::{Line, OrderEvent, Placed};
+pub use events::{Line, OrderEvent, Placed, StepKind};
 pub use order::{CancelRefused, Order, OrderStatus};

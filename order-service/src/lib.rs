@@ -6,6 +6,7 @@
 //! `OrderCancellationRequested`, `OrderCompleted` and `OrderCancelled`, and records what
 //! billing, inventory and shipping report.
 
+pub mod console;
 pub mod deadline;
 pub mod domain;
 pub mod error;
@@ -130,6 +131,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         poll_interval: Duration::from_millis(config.deadline_poll_ms),
         skipped: order_metrics.deadlines_skipped(),
     };
+    let live = console::LiveOrders::new(console::FeedSource {
+        pool: plumbing.pool.clone(),
+        kafka: plumbing.config.kafka.clone(),
+        names: plumbing.names.clone(),
+        codec: plumbing.codec.clone(),
+    });
     let api = http::ApiState {
         pool: plumbing.pool,
         outbox: plumbing.outbox,
@@ -138,8 +145,10 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     Ok(app
         .with_consumer(handler)?
         .with_routes(http::routes(api))
+        .with_routes(console::routes(live.clone()))
         .with_openapi(http::ApiDoc::openapi())
         .with_task("saga deadline watcher", |token| watcher.run(token))
+        .with_task("console live feed", |token| live.run(token))
         .with_overload_probe(OverloadProbe {
             name: "sagas in flight",
             rows_sql: "SELECT 1 FROM orders_view

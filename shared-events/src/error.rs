@@ -26,6 +26,8 @@ pub enum Error {
     InvalidContract(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    #[error("topic {0} has no partitions; provision the topics first")]
+    TopicMissing(String),
 }
 
 /// Why a record went to a dead-letter topic; the `dlq.error.class` header carries it.

@@ -80,7 +80,40 @@ pub enum OrderEvent {
     },
 }
 
+/// What a step does in the saga, for whoever reads a timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// The saga moving forward: placed, charged, reserved, shipped.
+    Progress,
+    /// A service said no, or someone asked to stop: compensations follow.
+    Failure,
+    /// An earlier step undone: a refund, released stock.
+    Compensation,
+    /// How the order ended, or a cancellation that came too late.
+    Outcome,
+}
+
 impl OrderEvent {
+    pub fn step_kind(&self) -> StepKind {
+        match self {
+            OrderEvent::OrderPlaced(_)
+            | OrderEvent::PaymentAuthorized { .. }
+            | OrderEvent::StockReserved { .. }
+            | OrderEvent::ShipmentScheduled { .. } => StepKind::Progress,
+            OrderEvent::PaymentDeclined { .. }
+            | OrderEvent::StockRejected { .. }
+            | OrderEvent::ShipmentFailed { .. }
+            | OrderEvent::OrderCancellationRequested { .. } => StepKind::Failure,
+            OrderEvent::PaymentRefunded { .. } | OrderEvent::StockReleased { .. } => {
+                StepKind::Compensation
+            }
+            OrderEvent::CancellationRejected { .. }
+            | OrderEvent::OrderCompleted
+            | OrderEvent::OrderCancelled { .. } => StepKind::Outcome,
+        }
+    }
+
     pub fn event_type(&self) -> &'static str {
         match self {
             OrderEvent::OrderPlaced(_) => "OrderPlaced",

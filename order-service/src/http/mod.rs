@@ -23,6 +23,7 @@ use crate::domain::OrderStatus;
 
 pub use cancel::CancelRequest;
 pub use idempotency_key::IdempotencyKey;
+pub(crate) use read::order_views;
 pub use read::{ListQuery, OrderPage, OrderSummary, OrderView, TimelineEntry};
 
 #[derive(OpenApi)]

@@ -8,15 +8,17 @@ use serde::{Deserialize, Serialize};
 use service_runtime::auth::Scope;
 use service_runtime::{Caller, FieldErrors, Problem, ValidPath};
 use shared_events::contracts::Address;
+use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{ApiState, no_order};
-use crate::domain::{Line, OrderStatus};
+use crate::domain::{Line, OrderStatus, StepKind};
+use crate::error::Error;
 use crate::store;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -35,12 +37,14 @@ pub struct OrderView {
     pub timeline: Vec<TimelineEntry>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     /// The service that reported the step.
     pub service: String,
     pub event_type: String,
+    /// Progress, failure, compensation (an earlier step undone) or outcome.
+    pub kind: StepKind,
     pub event_id: Uuid,
     pub causation_id: Option<Uuid>,
     pub detail: String,
@@ -76,46 +80,66 @@ pub(super) async fn get_order(
     State(state): State<ApiState>,
     ValidPath(order_id): ValidPath<Uuid>,
 ) -> Result<Json<OrderView>, Problem> {
-    let row: Option<OrderRow> = sqlx::query_as(
+    let view = order_views(&state.pool, &[order_id]).await?.pop();
+    // Another customer's order is as unknown as a missing one: ids do not leak.
+    view.filter(|view| caller.may_access(&view.customer_id))
+        .map(Json)
+        .ok_or_else(|| no_order(order_id))
+}
+
+/// The orders among `order_ids` that exist, each with its timeline, in one query for the
+/// rows and one for the histories.
+pub(crate) async fn order_views(
+    pool: &PgPool,
+    order_ids: &[Uuid],
+) -> Result<Vec<OrderView>, Error> {
+    let rows: Vec<OrderRow> = sqlx::query_as(
         "SELECT order_id, customer_id, status, currency, total_minor, lines, shipping_address,
                 outcome_reason, placed_at, updated_at, saga_deadline
-         FROM orders_view WHERE order_id = $1",
+         FROM orders_view WHERE order_id = ANY($1)",
     )
-    .bind(order_id)
-    .fetch_optional(&state.pool)
+    .bind(order_ids)
+    .fetch_all(pool)
     .await?;
-    // Another customer's order is as unknown as a missing one: ids do not leak.
-    let Some(row) = row.filter(|row| caller.may_access(&row.customer_id)) else {
-        return Err(no_order(order_id));
-    };
-    let mut history = store::history(&state.pool, order_id).await?;
-    // Facts arrive over different topics; the timeline shows them in the order they happened.
-    history.sort_by_key(|r| (r.occurred_at, r.sequence));
-    let timeline = history
-        .into_iter()
-        .map(|r| TimelineEntry {
-            at: r.occurred_at,
-            service: r.producer,
-            event_type: r.event_type,
-            event_id: r.event_id,
-            causation_id: r.causation_id,
-            detail: r.event.detail(),
+    let mut histories = store::histories(pool, order_ids).await?;
+    rows.into_iter()
+        .map(|row| {
+            let mut history = histories.remove(&row.order_id).unwrap_or_default();
+            // Facts arrive over different topics; the timeline shows them in the order they
+            // happened.
+            history.sort_by_key(|r| (r.occurred_at, r.sequence));
+            let timeline = history
+                .into_iter()
+                .map(|r| TimelineEntry {
+                    at: r.occurred_at,
+                    service: r.producer,
+                    kind: r.event.step_kind(),
+                    event_type: r.event_type,
+                    event_id: r.event_id,
+                    causation_id: r.causation_id,
+                    detail: r.event.detail(),
+                })
+                .collect();
+            let status = OrderStatus::parse(&row.status).ok_or_else(|| Error::CorruptHistory {
+                order_id: row.order_id,
+                reason: format!("unknown status {} in orders_view", row.status),
+            })?;
+            Ok(OrderView {
+                order_id: row.order_id,
+                customer_id: row.customer_id,
+                status,
+                currency: row.currency,
+                total_minor: row.total_minor,
+                lines: row.lines.0,
+                shipping_address: row.shipping_address.0,
+                outcome_reason: row.outcome_reason,
+                placed_at: row.placed_at,
+                updated_at: row.updated_at,
+                saga_deadline: row.saga_deadline,
+                timeline,
+            })
         })
-        .collect();
-    Ok(Json(OrderView {
-        order_id: row.order_id,
-        customer_id: row.customer_id,
-        status: OrderStatus::parse(&row.status).ok_or_else(Problem::internal)?,
-        currency: row.currency,
-        total_minor: row.total_minor,
-        lines: row.lines.0,
-        shipping_address: row.shipping_address.0,
-        outcome_reason: row.outcome_reason,
-        placed_at: row.placed_at,
-        updated_at: row.updated_at,
-        saga_deadline: row.saga_deadline,
-        timeline,
-    }))
+        .collect()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,7 +1,7 @@
 //! The order's history (`order_events`, append-only) and its projection (`orders_view`),
 //! which also keeps the order folded up to its last event as a snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,7 @@ pub struct RecordedEvent {
 /// A row of `order_events` as stored, in whatever version wrote it.
 #[derive(FromRow)]
 struct StoredEvent {
+    order_id: Uuid,
     sequence: i32,
     event_id: Uuid,
     event_type: String,
@@ -44,24 +45,37 @@ pub async fn history<'e>(
     executor: impl PgExecutor<'e>,
     order_id: Uuid,
 ) -> Result<Vec<RecordedEvent>, Error> {
+    let mut histories = histories(executor, &[order_id]).await?;
+    Ok(histories.remove(&order_id).unwrap_or_default())
+}
+
+/// The histories of several orders in one query, each oldest first; an order without
+/// events is absent.
+pub async fn histories<'e>(
+    executor: impl PgExecutor<'e>,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<RecordedEvent>>, Error> {
     let rows: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT sequence, event_id, event_type, event_version, producer, causation_id,
-                occurred_at, data
-         FROM order_events WHERE order_id = $1 ORDER BY sequence",
+        "SELECT order_id, sequence, event_id, event_type, event_version, producer,
+                causation_id, occurred_at, data
+         FROM order_events WHERE order_id = ANY($1) ORDER BY order_id, sequence",
     )
-    .bind(order_id)
+    .bind(order_ids)
     .fetch_all(executor)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            let event =
-                upcaster::decode(&row.event_type, row.event_version, row.data.0).map_err(|e| {
-                    Error::CorruptHistory {
-                        order_id,
-                        reason: format!("event {} ({}): {e}", row.sequence, row.event_type),
-                    }
-                })?;
-            Ok(RecordedEvent {
+    let mut histories: HashMap<Uuid, Vec<RecordedEvent>> = HashMap::new();
+    for row in rows {
+        let event =
+            upcaster::decode(&row.event_type, row.event_version, row.data.0).map_err(|e| {
+                Error::CorruptHistory {
+                    order_id: row.order_id,
+                    reason: format!("event {} ({}): {e}", row.sequence, row.event_type),
+                }
+            })?;
+        histories
+            .entry(row.order_id)
+            .or_default()
+            .push(RecordedEvent {
                 sequence: row.sequence,
                 event_id: row.event_id,
                 event_type: row.event_type,
@@ -69,9 +83,9 @@ pub async fn history<'e>(
                 causation_id: row.causation_id,
                 occurred_at: row.occurred_at,
                 event,
-            })
-        })
-        .collect()
+            });
+    }
+    Ok(histories)
 }
 
 /// An order as a command works on it: folded from its history, with the events the command

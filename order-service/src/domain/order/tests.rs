@@ -3,7 +3,7 @@ use shared_events::contracts::Address;
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::events::{Line, OrderEvent, Placed};
+use crate::domain::events::{Line, OrderEvent, Placed, StepKind};
 
 fn placed() -> Placed {
     Placed {
@@ -195,4 +195,31 @@ fn terminal_orders_record_late_facts_and_decide_nothing_more() {
         charged(),
     ]);
     assert_eq!(late.status(), OrderStatus::Cancelled);
+}
+
+#[test]
+fn a_failed_shipment_is_followed_by_compensations_then_the_outcome() {
+    let order = order_after(&[charged(), reserved()]);
+    let failure = OrderEvent::ShipmentFailed { reason: "x".into() };
+    let released = OrderEvent::StockReleased {
+        reservation_id: Uuid::nil(),
+    };
+    let order_after_failure = order_after(&[charged(), reserved(), failure.clone()]);
+    let after_release = order_after(&[charged(), reserved(), failure.clone(), released.clone()]);
+    let recorded: Vec<OrderEvent> = [
+        order.react(failure),
+        order_after_failure.react(released),
+        after_release.react(refunded()),
+    ]
+    .concat();
+    let kinds: Vec<StepKind> = recorded.iter().map(OrderEvent::step_kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            StepKind::Failure,
+            StepKind::Compensation,
+            StepKind::Compensation,
+            StepKind::Outcome
+        ]
+    );
 }

@@ -1,0 +1,85 @@
+//! The web console at `/console`: recent orders updating live, an order's saga timeline
+//! across the four services with its compensations marked, a form that places an order and
+//! a button that cancels one, and the last minute's outcomes.
+//!
+//! The page is plain HTML, CSS and JavaScript compiled into the binary: nothing to build or
+//! install. It calls the same REST API as any client, with the bearer token the operator
+//! gives it, and follows `GET /orders/live`, a stream of server-sent events for admins.
+
+mod feed;
+mod live;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use service_runtime::Admin;
+use tokio::sync::broadcast::error::RecvError;
+
+pub use feed::Counters;
+pub use live::{FeedSource, LiveOrders, LiveUpdate};
+
+pub fn routes(live: Arc<LiveOrders>) -> Router {
+    Router::new()
+        .route(
+            "/console",
+            get(|| asset("text/html", include_str!("assets/index.html"))),
+        )
+        .route(
+            "/console/app.js",
+            get(|| asset("text/javascript", include_str!("assets/app.js"))),
+        )
+        .route(
+            "/console/style.css",
+            get(|| asset("text/css", include_str!("assets/style.css"))),
+        )
+        .route("/orders/live", get(live_orders))
+        .with_state(live)
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                format!("{content_type}; charset=utf-8"),
+            ),
+            // The page is small and changes with the binary: always revalidate.
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+        ],
+        body,
+    )
+}
+
+/// `GET /orders/live` (admin): server-sent events named `order` (an order as `GET
+/// /orders/{id}` shows it, each time it changes), `counters` (every second) and `resync`
+/// (this stream fell behind and skipped updates: reload the list). Not in the OpenAPI
+/// document, whose clients (and fuzzer) expect responses that end.
+async fn live_orders(
+    _admin: Admin,
+    State(live): State<Arc<LiveOrders>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let updates = live.subscribe();
+    let closed = live.closed();
+    let events = futures::stream::unfold(updates, |mut updates| async move {
+        let event = match updates.recv().await {
+            Ok(update) => SseEvent::default()
+                .event(update.name())
+                .json_data(&*update)
+                .unwrap_or_else(|_| SseEvent::default().event("resync")),
+            Err(RecvError::Lagged(skipped)) => SseEvent::default()
+                .event("resync")
+                .data(skipped.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), updates))
+    })
+    .take_until(async move { closed.cancelled_owned().await });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
