@@ -220,14 +220,7 @@ fn scan_topic(
 ) -> Result<(), Error> {
     let timeout = Duration::from_secs(10);
     let consumer: BaseConsumer = kafka.reader().create().map_err(Error::Kafka)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(Error::Kafka)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = crate::kafka::partition_ids(&consumer, topic, timeout)?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
     for partition in partitions {

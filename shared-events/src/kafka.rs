@@ -1,6 +1,9 @@
 //! Kafka client settings shared by the relay, the consumer runner and the tools.
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext};
 
 use crate::credentials::KafkaSecurity;
 
@@ -143,4 +146,20 @@ impl KafkaConfig {
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         config
     }
+}
+
+/// The partition ids of `topic`, as the broker reports them now.
+pub(crate) fn partition_ids<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, crate::Error> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(crate::Error::Kafka)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }

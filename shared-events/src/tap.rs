@@ -13,6 +13,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::codec::DecodeError;
 use crate::dead_letter::header_value;
+use crate::kafka::partition_ids;
 use crate::{Error, Event, RegistryCodec, Topic, TopicNames};
 
 /// One record the tap let through.
@@ -104,14 +105,7 @@ fn end_of_each_partition(
     let probe: BaseConsumer = config.create().map_err(Error::Kafka)?;
     let mut assignment = TopicPartitionList::new();
     for topic in topics {
-        let metadata = probe
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(Error::Kafka)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = partition_ids(&probe, topic, timeout)?;
         if partitions.is_empty() {
             return Err(Error::TopicMissing(topic.clone()));
         }

@@ -125,13 +125,8 @@ fn read_blocking<C: ConsumerContext>(
 ) -> Result<Vec<(TopicPartition, Progress)>, Error> {
     let mut partitions = TopicPartitionList::new();
     for topic in topics {
-        let metadata = client
-            .fetch_metadata(Some(topic), READ_TIMEOUT)
-            .map_err(Error::Kafka)?;
-        for found in metadata.topics() {
-            for partition in found.partitions() {
-                partitions.add_partition(topic, partition.id());
-            }
+        for partition in crate::kafka::partition_ids(client, topic, READ_TIMEOUT)? {
+            partitions.add_partition(topic, partition);
         }
     }
     let committed = client

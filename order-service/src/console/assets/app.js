@@ -61,7 +61,10 @@ function el(tag, attributes = {}, ...children) {
 
 const money = (minor, currency) => `${(minor / 100).toFixed(2)} ${currency}`;
 const time = (at) => new Date(at).toLocaleTimeString([], { hour12: false });
-const preciseTime = (at) => new Date(at).toLocaleTimeString([], { hour12: false, fractionalSecondDigits: 3 });
+const preciseTime = (at) =>
+  new Date(at).toLocaleTimeString([], {
+    hour12: false, hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
+  });
 const shortId = (id) => id.slice(-8);
 
 // --- the list ---------------------------------------------------------------------------
@@ -105,6 +108,7 @@ async function loadList() {
 // --- one order --------------------------------------------------------------------------
 
 async function select(orderId) {
+  if (selected !== orderId) document.getElementById("cancel-result").textContent = "";
   selected = orderId;
   renderList();
   const response = await api(`/orders/${orderId}`);
