@@ -103,26 +103,17 @@ async fn lock_accounts(
         return Ok(BTreeMap::new());
     }
     let customers: Vec<String> = customers.into_iter().collect();
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+    let accounts = sqlx::query_as!(
+        Account,
         "SELECT customer_id, currency, balance_minor, credit_limit_minor
          FROM accounts WHERE customer_id = ANY($1) ORDER BY customer_id FOR UPDATE",
+        &customers,
     )
-    .bind(&customers)
     .fetch_all(tx)
     .await?;
-    Ok(rows
+    Ok(accounts
         .into_iter()
-        .map(
-            |(customer_id, currency, balance_minor, credit_limit_minor)| {
-                let account = Account {
-                    customer_id: customer_id.clone(),
-                    currency,
-                    balance_minor,
-                    credit_limit_minor,
-                };
-                (customer_id, account)
-            },
-        )
+        .map(|account| (account.customer_id.clone(), account))
         .collect())
 }
 
@@ -142,13 +133,13 @@ async fn save_balances(
     if customers.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE accounts AS a SET balance_minor = v.balance_minor, updated_at = now()
          FROM UNNEST($1::text[], $2::bigint[]) AS v(customer_id, balance_minor)
          WHERE a.customer_id = v.customer_id",
+        &customers as _,
+        &balances,
     )
-    .bind(customers)
-    .bind(balances)
     .execute(tx)
     .await?;
     Ok(())

@@ -112,24 +112,32 @@ fn no_account(customer_id: &str) -> Problem {
 }
 
 async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView, Problem> {
-    let account: Option<(String, i64, i64, String)> = sqlx::query_as(
-        "SELECT currency, balance_minor, credit_limit_minor, xmin::text FROM accounts
-         WHERE customer_id = $1",
+    let account = sqlx::query!(
+        r#"SELECT currency, balance_minor, credit_limit_minor, xmin::text AS "version!"
+           FROM accounts WHERE customer_id = $1"#,
+        customer_id,
     )
-    .bind(&customer_id)
     .fetch_optional(pool)
     .await?;
-    let Some((currency, balance_minor, credit_limit_minor, version)) = account else {
+    let Some(account) = account else {
         return Err(no_account(&customer_id));
     };
-    let orders: Vec<(Uuid, SqlJson<OrderPayment>)> = sqlx::query_as(
-        "SELECT order_id, state FROM order_payments WHERE customer_id = $1 ORDER BY order_id",
+    let (currency, balance_minor, credit_limit_minor, version) = (
+        account.currency,
+        account.balance_minor,
+        account.credit_limit_minor,
+        account.version,
+    );
+    let orders = sqlx::query!(
+        r#"SELECT order_id, state AS "state: SqlJson<OrderPayment>"
+           FROM order_payments WHERE customer_id = $1 ORDER BY order_id"#,
+        customer_id,
     )
-    .bind(&customer_id)
     .fetch_all(pool)
     .await?;
     let (mut holds, mut payments, mut refunds) = (Vec::new(), Vec::new(), Vec::new());
-    for (order_id, SqlJson(state)) in orders {
+    for row in orders {
+        let (order_id, SqlJson(state)) = (row.order_id, row.state);
         let (payment, status) = match &state {
             OrderPayment::Authorized { payment } => (payment, "authorized"),
             OrderPayment::Captured { payment } => (payment, "captured"),
@@ -211,36 +219,37 @@ async fn put_account(
     errors.into_result()?;
     // One statement, so concurrent first PUTs of an account cannot both insert.
     let mut tx = pool.begin().await?;
-    let written: Option<(bool,)> = sqlx::query_as(
-        "INSERT INTO accounts (customer_id, currency, balance_minor, credit_limit_minor)
-         VALUES ($1, $2, coalesce($3, 0), $4)
-         ON CONFLICT (customer_id) DO UPDATE SET credit_limit_minor = $4,
-             balance_minor = coalesce($3, accounts.balance_minor), updated_at = now()
-         WHERE accounts.currency = $2 AND ($5::text IS NULL OR accounts.xmin::text = $5)
-         RETURNING (xmax = 0)",
+    let created = sqlx::query_scalar!(
+        r#"INSERT INTO accounts (customer_id, currency, balance_minor, credit_limit_minor)
+           VALUES ($1, $2, coalesce($3, 0), $4)
+           ON CONFLICT (customer_id) DO UPDATE SET credit_limit_minor = $4,
+               balance_minor = coalesce($3, accounts.balance_minor), updated_at = now()
+           WHERE accounts.currency = $2 AND ($5::text IS NULL OR accounts.xmin::text = $5)
+           RETURNING (xmax = 0) AS "created!""#,
+        customer_id,
+        body.currency,
+        body.balance_minor,
+        body.credit_limit_minor,
+        if_match.version(),
     )
-    .bind(&customer_id)
-    .bind(&body.currency)
-    .bind(body.balance_minor)
-    .bind(body.credit_limit_minor)
-    .bind(if_match.version())
     .fetch_optional(&mut *tx)
     .await?;
-    let status = match written {
+    let status = match created {
         // Created although If-Match presumed it existed: rolled back on drop.
-        Some((true,)) if !if_match.allows_creation() => {
+        Some(true) if !if_match.allows_creation() => {
             return Err(precondition_failed(&format!("account {customer_id}")));
         }
-        Some((true,)) => StatusCode::CREATED,
-        Some((false,)) => StatusCode::OK,
+        Some(true) => StatusCode::CREATED,
+        Some(false) => StatusCode::OK,
         None => {
-            let kept_in: Option<(String,)> =
-                sqlx::query_as("SELECT currency FROM accounts WHERE customer_id = $1")
-                    .bind(&customer_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let kept_in = sqlx::query_scalar!(
+                "SELECT currency FROM accounts WHERE customer_id = $1",
+                customer_id
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
             return Err(match kept_in {
-                Some((currency,)) if currency != body.currency => {
+                Some(currency) if currency != body.currency => {
                     Problem::invalid_field("currency", format!("the account is kept in {currency}"))
                 }
                 _ => precondition_failed(&format!("account {customer_id}")),

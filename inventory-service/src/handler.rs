@@ -66,21 +66,21 @@ async fn lock_levels(
         return Ok(BTreeMap::new());
     }
     let products: Vec<String> = products.into_iter().collect();
-    let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT product_id, available, reserved FROM products
          WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
+        &products,
     )
-    .bind(&products)
     .fetch_all(tx)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, available, reserved)| {
+        .map(|row| {
             (
-                id,
+                row.product_id,
                 StockLevel {
-                    available,
-                    reserved,
+                    available: row.available,
+                    reserved: row.reserved,
                 },
             )
         })
@@ -106,14 +106,14 @@ async fn save_levels(
     if products.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE products AS p SET available = v.available, reserved = v.reserved, updated_at = now()
          FROM UNNEST($1::text[], $2::int[], $3::int[]) AS v(product_id, available, reserved)
          WHERE p.product_id = v.product_id",
+        &products as _,
+        &available,
+        &reserved,
     )
-    .bind(products)
-    .bind(available)
-    .bind(reserved)
     .execute(tx)
     .await?;
     Ok(())

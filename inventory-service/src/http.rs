@@ -11,7 +11,7 @@ use service_runtime::precondition::{precondition_failed, tagged};
 use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
 use shared_events::contracts::{CURRENCIES, ProductUpserted};
 use shared_events::{Event, Money, Outbox};
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool};
 use utoipa::{OpenApi, ToSchema};
 
 #[derive(OpenApi)]
@@ -37,7 +37,7 @@ pub fn routes(pool: PgPool, outbox: Outbox) -> Router {
         .with_state(ApiState { pool, outbox })
 }
 
-#[derive(Debug, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProductView {
     pub product_id: String,
     pub name: String,
@@ -69,10 +69,6 @@ pub struct PutProduct {
     pub available: i32,
 }
 
-const SELECT_PRODUCT: &str =
-    "SELECT product_id, name, unit_price_minor, currency, available, reserved, xmin::text AS version
-     FROM products";
-
 /// Every product, by id.
 #[utoipa::path(get, path = "/products", tag = "products",
     security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
@@ -81,12 +77,7 @@ async fn list_products(
     _: Caller,
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<ProductView>>, Problem> {
-    let products = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PRODUCT} ORDER BY product_id"
-    )))
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(products))
+    Ok(Json(products(&state.pool, None).await?))
 }
 
 /// One product with its stock; its `ETag` names the version for a conditional PUT.
@@ -160,24 +151,24 @@ async fn put_product(
     errors.check(body.available >= 0, "available", "must not be negative");
     errors.into_result()?;
     let mut tx = state.pool.begin().await?;
-    let written: Option<(bool,)> = sqlx::query_as(
-        "INSERT INTO products (product_id, name, unit_price_minor, currency, available)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (product_id) DO UPDATE SET name = $2, unit_price_minor = $3,
-             currency = $4, available = $5, updated_at = now()
-         WHERE $6::text IS NULL OR products.xmin::text = $6
-         RETURNING (xmax = 0)",
+    let written = sqlx::query_scalar!(
+        r#"INSERT INTO products (product_id, name, unit_price_minor, currency, available)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (product_id) DO UPDATE SET name = $2, unit_price_minor = $3,
+               currency = $4, available = $5, updated_at = now()
+           WHERE $6::text IS NULL OR products.xmin::text = $6
+           RETURNING (xmax = 0) AS "inserted!""#,
+        product_id,
+        body.name,
+        body.unit_price_minor,
+        body.currency,
+        body.available,
+        if_match.version(),
     )
-    .bind(&product_id)
-    .bind(&body.name)
-    .bind(body.unit_price_minor)
-    .bind(&body.currency)
-    .bind(body.available)
-    .bind(if_match.version())
     .fetch_optional(&mut *tx)
     .await?;
     let inserted = match written {
-        Some((inserted,)) if !inserted || if_match.allows_creation() => inserted,
+        Some(inserted) if !inserted || if_match.allows_creation() => inserted,
         // Changed since the version named, or created although If-Match presumed it
         // existed: the transaction rolls back on drop.
         _ => return Err(precondition_failed(&format!("product {product_id}"))),
@@ -208,10 +199,22 @@ async fn find<'e>(
     executor: impl PgExecutor<'e>,
     product_id: &str,
 ) -> Result<Option<ProductView>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PRODUCT} WHERE product_id = $1"
-    )))
-    .bind(product_id)
-    .fetch_optional(executor)
+    Ok(products(executor, Some(product_id)).await?.pop())
+}
+
+/// The product `only` names, or every product; by id.
+async fn products<'e>(
+    executor: impl PgExecutor<'e>,
+    only: Option<&str>,
+) -> Result<Vec<ProductView>, sqlx::Error> {
+    sqlx::query_as!(
+        ProductView,
+        r#"SELECT product_id, name, unit_price_minor, currency, available, reserved,
+                  xmin::text AS "version!"
+           FROM products WHERE $1::text IS NULL OR product_id = $1
+           ORDER BY product_id"#,
+        only
+    )
+    .fetch_all(executor)
     .await
 }

@@ -46,16 +46,16 @@ impl DeadlineWatcher {
     /// A transient failure ends the sweep; the next one starts over.
     async fn sweep(&self, unenforceable: &mut HashSet<Uuid>) -> Result<(), Error> {
         let skip: Vec<Uuid> = unenforceable.iter().copied().collect();
-        let due: Vec<(Uuid,)> = sqlx::query_as(
+        let due = sqlx::query_scalar!(
             "SELECT order_id FROM orders_view
              WHERE status NOT IN ('COMPLETED', 'CANCELLED', 'CANCELLING') AND saga_deadline <= now()
                AND order_id <> ALL($1)
              ORDER BY saga_deadline LIMIT 100",
+            &skip,
         )
-        .bind(&skip)
         .fetch_all(&self.pool)
         .await?;
-        for (order_id,) in due {
+        for order_id in due {
             match self.enforce(order_id).await {
                 Ok(()) => {}
                 // The same classification the consumer applies: rejected is permanent.

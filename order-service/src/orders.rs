@@ -58,14 +58,17 @@ pub fn record_fact(
     append(order, reported, decided, true)
 }
 
-/// Asks every service to stop and compensate, unless the order already shipped; returns
-/// the events to publish with the answer.
+/// Asks every service to stop and compensate, unless the order already shipped or
+/// `may_cancel` refuses its customer; returns the events to publish with the answer.
 pub async fn request_cancellation(
     tx: &mut PgConnection,
     order_id: Uuid,
     reason: &str,
+    may_cancel: impl FnOnce(&str) -> bool,
 ) -> Result<(Cancellation, Vec<Event>), Error> {
-    let Some(mut loaded) = store::lock(tx, order_id).await? else {
+    let loaded = store::lock(tx, order_id).await?;
+    // An order the caller may not cancel is as unknown to them as a missing one.
+    let Some(mut loaded) = loaded.filter(|l| may_cancel(&l.order.placed.customer_id)) else {
         return Ok((Cancellation::UnknownOrder, Vec::new()));
     };
     match loaded.order.request_cancellation(reason) {

@@ -1,7 +1,7 @@
 //! Tokens checked against a real JWKS endpoint (the dev token issuer, served here): the
 //! provider's key rotation is picked up by fetching the key set again when a token names an
 //! unknown key, at most every 10 s, and a provider that cannot be reached is a 503, not a
-//! 401, until its keys are known.
+//! 401, until its keys are known (retried at most every second meanwhile).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +55,22 @@ async fn a_rotated_key_is_picked_up_and_an_unreachable_provider_is_a_503() {
         "{unreachable:?}"
     );
 
-    // Once it answers, the next token fetches the set at once.
+    // Meanwhile other requests get that failure at once rather than each waiting out a
+    // fetch of its own (the bound is far below the 5 s a fetch may take).
+    let meanwhile = tokio::time::timeout(
+        Duration::from_secs(2),
+        authenticator.verify(&token(&before, "alice")),
+    )
+    .await
+    .expect("answered without fetching again");
+    assert!(
+        matches!(meanwhile, Err(AuthError::KeysUnavailable(_))),
+        "{meanwhile:?}"
+    );
+
+    // Once it answers, a token after the retry interval (1 s) fetches the set.
     let stop = serve(listener, before.clone());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let caller = authenticator
         .verify(&token(&before, "alice"))
         .await

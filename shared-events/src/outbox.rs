@@ -98,21 +98,23 @@ impl Outbox {
             traceparents.push(record.traceparent.as_deref());
             tracestates.push(record.tracestate.as_deref());
         }
-        sqlx::query(
+        // Arrays of borrowed or optional values are bound unchecked (`as _`): the macros'
+        // parameter check knows only owned, non-null element types; the statement still is.
+        sqlx::query!(
             "INSERT INTO outbox (event_id, event_type, topic, record_key, payload, traceparent, tracestate)
              SELECT event_id, event_type, topic, record_key, payload, traceparent, tracestate
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[])
                   WITH ORDINALITY
                   AS r(event_id, event_type, topic, record_key, payload, traceparent, tracestate, position)
              ORDER BY position",
+            &event_ids,
+            &event_types as _,
+            &topics as _,
+            &keys as _,
+            &payloads as _,
+            &traceparents as _,
+            &tracestates as _,
         )
-        .bind(event_ids)
-        .bind(event_types)
-        .bind(topics)
-        .bind(keys)
-        .bind(payloads)
-        .bind(traceparents)
-        .bind(tracestates)
         .execute(tx)
         .await?;
         Ok(())

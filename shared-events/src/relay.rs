@@ -124,13 +124,22 @@ struct OutboxRow {
     created_at: DateTime<Utc>,
 }
 
-/// Columns of a row to publish. `headers` is read for rows written by the previous release
-/// (see migration 0003).
-const SELECT_ROWS: &str = "SELECT id, topic, record_key, payload, event_type,
-        coalesce(traceparent, headers->>'traceparent') AS traceparent,
-        coalesce(tracestate, headers->>'tracestate') AS tracestate,
-        created_at
-    FROM outbox";
+/// Reads rows to publish `WHERE` the condition given, in id order. `headers` is read for
+/// rows written by the previous release (see migration 0003). The query macros take only
+/// literal SQL, so the select list is written once, here, and each read adds its condition.
+macro_rules! select_rows {
+    ($condition:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            OutboxRow,
+            "SELECT id, topic, record_key, payload, event_type,
+                    coalesce(traceparent, headers->>'traceparent') AS traceparent,
+                    coalesce(tracestate, headers->>'tracestate') AS tracestate,
+                    created_at
+             FROM outbox WHERE " + $condition,
+            $($arg),+
+        )
+    };
+}
 
 pub struct OutboxRelay {
     pool: PgPool,
@@ -251,10 +260,12 @@ impl OutboxRelay {
         .execute(&mut lock_session)
         .await?;
         loop {
-            let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(&mut lock_session)
-                .await?;
+            let acquired = sqlx::query_scalar!(
+                r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#,
+                RELAY_LOCK_KEY
+            )
+            .fetch_one(&mut lock_session)
+            .await?;
             if acquired {
                 break;
             }
@@ -374,7 +385,7 @@ impl OutboxRelay {
     async fn prove_lock(&self, lock_session: &mut PgConnection) -> Result<(), Error> {
         tokio::time::timeout(
             HEARTBEAT_TIMEOUT,
-            sqlx::query("SELECT 1").execute(&mut *lock_session),
+            sqlx::query!("SELECT 1 AS alive").fetch_one(&mut *lock_session),
         )
         .await
         .map_err(|_| Error::Timeout("proving the relay lock".to_owned()))??;
@@ -386,11 +397,8 @@ impl OutboxRelay {
     async fn read_and_send(&self, pipeline: &mut Pipeline, limit: i64) -> Result<usize, Error> {
         pipeline.gaps.expire(Instant::now());
         if !pipeline.gaps.is_empty() {
-            let filled: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "{SELECT_ROWS} WHERE id = ANY($1) ORDER BY id"
-            )))
-            .bind(pipeline.gaps.ids())
-            .fetch_all(&self.pool)
+            let filled = select_rows!("id = ANY($1) ORDER BY id", &pipeline.gaps.ids())
+                .fetch_all(&self.pool)
             .await?;
             for row in filled {
                 pipeline.gaps.remove(row.id);
@@ -398,12 +406,8 @@ impl OutboxRelay {
                 self.send(pipeline, row);
             }
         }
-        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT_ROWS} WHERE id > $1 ORDER BY id LIMIT $2"
-        )))
-        .bind(pipeline.cursor)
-        .bind(limit)
-        .fetch_all(&self.pool)
+        let rows = select_rows!("id > $1 ORDER BY id LIMIT $2", pipeline.cursor, limit)
+            .fetch_all(&self.pool)
         .await?;
         let read = rows.len();
         let now = Instant::now();
@@ -421,11 +425,11 @@ impl OutboxRelay {
     /// Reads the rows below the cursor that the relay does not hold: ones whose transaction
     /// committed after they left the gap list, or that a failed start-over missed.
     async fn sweep(&self, pipeline: &mut Pipeline) -> Result<(), Error> {
-        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT_ROWS} WHERE id <= $1 AND id <> ALL($2) ORDER BY id"
-        )))
-        .bind(pipeline.cursor)
-        .bind(pipeline.held())
+        let rows = select_rows!(
+            "id <= $1 AND id <> ALL($2) ORDER BY id",
+            pipeline.cursor,
+            &pipeline.held(),
+        )
         .fetch_all(&self.pool)
         .await?;
         for row in rows {
@@ -520,8 +524,7 @@ impl OutboxRelay {
         if pipeline.acknowledged.is_empty() {
             return Ok(());
         }
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&pipeline.acknowledged)
+        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &pipeline.acknowledged)
             .execute(&self.pool)
             .await?;
         pipeline.acknowledged.clear();
@@ -535,8 +538,8 @@ impl OutboxRelay {
             return Ok(());
         }
         let (ids, reasons): (Vec<i64>, Vec<String>) = pipeline.refused.iter().cloned().unzip();
-        let moved: Vec<(i64, String, String)> = sqlx::query_as(
-            "WITH refused AS (
+        let moved = sqlx::query!(
+            r#"WITH refused AS (
                  SELECT * FROM unnest($1::bigint[], $2::text[]) AS r(id, reason)
              ), moved AS (
                  DELETE FROM outbox o USING refused r WHERE o.id = r.id
@@ -548,13 +551,14 @@ impl OutboxRelay {
                  coalesce(traceparent, headers->>'traceparent'),
                  coalesce(tracestate, headers->>'tracestate'), created_at, reason
              FROM moved
-             RETURNING id, topic, reason",
+             RETURNING id, topic, reason"#,
+            &ids,
+            &reasons,
         )
-        .bind(&ids)
-        .bind(&reasons)
         .fetch_all(&self.pool)
         .await?;
-        for (id, topic, reason) in moved {
+        for row in moved {
+            let (id, topic, reason) = (row.id, row.topic, row.reason);
             error!(
                 id,
                 topic,
@@ -598,12 +602,13 @@ impl OutboxRelay {
     /// Backlog without counting the table: rows above the cursor (an upper bound: ids of
     /// rolled-back inserts count too) plus the rows the relay holds or waits for.
     async fn refresh_gauges(&self, pipeline: &mut Pipeline) -> Result<(), Error> {
-        let (max_id, oldest): (Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT (SELECT max(id) FROM outbox),
-                    (SELECT created_at FROM outbox ORDER BY id LIMIT 1)",
+        let ends = sqlx::query!(
+            "SELECT (SELECT max(id) FROM outbox) AS max_id,
+                    (SELECT created_at FROM outbox ORDER BY id LIMIT 1) AS oldest"
         )
         .fetch_one(&self.pool)
         .await?;
+        let (max_id, oldest) = (ends.max_id, ends.oldest);
         let unread = max_id.map_or(0, |max| (max - pipeline.cursor).max(0));
         let held = pipeline.in_flight.len() + pipeline.acknowledged.len() + pipeline.gaps.len();
         self.metrics.outbox_backlog.set(unread + held as i64);

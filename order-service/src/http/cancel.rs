@@ -13,7 +13,6 @@ use uuid::Uuid;
 use super::{Accepted, ApiState, no_order};
 use crate::domain::CancelRefused;
 use crate::orders::{self, Cancellation};
-use crate::store;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,12 +47,10 @@ pub(super) async fn cancel_order(
         service_runtime::json::parse::<CancelRequest>(&body)?.reason
     };
     let reason = reason.unwrap_or_else(|| "cancelled by the customer".to_owned());
-    let owner = store::customer_of(&state.pool, order_id).await?;
-    if !owner.is_some_and(|owner| caller.may_access(&owner)) {
-        return Err(no_order(order_id));
-    }
     let mut tx = state.pool.begin().await?;
-    let (outcome, published) = orders::request_cancellation(&mut tx, order_id, &reason).await?;
+    let (outcome, published) =
+        orders::request_cancellation(&mut tx, order_id, &reason, |owner| caller.may_access(owner))
+            .await?;
     state.outbox.append(&mut tx, &published).await?;
     state.outbox.commit(tx).await?;
     match outcome {

@@ -51,7 +51,6 @@ pub struct TimelineEntry {
 }
 
 /// A row of `orders_view`.
-#[derive(sqlx::FromRow)]
 struct OrderRow {
     order_id: Uuid,
     customer_id: String,
@@ -93,12 +92,15 @@ pub(crate) async fn order_views(
     pool: &PgPool,
     order_ids: &[Uuid],
 ) -> Result<Vec<OrderView>, Error> {
-    let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT order_id, customer_id, status, currency, total_minor, lines, shipping_address,
-                outcome_reason, placed_at, updated_at, saga_deadline
-         FROM orders_view WHERE order_id = ANY($1)",
+    let rows = sqlx::query_as!(
+        OrderRow,
+        r#"SELECT order_id, customer_id, status, currency, total_minor,
+                  lines AS "lines: SqlJson<Vec<Line>>",
+                  shipping_address AS "shipping_address: SqlJson<Address>",
+                  outcome_reason, placed_at, updated_at, saga_deadline
+           FROM orders_view WHERE order_id = ANY($1)"#,
+        order_ids,
     )
-    .bind(order_ids)
     .fetch_all(pool)
     .await?;
     let mut histories = store::histories(pool, order_ids).await?;
@@ -153,7 +155,7 @@ pub struct ListQuery {
     pub cursor: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderSummary {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -211,18 +213,19 @@ pub(super) async fn list_orders(
         }
         _ => Some(caller.subject().to_owned()),
     };
-    let mut orders: Vec<OrderSummary> = sqlx::query_as(
+    let mut orders = sqlx::query_as!(
+        OrderSummary,
         "SELECT order_id, customer_id, status, currency, total_minor, placed_at, updated_at
              FROM orders_view
              WHERE ($1::text IS NULL OR customer_id = $1)
                AND ($2::text IS NULL OR status = $2)
                AND ($3::uuid IS NULL OR order_id < $3)
              ORDER BY order_id DESC LIMIT $4",
+        customer.as_deref(),
+        query.status.as_deref(),
+        query.cursor,
+        limit + 1,
     )
-    .bind(&customer)
-    .bind(&query.status)
-    .bind(query.cursor)
-    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
     let more = orders.len() as i64 > limit;

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared_events::contracts::ProductUpserted;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 
 use crate::error::Error;
 
 /// A product's price as order-service's catalog copy has it.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CatalogRow {
     pub product_id: String,
     pub unit_price_minor: i64,
@@ -21,10 +21,11 @@ pub async fn catalog_prices<'e>(
     executor: impl PgExecutor<'e>,
     product_ids: &[String],
 ) -> Result<Vec<CatalogRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        CatalogRow,
         "SELECT product_id, unit_price_minor, currency FROM catalog WHERE product_id = ANY($1)",
+        product_ids,
     )
-    .bind(product_ids)
     .fetch_all(executor)
     .await?)
 }
@@ -59,19 +60,19 @@ pub async fn upsert_catalog(
         quantities.push(product.available_quantity);
         changed_at.push(at);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO catalog (product_id, name, unit_price_minor, currency, available_quantity, updated_at)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[])
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name,
              unit_price_minor = excluded.unit_price_minor, currency = excluded.currency,
              available_quantity = excluded.available_quantity, updated_at = excluded.updated_at",
+        &ids as _,
+        &names as _,
+        &prices,
+        &currencies as _,
+        &quantities,
+        &changed_at,
     )
-    .bind(ids)
-    .bind(names)
-    .bind(prices)
-    .bind(currencies)
-    .bind(quantities)
-    .bind(changed_at)
     .execute(tx)
     .await?;
     Ok(())

@@ -55,12 +55,13 @@ pub async fn histories<'e>(
     executor: impl PgExecutor<'e>,
     order_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Vec<RecordedEvent>>, Error> {
-    let rows: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT order_id, sequence, event_id, event_type, event_version, producer,
-                causation_id, occurred_at, data
-         FROM order_events WHERE order_id = ANY($1) ORDER BY order_id, sequence",
+    let rows = sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT order_id, sequence, event_id, event_type, event_version, producer,
+                  causation_id, occurred_at, data AS "data: Json<serde_json::Value>"
+           FROM order_events WHERE order_id = ANY($1) ORDER BY order_id, sequence"#,
+        order_ids,
     )
-    .bind(order_ids)
     .fetch_all(executor)
     .await?;
     let mut histories: HashMap<Uuid, Vec<RecordedEvent>> = HashMap::new();
@@ -135,23 +136,20 @@ pub async fn lock_all(
     order_ids: impl IntoIterator<Item = Uuid>,
 ) -> Result<BTreeMap<Uuid, LoadedOrder>, Error> {
     let ids: Vec<Uuid> = order_ids.into_iter().collect();
-    type Row = (
-        Uuid,
-        Option<Json<serde_json::Value>>,
-        i32,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT order_id, snapshot, version, placed_at, updated_at FROM orders_view
-         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    let rows = sqlx::query!(
+        r#"SELECT order_id, snapshot AS "snapshot: Json<serde_json::Value>", version,
+                  placed_at, updated_at
+           FROM orders_view WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
     let mut orders = BTreeMap::new();
-    for (order_id, snapshot, version, placed_at, updated_at) in rows {
-        let snapshot = snapshot
+    for row in rows {
+        let (order_id, version, placed_at, updated_at) =
+            (row.order_id, row.version, row.placed_at, row.updated_at);
+        let snapshot = row
+            .snapshot
             .and_then(|Json(value)| serde_json::from_value::<Snapshot>(value).ok())
             .filter(|s| s.format == SNAPSHOT_FORMAT);
         let loaded = match snapshot {
@@ -256,7 +254,9 @@ pub async fn record<'a>(
     if views.order_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    // Arrays of optional or borrowed values are bound unchecked (`as _`): the macros'
+    // parameter check knows only owned, non-null element types; the statement still is.
+    sqlx::query!(
         "WITH appended AS (
              INSERT INTO order_events
                  (order_id, sequence, event_id, event_type, producer, causation_id, occurred_at,
@@ -277,29 +277,29 @@ pub async fn record<'a>(
          ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,
              outcome_reason = excluded.outcome_reason, updated_at = excluded.updated_at,
              version = excluded.version, snapshot = excluded.snapshot",
+        &events.order_ids,
+        &events.sequences,
+        &events.event_ids,
+        &events.event_types as _,
+        &events.producers,
+        &events.causation_ids as _,
+        &events.occurred_at,
+        &events.data,
+        &views.order_ids,
+        &views.customer_ids,
+        &views.statuses as _,
+        &views.currencies,
+        &views.totals,
+        &views.lines,
+        &views.addresses,
+        &views.outcome_reasons as _,
+        &views.saga_deadlines,
+        &views.placed_at,
+        &views.updated_at,
+        &views.versions,
+        &views.snapshots,
+        upcaster::CURRENT_VERSION,
     )
-    .bind(events.order_ids)
-    .bind(events.sequences)
-    .bind(events.event_ids)
-    .bind(events.event_types)
-    .bind(events.producers)
-    .bind(events.causation_ids)
-    .bind(events.occurred_at)
-    .bind(events.data)
-    .bind(views.order_ids)
-    .bind(views.customer_ids)
-    .bind(views.statuses)
-    .bind(views.currencies)
-    .bind(views.totals)
-    .bind(views.lines)
-    .bind(views.addresses)
-    .bind(views.outcome_reasons)
-    .bind(views.saga_deadlines)
-    .bind(views.placed_at)
-    .bind(views.updated_at)
-    .bind(views.versions)
-    .bind(views.snapshots)
-    .bind(upcaster::CURRENT_VERSION)
     .execute(tx)
     .await?;
     Ok(())
@@ -389,16 +389,18 @@ impl ViewColumns {
 /// Replaces the whole projection with one folded from `order_events`; returns the number
 /// of orders. Runs in the caller's transaction, holding off writers meanwhile.
 pub async fn rebuild_view(tx: &mut PgConnection) -> Result<u64, Error> {
+    // LOCK cannot be prepared, so it is the one statement here the macros cannot check (it
+    // has no parameters and returns nothing).
     sqlx::query("LOCK TABLE orders_view IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM orders_view")
+    sqlx::query!("DELETE FROM orders_view")
         .execute(&mut *tx)
         .await?;
-    let ids: Vec<(Uuid,)> = sqlx::query_as("SELECT DISTINCT order_id FROM order_events")
+    let ids = sqlx::query_scalar!("SELECT DISTINCT order_id FROM order_events")
         .fetch_all(&mut *tx)
         .await?;
-    for (order_id,) in &ids {
+    for order_id in &ids {
         let loaded = load(&mut *tx, *order_id)
             .await?
             .ok_or_else(|| Error::CorruptHistory {
@@ -408,16 +410,4 @@ pub async fn rebuild_view(tx: &mut PgConnection) -> Result<u64, Error> {
         record(tx, [&loaded]).await?;
     }
     Ok(ids.len() as u64)
-}
-
-/// Whose order `order_id` is, if it exists (from the read model, which the order's own
-/// transactions keep current).
-pub async fn customer_of<'e>(
-    executor: impl PgExecutor<'e>,
-    order_id: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT customer_id FROM orders_view WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(executor)
-        .await
 }

@@ -1,6 +1,8 @@
 //! The identity provider's signing keys (its JWKS), fetched when a token names a key not
 //! seen yet: that is how a provider's key rotation reaches the services. Refetching is
-//! rate-limited, so tokens with made-up key ids cannot make the service hammer the provider.
+//! rate-limited, so tokens with made-up key ids cannot make the service hammer the provider,
+//! and while the provider cannot be reached, requests get its last failure at once instead
+//! of each waiting out a fetch of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use super::AuthError;
 
 /// Fetch at most this often for an unknown key id.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// While no key is known, retry a failed fetch at most this often.
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(1);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A verification key and the one algorithm it verifies.
@@ -28,8 +32,13 @@ pub struct KeySet {
     url: String,
     http: reqwest::Client,
     keys: RwLock<HashMap<String, Arc<VerificationKey>>>,
-    /// When the set was last fetched; held while fetching, so one fetch serves a burst.
-    fetched: Mutex<Option<Instant>>,
+    /// The last fetch; held while fetching, so one fetch serves a burst.
+    last_fetch: Mutex<Option<Fetch>>,
+}
+
+struct Fetch {
+    at: Instant,
+    failure: Option<Arc<reqwest::Error>>,
 }
 
 impl KeySet {
@@ -38,35 +47,56 @@ impl KeySet {
             url,
             http: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?,
             keys: RwLock::new(HashMap::new()),
-            fetched: Mutex::new(None),
+            last_fetch: Mutex::new(None),
         })
     }
 
     /// The key named `kid`, fetching the set again if it is unknown and was not fetched
-    /// within [`MIN_REFETCH_INTERVAL`].
+    /// within [`MIN_REFETCH_INTERVAL`] (within [`RETRY_UNREACHABLE`] after a failure, while
+    /// no key is known).
     pub async fn get(&self, kid: &str) -> Result<Arc<VerificationKey>, AuthError> {
         if let Some(key) = self.keys.read().await.get(kid) {
             return Ok(key.clone());
         }
-        let mut fetched = self.fetched.lock().await;
-        if let Some(key) = self.keys.read().await.get(kid) {
+        let mut last_fetch = self.last_fetch.lock().await;
+        let known = self.keys.read().await;
+        if let Some(key) = known.get(kid) {
             return Ok(key.clone()); // fetched by another request meanwhile
         }
-        if fetched.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL) {
-            return Err(unknown_key());
-        }
-        let set = match self.fetch().await {
-            Ok(set) => set,
-            Err(e) if self.keys.read().await.is_empty() => {
-                return Err(AuthError::KeysUnavailable(e));
+        let none_known = known.is_empty();
+        drop(known);
+        if let Some(last) = &*last_fetch {
+            let unreachable = last.failure.as_ref().filter(|_| none_known);
+            let wait = if unreachable.is_some() {
+                RETRY_UNREACHABLE
+            } else {
+                MIN_REFETCH_INTERVAL
+            };
+            if last.at.elapsed() < wait {
+                return Err(match unreachable {
+                    Some(failure) => AuthError::KeysUnavailable(failure.clone()),
+                    None => unknown_key(),
+                });
             }
+        }
+        let set = self.fetch().await;
+        let at = Instant::now();
+        let set = match set {
+            Ok(set) => set,
             Err(e) => {
-                tracing::warn!(error = %e, "could not refetch the identity provider's keys; keeping the known ones");
-                *fetched = Some(Instant::now());
+                let failure = Arc::new(e);
+                *last_fetch = Some(Fetch {
+                    at,
+                    failure: Some(failure.clone()),
+                });
+                if none_known {
+                    return Err(AuthError::KeysUnavailable(failure));
+                }
+                tracing::warn!(error = %failure, "could not refetch the identity provider's keys; keeping the known ones");
                 return Err(unknown_key());
             }
         };
-        *fetched = Some(Instant::now());
+        *last_fetch = Some(Fetch { at, failure: None });
         let keys = usable_keys(&set);
         tracing::info!(keys = keys.len(), url = %self.url, "identity provider keys fetched");
         let found = keys.get(kid).cloned();

@@ -231,7 +231,7 @@ pub enum AuthError {
     #[error("the token lacks the '{}' scope", .0.as_str())]
     InsufficientScope(Scope),
     #[error("the identity provider's keys cannot be fetched")]
-    KeysUnavailable(#[source] reqwest::Error),
+    KeysUnavailable(#[source] Arc<reqwest::Error>),
     #[error("the route checks tokens but the service has no authenticator")]
     NotConfigured,
 }

@@ -235,19 +235,19 @@ impl<H: EventHandler> Applier<H> {
             partitions.push(pending.partition.partition);
             offsets.push(pending.offset);
         }
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
+        let inserted = sqlx::query_scalar!(
             "INSERT INTO processed_events
                  (consumer_group, event_id, event_type, topic, kafka_partition, kafka_offset)
              SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[])
              ON CONFLICT DO NOTHING
              RETURNING event_id",
+            self.group_id,
+            &event_ids,
+            &event_types as _,
+            &topics as _,
+            &partitions,
+            &offsets,
         )
-        .bind(&self.group_id)
-        .bind(event_ids)
-        .bind(event_types)
-        .bind(topics)
-        .bind(partitions)
-        .bind(offsets)
         .fetch_all(&mut *tx)
         .await?;
         Ok(inserted.into_iter().collect())
