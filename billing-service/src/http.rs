@@ -221,7 +221,7 @@ async fn put_account(
     let mut tx = pool.begin().await?;
     let created = sqlx::query_scalar!(
         r#"INSERT INTO accounts (customer_id, currency, balance_minor, credit_limit_minor)
-           VALUES ($1, $2, coalesce($3, 0), $4)
+           VALUES ($1, $2, coalesce($3::bigint, 0), $4)
            ON CONFLICT (customer_id) DO UPDATE SET credit_limit_minor = $4,
                balance_minor = coalesce($3, accounts.balance_minor), updated_at = now()
            WHERE accounts.currency = $2 AND ($5::text IS NULL OR accounts.xmin::text = $5)

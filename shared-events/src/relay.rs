@@ -399,7 +399,7 @@ impl OutboxRelay {
         if !pipeline.gaps.is_empty() {
             let filled = select_rows!("id = ANY($1) ORDER BY id", &pipeline.gaps.ids())
                 .fetch_all(&self.pool)
-            .await?;
+                .await?;
             for row in filled {
                 pipeline.gaps.remove(row.id);
                 debug!(id = row.id, "a row committed after higher ids were read");
@@ -408,7 +408,7 @@ impl OutboxRelay {
         }
         let rows = select_rows!("id > $1 ORDER BY id LIMIT $2", pipeline.cursor, limit)
             .fetch_all(&self.pool)
-        .await?;
+            .await?;
         let read = rows.len();
         let now = Instant::now();
         for row in rows {
@@ -524,9 +524,12 @@ impl OutboxRelay {
         if pipeline.acknowledged.is_empty() {
             return Ok(());
         }
-        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &pipeline.acknowledged)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM outbox WHERE id = ANY($1)",
+            &pipeline.acknowledged
+        )
+        .execute(&self.pool)
+        .await?;
         pipeline.acknowledged.clear();
         Ok(())
     }
