@@ -94,6 +94,7 @@ pub struct PutAccount {
         (status = 200, body = AccountView, headers(("ETag" = String, description = "The account's version"))),
         (status = 404, description = "No such account", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "get_account", skip_all, fields(%customer_id))]
 async fn get_account(
     caller: Caller,
     State(pool): State<PgPool>,
@@ -193,6 +194,7 @@ async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView,
         (status = 412, description = "Changed since the If-Match version, or missing", content_type = "application/problem+json"),
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "put_account", skip_all, fields(%customer_id))]
 async fn put_account(
     _: Admin,
     State(pool): State<PgPool>,

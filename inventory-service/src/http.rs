@@ -88,6 +88,7 @@ async fn list_products(
         (status = 200, body = ProductView, headers(("ETag" = String, description = "The product's version"))),
         (status = 404, description = "No such product", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "get_product", skip_all, fields(%product_id))]
 async fn get_product(
     _: Caller,
     State(state): State<ApiState>,
@@ -116,6 +117,7 @@ async fn get_product(
         (status = 412, description = "Changed since the If-Match version, or missing", content_type = "application/problem+json"),
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "put_product", skip_all, fields(%product_id))]
 async fn put_product(
     _: Admin,
     State(state): State<ApiState>,

@@ -159,13 +159,17 @@ impl RegistryCodec {
                     config.password.as_ref().map(|p| p.expose()),
                 );
             }
-            builder.build().map_err(|e| Error::Registry(e.to_string()))
+            builder.build().map_err(Error::Registry)
         };
         let encoder = AvroEncoder::new(settings()?);
         let mut contracts = HashMap::new();
         for contract in CONTRACTS {
-            let reader = Schema::parse_str(contract.schema_json)
-                .map_err(|e| Error::InvalidContract(format!("{}: {e}", contract.event_type)))?;
+            let reader = Schema::parse_str(contract.schema_json).map_err(|source| {
+                Error::InvalidContract {
+                    event_type: contract.event_type,
+                    source,
+                }
+            })?;
             let topic = names.name(contract.topic);
             let strategy = if config.auto_register {
                 let supplied = SuppliedSchema::new(
@@ -181,10 +185,7 @@ impl RegistryCodec {
             let writer = encoder
                 .get_schema_and_id(&subject, strategy.clone())
                 .await
-                .map_err(|e| Error::SchemaRegistration {
-                    subject,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|source| Error::SchemaRegistration { subject, source })?;
             contracts.insert(
                 contract.event_type,
                 ContractCodec {
@@ -207,8 +208,10 @@ impl RegistryCodec {
     /// The event in the Confluent wire format, ready to be a Kafka record value.
     pub async fn encode(&self, event: &Event) -> Result<Vec<u8>, Error> {
         let contract = &self.inner.contracts[event.event_type()];
-        let invalid =
-            |e: apache_avro::Error| Error::InvalidContract(format!("{}: {e}", event.event_type()));
+        let invalid = |source| Error::InvalidContract {
+            event_type: event.event_type(),
+            source,
+        };
         // Resolving onto the writer schema types logical fields (uuid, timestamps) and fills
         // defaults of fields a newer registered version added.
         let value = resolve_onto_reader(event.to_avro().map_err(invalid)?, &contract.writer.parsed)
@@ -217,7 +220,7 @@ impl RegistryCodec {
             .encoder
             .encode_value(value, &contract.strategy)
             .await
-            .map_err(|e| Error::Registry(e.to_string()))
+            .map_err(Error::Registry)
     }
 
     /// Decodes a record value written by any compatible version of a contract.

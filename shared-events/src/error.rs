@@ -2,6 +2,7 @@
 
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use schema_registry_converter::error::SRCError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,14 +19,27 @@ pub enum Error {
         topic: String,
         code: RDKafkaErrorCode,
     },
-    #[error("schema registry: {0}")]
-    Registry(String),
-    #[error("registering or finding the schema of subject {subject}: {reason}")]
-    SchemaRegistration { subject: String, reason: String },
-    #[error("event contract: {0}")]
-    InvalidContract(String),
+    #[error("schema registry")]
+    Registry(#[source] SRCError),
+    #[error("registering or finding the schema of subject {subject}")]
+    SchemaRegistration {
+        subject: String,
+        #[source]
+        source: SRCError,
+    },
+    /// An event that does not fit its own contract's schema: a bug, never retried.
+    #[error("event {event_type} does not fit its contract")]
+    InvalidContract {
+        event_type: &'static str,
+        #[source]
+        source: apache_avro::Error,
+    },
+    #[error(transparent)]
+    Contract(#[from] crate::contracts::ContractError),
     #[error("timed out: {0}")]
     Timeout(String),
+    #[error("{0} stopped before it finished")]
+    Interrupted(&'static str, #[source] tokio::task::JoinError),
     #[error("topic {0} has no partitions; provision the topics first")]
     TopicMissing(String),
 }
@@ -61,4 +75,17 @@ impl ErrorClass {
             ErrorClass::Transient => "transient",
         }
     }
+}
+
+/// `error` and its causes, outermost first, joined by `: ` (as a reason in a log line or a
+/// dead letter's header, where there is no chain to walk).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

@@ -28,7 +28,7 @@ pub use consumer::{
     ConsumerConfig, ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer,
 };
 pub use contracts::{Event, EventMetadata, EventPayload, Money};
-pub use error::{Error, ErrorClass};
+pub use error::{Error, ErrorClass, with_causes};
 pub use kafka::KafkaConfig;
 pub use metrics::EventMetrics;
 pub use outbox::{Outbox, OutboxRecord};

@@ -49,6 +49,7 @@ pub struct ShipmentView {
         (status = 400, description = "The order id is not a UUID", content_type = "application/problem+json"),
         (status = 404, description = "Shipping has not heard of the order", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "get_shipment", skip_all, fields(%order_id))]
 async fn get_shipment(
     _: Admin,
     State(pool): State<PgPool>,

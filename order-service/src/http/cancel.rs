@@ -35,6 +35,7 @@ pub struct CancelRequest {
         (status = 422, description = "Invalid body (e.g. a reason over 500 characters)", content_type = "application/problem+json"),
         (status = 409, description = "Already shipped or cancelled", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "cancel_order", skip_all, fields(%order_id))]
 pub(super) async fn cancel_order(
     caller: Caller,
     State(state): State<ApiState>,

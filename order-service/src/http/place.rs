@@ -30,6 +30,8 @@ use crate::store;
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
         (status = 422, description = "Invalid order, or key reused with another body", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "place_order", skip_all,
+    fields(customer_id = %request.customer_id, order_id = tracing::field::Empty))]
 pub(super) async fn place_order(
     caller: Caller,
     State(state): State<ApiState>,
@@ -74,6 +76,7 @@ pub(super) async fn place_order(
         }
     };
     let order_id = Uuid::now_v7();
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let placed = Placed {
         customer_id: valid.customer_id,
         currency: valid.currency,
@@ -94,7 +97,7 @@ pub(super) async fn place_order(
     let published = orders::place(&mut tx, order_id, placed).await?;
     state.outbox.append(&mut tx, &[published]).await?;
     state.outbox.commit(tx).await?;
-    tracing::info!(%order_id, "order placed");
+    tracing::info!("order placed");
     Ok(accepted(order_id, false))
 }
 

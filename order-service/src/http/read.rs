@@ -74,6 +74,7 @@ struct OrderRow {
         (status = 400, description = "The order id is not a UUID", content_type = "application/problem+json"),
         (status = 404, description = "No such order", content_type = "application/problem+json"),
     ))]
+#[tracing::instrument(name = "get_order", skip_all, fields(%order_id))]
 pub(super) async fn get_order(
     caller: Caller,
     State(state): State<ApiState>,

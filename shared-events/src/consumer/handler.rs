@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 
 use crate::Error;
 use crate::contracts::Event;
+use crate::error::with_causes;
 
 /// What a handler reports when it cannot apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +46,10 @@ impl From<Error> for HandlerError {
     fn from(error: Error) -> Self {
         match error {
             Error::Database(e) => e.into(),
-            Error::InvalidContract(reason) => HandlerError::Rejected(reason),
-            other => HandlerError::Transient(other.to_string()),
+            invalid @ (Error::InvalidContract { .. } | Error::Contract(_)) => {
+                HandlerError::Rejected(with_causes(&invalid))
+            }
+            other => HandlerError::Transient(with_causes(&other)),
         }
     }
 }

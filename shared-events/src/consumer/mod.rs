@@ -152,8 +152,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         handler: H,
         metrics: EventMetrics,
     ) -> Result<Self, Error> {
-        let topics =
-            topics_of(H::EVENT_TYPES).map_err(|e| Error::InvalidContract(e.to_string()))?;
+        let topics = topics_of(H::EVENT_TYPES)?;
         let names = TopicNames::new(settings.kafka.topic_prefix.clone());
         let reassigned = Arc::new(Mutex::new(Vec::new()));
         let topic_names: Vec<String> = topics.iter().map(|t| names.name(*t)).collect();

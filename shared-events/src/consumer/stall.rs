@@ -115,7 +115,7 @@ impl ProgressReader {
         let topics = self.topics.clone();
         tokio::task::spawn_blocking(move || read_blocking(&*member, &topics))
             .await
-            .map_err(|e| Error::Timeout(format!("reading the group's progress: {e}")))?
+            .map_err(|e| Error::Interrupted("reading the group's progress", e))?
     }
 }
 
