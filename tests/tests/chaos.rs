@@ -183,18 +183,24 @@ fn consumers_of(topic: Topic) -> Vec<&'static str> {
         .collect()
 }
 
+/// The local tansu broker's pid, found by its command line.
+fn broker_pid() -> Option<String> {
+    let found = std::process::Command::new("pgrep")
+        .args(["-f", "^tansu broker"])
+        .output()
+        .unwrap()
+        .stdout;
+    String::from_utf8(found)
+        .unwrap()
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
 /// Kills the local broker with SIGKILL and starts it again exactly as it ran (same command,
 /// same working directory, so the same storage), whichever checkout started it.
 async fn restart_broker() {
-    let pid = String::from_utf8(
-        std::process::Command::new("pgrep")
-            .args(["-f", "^tansu broker"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let pid = pid.lines().next().expect("no tansu broker runs").to_owned();
+    let pid = broker_pid().expect("no tansu broker runs");
     let argv: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
         .unwrap()
         .split('\0')
@@ -215,6 +221,12 @@ async fn restart_broker() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // setsid --fork: the broker, in a session of its own, outlives this test as it outlived
     // the script that started it; setsid itself returns at once.
+    // scripts/stack-up runs it in .stack/tansu with its pid file beside that folder; the file
+    // must name the new broker, or stack-down would not stop it.
+    let pid_file = cwd
+        .parent()
+        .map(|state| state.join("tansu.pid"))
+        .filter(|file| file.exists());
     let started = std::process::Command::new("setsid")
         .arg("--fork")
         .args(&argv)
@@ -232,6 +244,10 @@ async fn restart_broker() {
     let broker = orderflow_e2e::bootstrap_servers();
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(&broker).await.is_ok() {
+            if let Some(pid_file) = pid_file {
+                let restarted = broker_pid().expect("the restarted broker runs");
+                std::fs::write(pid_file, format!("{restarted}\n")).unwrap();
+            }
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
