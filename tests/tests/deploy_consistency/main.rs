@@ -270,3 +270,57 @@ fn broken_copies_are_caught() {
         );
     }
 }
+
+/// The Kafka version of the local stack (scripts/kafka/pom.xml), of compose and of the dev
+/// overlay: one version, so what the tests prove is what the containers run.
+fn kafka_version_problems(pom: &str, compose: &Value, dev: &[Value]) -> Vec<String> {
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .expect("scripts/kafka/pom.xml names <kafka.version>");
+    let expected = format!("apache/kafka:{version}");
+    let mut images = vec![(
+        "docker-compose.yml".to_owned(),
+        compose["services"]["kafka"]["image"].clone(),
+    )];
+    for object in dev {
+        if object["metadata"]["name"] == "kafka" && object["kind"] == "StatefulSet" {
+            for container in object["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                images.push(("the dev overlay".to_owned(), container["image"].clone()));
+            }
+        }
+    }
+    let mut problems: Vec<String> = images
+        .iter()
+        .filter(|(_, image)| image.as_str() != Some(expected.as_str()))
+        .map(|(place, image)| format!("{place} runs {image}, the local stack {expected}"))
+        .collect();
+    if images.len() != 2 {
+        problems.push(format!(
+            "expected one Kafka in compose and one in the dev overlay, found {images:?}"
+        ));
+    }
+    problems
+}
+
+#[test]
+fn the_local_stack_compose_and_the_dev_overlay_run_one_kafka_version() {
+    let pom_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka/pom.xml");
+    let pom = std::fs::read_to_string(pom_path).unwrap();
+    let dev = yaml_documents(&rendered("dev.yaml"));
+    let problems = kafka_version_problems(&pom, &compose(), &dev);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    let mut stale = compose();
+    stale["services"]["kafka"]["image"] = "apache/kafka:3.9.1".into();
+    let problems = kafka_version_problems(&pom, &stale, &dev);
+    assert!(
+        problems.len() == 1 && problems[0].contains("apache/kafka:3.9.1"),
+        "a stale compose image is not reported: {problems:#?}"
+    );
+}
