@@ -37,9 +37,7 @@ pub(super) async fn close_within(
         .spawn(move || {
             let committed = consumer.commit_consumer_state(CommitMode::Sync);
             consumer.unsubscribe();
-            // Dropping the last handle closes the consumer, which leaves the group (a read
-            // of the group's progress may hold the last one for at most its timeout).
-            drop(consumer);
+            close_here(consumer);
             let _ = closed_tx.send(committed);
         });
     if let Err(e) = spawned {
@@ -56,5 +54,33 @@ pub(super) async fn close_within(
         Ok(Err(_)) => warn!(%group, "the consumer's close thread died"),
         Err(_) => warn!(%group, ?limit,
             "the broker did not answer the final commit and group leave in time; stopping anyway, records since the last commit come again"),
+    }
+}
+
+/// How long the close waits for a read of the group's progress (`stall::ProgressReader`) to
+/// give back its handle: its calls each time out within seconds while the broker answers.
+const OTHER_HANDLES_WAIT: Duration = Duration::from_secs(30);
+
+/// Drops the last handle of `consumer` on this thread, which closes it (the group leave
+/// happens in librdkafka's drop). Another handle (a progress read's) would otherwise drop
+/// last wherever it is, and a close blocked on an unreachable broker would then block a
+/// runtime thread, and the runtime's shutdown with it. So this waits for the other handles
+/// to go; if one outlives the wait, the consumer is leaked rather than closed elsewhere.
+fn close_here(mut consumer: Arc<StreamConsumer<RebalanceTracker>>) {
+    let deadline = std::time::Instant::now() + OTHER_HANDLES_WAIT;
+    loop {
+        match Arc::try_unwrap(consumer) {
+            Ok(last) => return drop(last),
+            Err(shared) if std::time::Instant::now() < deadline => {
+                consumer = shared;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(shared) => {
+                warn!(
+                    "a handle of the consumer outlived its close; leaking it instead of closing it on another thread"
+                );
+                return std::mem::forget(shared);
+            }
+        }
     }
 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::task::JoinError;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::gate::{PartitionGate, TopicPartition};
 use super::rebalance::{ReassignedPartitions, RebalanceTracker};
-use super::stall::StallJudge;
+use super::stall::{Progress, StallJudge};
 use super::{EventHandler, IdempotentConsumer};
 use crate::Error;
 use crate::kafka::KafkaConfig;
@@ -20,12 +21,16 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// The group's partitions that this member does not own and that have lagged with
     /// their commit frozen for too long; none while this member has troubles of its own.
     /// Reading them also updates the group's lag gauge.
-    pub(super) async fn stalled_partitions(
+    pub(super) fn stalled_partitions(
         &self,
+        read: Result<Result<Vec<(TopicPartition, Progress)>, Error>, JoinError>,
         judge: &mut StallJudge,
         gate: &PartitionGate,
     ) -> Vec<TopicPartition> {
-        let readings = match self.progress.read(&self.consumer).await {
+        let readings = match read
+            .map_err(|e| Error::Interrupted("reading the group's progress", e))
+            .and_then(|read| read)
+        {
             Ok(readings) => readings,
             Err(e) => {
                 debug!(error = %e, "could not read the group's progress");

@@ -35,7 +35,7 @@ pub use handler::{EventHandler, HandlerError};
 use membership::{PROGRESS_READ_INTERVAL, STALLED_AFTER_SESSIONS, join};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
 use records::{event_type_header, event_type_label};
-use stall::{ProgressReader, StallJudge};
+use stall::{ProgressRead, ProgressReader, StallJudge};
 
 use crate::codec::RegistryCodec;
 use crate::contracts::{Contract, topics_of};
@@ -217,6 +217,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     async fn consume(&self, shutdown: &CancellationToken, judge: &mut StallJudge) -> Ended {
         let mut gate = PartitionGate::new(self.retry.cool_down());
         let mut next_check = Instant::now() + self.stall_check;
+        let mut progress: Option<ProgressRead> = None;
         let mut stream = self.consumer.stream();
         loop {
             let next_resume = gate.next_resume();
@@ -227,9 +228,16 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     self.resume_due(&mut gate);
                     continue;
                 }
-                () = tokio::time::sleep_until(next_check) => {
+                () = tokio::time::sleep_until(next_check), if progress.is_none() => {
+                    progress = Some(self.progress.start(&self.consumer));
+                    continue;
+                }
+                read = async { progress.as_mut().expect("a read is under way").await },
+                    if progress.is_some() =>
+                {
+                    progress = None;
                     next_check = Instant::now() + self.stall_check;
-                    let stalled = self.stalled_partitions(judge, &gate).await;
+                    let stalled = self.stalled_partitions(read, judge, &gate);
                     if !stalled.is_empty() {
                         return Ended::Stalled(stalled);
                     }

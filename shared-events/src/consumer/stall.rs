@@ -1,9 +1,9 @@
 //! Partitions nobody consumes. A partition of the group's topics whose lag stays above zero
 //! while its committed offset does not move for several session timeouts is stalled: its
-//! owner is stuck, or is a member the coordinator still lists although it is gone (tansu
-//! 0.6 can keep such a ghost after a kill -9; on Kafka it looks the same when a consumer
-//! hangs). The runner counts it, logs it, and leaves and rejoins the group as a new member,
-//! which makes the coordinator assign every partition again.
+//! owner is stuck (a consumer that hangs still heartbeats from librdkafka's own thread, so
+//! the coordinator keeps its partitions), or is a member the coordinator still lists although
+//! it is gone. The runner counts it, logs it, and leaves and rejoins the group as a new
+//! member, which makes the coordinator assign every partition again.
 //!
 //! Only partitions this member does not own are judged (its own are its own business:
 //! paused for a cool-down, say), and only while this member itself is healthy, so that a
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::gate::TopicPartition;
@@ -103,21 +104,22 @@ impl ProgressReader {
         Self { topics }
     }
 
-    /// Every partition of the topics with its progress; blocking calls, off the runtime.
-    pub(super) async fn read<C>(
-        &self,
-        member: &Arc<StreamConsumer<C>>,
-    ) -> Result<Vec<(TopicPartition, Progress)>, Error>
+    /// Starts reading every partition of the topics with its progress: blocking calls, on
+    /// a thread of the blocking pool. The caller keeps consuming meanwhile: the reads wait
+    /// behind the member's long-polling fetches, and a consumer that stopped polling for
+    /// them would overrun `max.poll.interval.ms` and be expelled from its group.
+    pub(super) fn start<C>(&self, member: &Arc<StreamConsumer<C>>) -> ProgressRead
     where
         C: ConsumerContext + 'static,
     {
         let member = member.clone();
         let topics = self.topics.clone();
         tokio::task::spawn_blocking(move || read_blocking(&*member, &topics))
-            .await
-            .map_err(|e| Error::Interrupted("reading the group's progress", e))?
     }
 }
+
+/// A read of the group's progress under way.
+pub(super) type ProgressRead = JoinHandle<Result<Vec<(TopicPartition, Progress)>, Error>>;
 
 fn read_blocking<C: ConsumerContext>(
     client: &impl Consumer<C>,
@@ -129,14 +131,27 @@ fn read_blocking<C: ConsumerContext>(
             partitions.add_partition(topic, partition);
         }
     }
+    // One ListOffsets for every partition's end (timestamp -1 asks for the latest offset)
+    // instead of one request per partition: requests on the member's connection wait behind
+    // its long-polling fetch, each up to fetch.wait.max.ms.
+    let mut ends = partitions.clone();
+    ends.set_all_offsets(Offset::End).map_err(Error::Kafka)?;
+    let ends = client
+        .offsets_for_times(ends, READ_TIMEOUT)
+        .map_err(Error::Kafka)?;
     let committed = client
         .committed_offsets(partitions, READ_TIMEOUT)
         .map_err(Error::Kafka)?;
     let mut readings = Vec::new();
     for element in committed.elements() {
-        let (_, end) = client
-            .fetch_watermarks(element.topic(), element.partition(), READ_TIMEOUT)
-            .map_err(Error::Kafka)?;
+        let end = match ends
+            .find_partition(element.topic(), element.partition())
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(end)) => end,
+            // No answer for it: judged at the next reading.
+            _ => continue,
+        };
         let committed = match element.offset() {
             Offset::Offset(offset) => Some(offset),
             _ => None,
