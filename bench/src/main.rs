@@ -22,6 +22,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use report::{Machine, Report, Settings};
 use scratch::{Scratch, Stack};
+use shared_events::settings::database_url;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,8 +57,9 @@ struct Args {
     /// Partitions of the benchmark's topics.
     #[arg(long, default_value_t = 1)]
     partitions: i32,
-    /// The consumers' fetch.wait.max.ms.
-    #[arg(long, default_value_t = 20)]
+    /// The consumers' fetch.wait.max.ms (Kafka answers a waiting fetch when records arrive;
+    /// this bounds only idle polling).
+    #[arg(long, default_value_t = 500)]
     fetch_wait_ms: u32,
     /// Where benchmarks.md, benchmarks.json and benchmarks-latency.svg go.
     #[arg(long, default_value = "docs")]
@@ -240,9 +242,9 @@ async fn machine(scratch: &Scratch) -> Machine {
         })
         .unwrap_or(0.0);
     let postgres = async {
-        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
-            "{}/postgres",
-            scratch.stack.postgres
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url(
+            &scratch.stack.postgres,
+            "postgres",
         ))
         .await?;
         let version: String = sqlx::query_scalar("SHOW server_version")
@@ -252,18 +254,16 @@ async fn machine(scratch: &Scratch) -> Machine {
     }
     .await
     .unwrap_or_else(|_| "PostgreSQL".to_owned());
-    let broker = std::process::Command::new("tansu")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            format!(
-                "{} (SQLite storage)",
-                String::from_utf8_lossy(&o.stdout).trim()
-            )
-        })
-        .unwrap_or_else(|| format!("Kafka at {}", scratch.stack.kafka.bootstrap_servers));
+    // scripts/bench runs on the local stack, whose broker scripts/kafka/pom.xml pins.
+    let kafka_version = include_str!("../../scripts/kafka/pom.xml")
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or("?");
+    let broker = format!(
+        "Apache Kafka {kafka_version} (single-node KRaft) at {}",
+        scratch.stack.kafka.bootstrap_servers
+    );
     Machine {
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         cpu,

@@ -2,6 +2,7 @@
 //! `pg_stat_statements`, when the server loads it) and transactions committed.
 
 use serde::Serialize;
+use shared_events::settings::database_url;
 use sqlx::{Connection, PgConnection};
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -15,7 +16,7 @@ impl PgCounters {
     /// The counters now. Backends publish their commit counts about once a second, so read
     /// after the work's connections closed or went idle.
     pub async fn read(postgres: &str, databases: &[String]) -> anyhow::Result<Self> {
-        let mut connection = PgConnection::connect(&format!("{postgres}/postgres")).await?;
+        let mut connection = PgConnection::connect(&database_url(postgres, "postgres")).await?;
         let commits: Option<i64> = sqlx::query_scalar(
             "SELECT sum(xact_commit)::bigint FROM pg_stat_database WHERE datname = ANY($1)",
         )

@@ -39,6 +39,20 @@ pub fn pids_named(name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The local Kafka broker: every JVM whose main class is `kafka.Kafka`.
+pub fn kafka_broker_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
+        })
+        .collect()
+}
+
 /// Named groups of processes whose CPU time is measured together.
 #[derive(Debug, Clone, Default)]
 pub struct CpuMeter {
@@ -54,7 +68,11 @@ enum Group {
 
 impl CpuMeter {
     pub fn pid(&mut self, label: &str, pid: u32) {
-        self.groups.insert(label.to_owned(), Group::Pids(vec![pid]));
+        self.pids(label, vec![pid]);
+    }
+
+    pub fn pids(&mut self, label: &str, pids: Vec<u32>) {
+        self.groups.insert(label.to_owned(), Group::Pids(pids));
     }
 
     pub fn named(&mut self, label: &str, command: &str) {

@@ -334,7 +334,7 @@ impl Report {
             for p in &processes {
                 let v = run.cpu_per_1000_orders.get(p).copied().unwrap_or(0.0);
                 all += v;
-                if p != "tansu" {
+                if p != "kafka" {
                     without_broker += v;
                 }
                 let _ = write!(md, " {v:.2} |");

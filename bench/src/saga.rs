@@ -106,7 +106,7 @@ impl Saga {
             let url = scratch
                 .database(&format!("saga_{name}"), Some(migrations))
                 .await?;
-            databases.push(url.rsplit('/').next().unwrap_or_default().to_owned());
+            databases.push(shared_events::settings::database_of(&url).to_owned());
             urls.push(url);
         }
         let mut saga = Self {
@@ -196,7 +196,7 @@ impl Saga {
                 meter.pid(process.name, pid);
             }
         }
-        meter.named("tansu", "tansu");
+        meter.pids("kafka", crate::procstat::kafka_broker_pids());
         meter.named("postgres", "postgres");
         let pg_before = PgCounters::read(&self.postgres, &self.databases).await?;
         let cpu_before = meter.read();

@@ -3,6 +3,7 @@
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
+use shared_events::settings::database_url;
 use shared_events::topics::provision_topics;
 use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
 use sqlx::migrate::Migrator;
@@ -28,7 +29,7 @@ impl Stack {
         let mut kafka = KafkaConfig::local(&env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"));
         kafka.fetch_wait_max_ms = fetch_wait_ms;
         Self {
-            postgres: env_or("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+            postgres: env_or("TEST_POSTGRES_URL", shared_events::settings::LOCAL_POSTGRES),
             kafka,
             registry_url: env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
             issuer_url: env_or("DEV_ISSUER_URL", "http://127.0.0.1:8090"),
@@ -80,12 +81,13 @@ impl Scratch {
         migrations: Option<&Migrator>,
     ) -> anyhow::Result<String> {
         let name = format!("bench_{}_{}", self.run, label.replace('-', "_"));
-        let mut admin = PgConnection::connect(&format!("{}/postgres", self.stack.postgres)).await?;
+        let mut admin =
+            PgConnection::connect(&database_url(&self.stack.postgres, "postgres")).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await?;
         self.databases.push(name.clone());
-        let url = format!("{}/{name}", self.stack.postgres);
+        let url = database_url(&self.stack.postgres, &name);
         let pool = PgPool::connect(&url).await?;
         match migrations {
             Some(service) => {
@@ -110,7 +112,8 @@ impl Scratch {
 
     /// Drops the run's databases.
     pub async fn cleanup(self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&format!("{}/postgres", self.stack.postgres)).await?;
+        let mut admin =
+            PgConnection::connect(&database_url(&self.stack.postgres, "postgres")).await?;
         for name in self.databases {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

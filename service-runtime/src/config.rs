@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
+use shared_events::settings::{LOCAL_POSTGRES, database_url};
 use shared_events::{
     ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetentionConfig, RetryConfig,
 };
@@ -106,6 +107,6 @@ impl ServiceConfig {
     pub fn database_url(&self, defaults: &ServiceDefaults) -> String {
         self.database_url
             .clone()
-            .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/{}", defaults.database))
+            .unwrap_or_else(|| database_url(LOCAL_POSTGRES, defaults.database))
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use shared_events::settings::database_url;
 use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -30,9 +31,9 @@ struct TestDatabase {
 impl TestDatabase {
     async fn create() -> Self {
         let base = std::env::var("TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            .unwrap_or_else(|_| shared_events::settings::LOCAL_POSTGRES.into());
         let name = format!("it_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        let mut admin = sqlx::PgConnection::connect(&database_url(&base, "postgres"))
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -43,11 +44,11 @@ impl TestDatabase {
     }
 
     fn url(&self) -> String {
-        format!("{}/{}", self.base, self.name)
+        database_url(&self.base, &self.name)
     }
 
     async fn drop(self) {
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.base))
+        let mut admin = sqlx::PgConnection::connect(&database_url(&self.base, "postgres"))
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -39,10 +39,9 @@ pub struct KafkaConfig {
         default_value_t = 300_000
     )]
     pub max_poll_interval_ms: u32,
-    /// Longest a consumer's fetch waits at the broker for records. Real Kafka answers as soon
-    /// as records arrive, so this only bounds idle polling; a broker that does not wake a
-    /// waiting fetch on produce (tansu, the local stand-in) delivers only when the wait ends,
-    /// so the dev and test profiles set it low, at the cost of more idle fetches.
+    /// Longest a consumer's fetch waits at the broker for records. Kafka answers a waiting
+    /// fetch as soon as records arrive, so this costs no latency: it only bounds how often an
+    /// idle consumer asks again (a shorter wait is broker CPU spent on empty fetches).
     #[arg(
         long = "kafka-fetch-wait-max-ms",
         env = "KAFKA_FETCH_WAIT_MAX_MS",
@@ -67,13 +66,15 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The dev and test profile: short session and poll timeouts, so that a killed
+    /// consumer's partitions move within seconds.
     pub fn local(bootstrap_servers: &str) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.to_owned(),
             topic_prefix: String::new(),
             session_timeout_ms: 6_000,
             max_poll_interval_ms: 10_000,
-            fetch_wait_max_ms: 20,
+            fetch_wait_max_ms: 500,
             linger_ms: 5,
             message_timeout_ms: 30_000,
             debug: None,

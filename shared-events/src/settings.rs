@@ -13,9 +13,46 @@ pub fn defaults<T: Args + FromArgMatches>() -> T {
     T::from_arg_matches(&matches).expect("the defaults parse as their own struct")
 }
 
+/// The PostgreSQL server of the local stack (`scripts/stack-up`), with no database named: its
+/// own cluster, on a port of its own, reached over loopback, where TLS would only cost time.
+pub const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:55432?sslmode=disable";
+
+/// The URL of `database` on the server `server` names, keeping the server URL's parameters
+/// (`postgres://h:p?sslmode=disable` and `orders` give `postgres://h:p/orders?sslmode=disable`).
+pub fn database_url(server: &str, database: &str) -> String {
+    match server.split_once('?') {
+        Some((address, parameters)) => format!("{address}/{database}?{parameters}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// The database a URL names: the inverse of [`database_url`].
+pub fn database_of(url: &str) -> &str {
+    let address = url.split_once('?').map_or(url, |(address, _)| address);
+    address.rsplit('/').next().unwrap_or(address)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{database_of, database_url};
     use crate::{ConsumerConfig, RelayConfig, RetryConfig};
+
+    #[test]
+    fn a_database_url_keeps_the_server_urls_parameters() {
+        assert_eq!(
+            database_url("postgres://u@h:1?sslmode=disable", "orders"),
+            "postgres://u@h:1/orders?sslmode=disable"
+        );
+        assert_eq!(
+            database_url("postgres://u@h:1", "orders"),
+            "postgres://u@h:1/orders"
+        );
+        assert_eq!(
+            database_of("postgres://u@h:1/orders?sslmode=disable"),
+            "orders"
+        );
+        assert_eq!(database_of("postgres://u@h:1/orders"), "orders");
+    }
 
     #[test]
     fn defaults_are_the_declared_ones() {

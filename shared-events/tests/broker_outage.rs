@@ -18,8 +18,9 @@ async fn every_event_arrives_once_and_in_order_after_the_broker_freezes_mid_rela
     let mut stack = TestStack::new(6).await;
     // The freeze outlasts the producer's message timeout, so deliveries fail and are retried.
     stack.kafka.message_timeout_ms = 5_000;
-    // ...but not the consumer's session: tansu 0.6.0 never expires a member whose session
-    // ran out, so a rejoining consumer would wait for it forever (real Kafka expires it).
+    // ...but not the consumer's session: the coordinator's clock runs on while the JVM is
+    // stopped, so a shorter session would also expire the group's members at the thaw and
+    // add a rebalance to the outage under test.
     stack.kafka.session_timeout_ms = 30_000;
     stack.kafka.max_poll_interval_ms = 60_000;
     let orders: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();

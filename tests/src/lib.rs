@@ -10,6 +10,7 @@ use std::time::Duration;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
+use shared_events::settings::{database_of, database_url};
 use shared_events::topics::provision_topics;
 use shared_events::{KafkaConfig, TopicNames};
 use sqlx::Connection;
@@ -32,7 +33,7 @@ pub fn env_or(key: &str, default: &str) -> String {
 }
 
 pub fn postgres_url() -> String {
-    env_or("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+    env_or("TEST_POSTGRES_URL", shared_events::settings::LOCAL_POSTGRES)
 }
 
 pub fn bootstrap_servers() -> String {
@@ -71,15 +72,19 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     fn spawn(&mut self) {
-        let mut command = Command::new(binary(self.name));
-        command
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+        // The services log to standard output; with TEST_LOG set, it is the test's.
+        let output = || {
+            if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
-            })
+            }
+        };
+        let mut command = Command::new(binary(self.name));
+        command
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(output())
+            .stderr(output())
             .kill_on_drop(true);
         self.child = Some(command.spawn().unwrap());
     }
@@ -192,7 +197,7 @@ impl Stack {
             .await
             .expect("the local stack must run: scripts/stack-up");
         let postgres = postgres_url();
-        let mut admin_db = sqlx::PgConnection::connect(&format!("{postgres}/postgres"))
+        let mut admin_db = sqlx::PgConnection::connect(&database_url(&postgres, "postgres"))
             .await
             .unwrap();
         let mut services = HashMap::new();
@@ -203,7 +208,7 @@ impl Stack {
                 .await
                 .unwrap();
             let port = free_port();
-            let database_url = format!("{postgres}/{database}");
+            let database_url = database_url(&postgres, &database);
             let mut env: Vec<(String, String)> = [
                 ("HTTP_ADDR", format!("127.0.0.1:{port}")),
                 ("DATABASE_URL", database_url.clone()),
@@ -215,8 +220,6 @@ impl Stack {
                 ),
                 ("KAFKA_SESSION_TIMEOUT_MS", "6000".to_owned()),
                 ("KAFKA_MAX_POLL_INTERVAL_MS", "10000".to_owned()),
-                // The local broker answers a fetch only when its wait ends (see README).
-                ("KAFKA_FETCH_WAIT_MAX_MS", "20".to_owned()),
                 ("RUST_LOG", env_or("TEST_RUST_LOG", "info")),
             ]
             .into_iter()
@@ -283,11 +286,11 @@ impl Stack {
         for service in self.services.values_mut() {
             service.stop().await;
         }
-        let mut admin_db = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_url()))
+        let mut admin_db = sqlx::PgConnection::connect(&database_url(&postgres_url(), "postgres"))
             .await
             .unwrap();
         for service in self.services.values() {
-            let database = service.database_url.rsplit('/').next().unwrap();
+            let database = database_of(&service.database_url);
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
             )))

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use orderflow_e2e::client::order_body;
 use orderflow_e2e::{SERVICES, ServiceProcess, Stack, put_account, put_product, wait_for_catalog};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use shared_events::contracts::{Address, OrderLine, OrderPlaced};
@@ -183,10 +185,44 @@ fn consumers_of(topic: Topic) -> Vec<&'static str> {
         .collect()
 }
 
-/// The local tansu broker's pid, found by its command line.
+/// Records the services' consumer groups have not committed yet, over every topic each
+/// consumes (a group that never committed a partition counts all of it).
+fn unconsumed_records(prefix: &str) -> i64 {
+    let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
+    let names = TopicNames::new(prefix.to_owned());
+    let timeout = Duration::from_secs(5);
+    let mut unconsumed = 0;
+    for topic in Topic::ALL {
+        let consumers = consumers_of(topic);
+        let topic = names.name(topic);
+        for service in consumers {
+            let group: BaseConsumer = kafka
+                .reader()
+                .set("group.id", format!("{prefix}{service}"))
+                .create()
+                .unwrap();
+            let metadata = group.fetch_metadata(Some(&topic), timeout).unwrap();
+            let mut partitions = TopicPartitionList::new();
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                partitions.add_partition(&topic, partition.id());
+            }
+            let committed = group.committed_offsets(partitions, timeout).unwrap();
+            for element in committed.elements() {
+                let (_, end) = group
+                    .fetch_watermarks(&topic, element.partition(), timeout)
+                    .unwrap();
+                let at = element.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
+                unconsumed += (end - at).max(0);
+            }
+        }
+    }
+    unconsumed
+}
+
+/// The local broker's pid, found by its command line (whichever checkout started it).
 fn broker_pid() -> Option<String> {
     let found = std::process::Command::new("pgrep")
-        .args(["-f", "^tansu broker"])
+        .args(["-f", "kafka\\.Kafka server\\.properties"])
         .output()
         .unwrap()
         .stdout;
@@ -200,7 +236,7 @@ fn broker_pid() -> Option<String> {
 /// Kills the local broker with SIGKILL and starts it again exactly as it ran (same command,
 /// same working directory, so the same storage), whichever checkout started it.
 async fn restart_broker() {
-    let pid = broker_pid().expect("no tansu broker runs");
+    let pid = broker_pid().expect("no local Kafka broker runs");
     let argv: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
         .unwrap()
         .split('\0')
@@ -208,7 +244,7 @@ async fn restart_broker() {
         .map(str::to_owned)
         .collect();
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
-    // Its log goes on where it went (stack-up appends it to .stack/logs/tansu.log).
+    // Its log goes on where it went (stack-up appends it to .stack/logs/kafka.log).
     let log = std::fs::read_link(format!("/proc/{pid}/fd/1"))
         .ok()
         .filter(|path| path.is_file())
@@ -221,11 +257,11 @@ async fn restart_broker() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // setsid --fork: the broker, in a session of its own, outlives this test as it outlived
     // the script that started it; setsid itself returns at once.
-    // scripts/stack-up runs it in .stack/tansu with its pid file beside that folder; the file
+    // scripts/stack-up runs it in .stack/kafka with its pid file beside that folder; the file
     // must name the new broker, or stack-down would not stop it.
     let pid_file = cwd
         .parent()
-        .map(|state| state.join("tansu.pid"))
+        .map(|state| state.join("kafka.pid"))
         .filter(|file| file.exists());
     let started = std::process::Command::new("setsid")
         .arg("--fork")
@@ -242,7 +278,8 @@ async fn restart_broker() {
         .unwrap();
     assert!(started.success());
     let broker = orderflow_e2e::bootstrap_servers();
-    for _ in 0..100 {
+    // A JVM's start plus the recovery of logs it did not close: about 12 s on 2 busy cores.
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(&broker).await.is_ok() {
             if let Some(pid_file) = pid_file {
                 let restarted = broker_pid().expect("the restarted broker runs");
@@ -383,7 +420,8 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         kills.join(", ")
     );
 
-    // Settle: every order terminal and every outbox drained, within a generous bound.
+    // Settle: every order terminal, every outbox drained and every consumer group caught up
+    // (an order is terminal before billing hears that it completed), within a generous bound.
     let mut stack = Arc::try_unwrap(stack)
         .ok()
         .expect("the chaos task has ended")
@@ -400,12 +438,17 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         for name in SERVICES {
             outboxes += query_i64(&db(name), "SELECT count(*) FROM outbox").await;
         }
-        if in_flight == 0 && outboxes == 0 {
+        let prefix = stack.prefix.clone();
+        let unconsumed = tokio::task::spawn_blocking(move || unconsumed_records(&prefix))
+            .await
+            .unwrap();
+        if in_flight == 0 && outboxes == 0 && unconsumed == 0 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not settled: {in_flight} orders in flight, {outboxes} outbox rows"
+            "not settled: {in_flight} orders in flight, {outboxes} outbox rows, \
+             {unconsumed} records not yet consumed"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

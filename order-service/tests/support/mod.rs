@@ -1,6 +1,7 @@
 //! A fresh database with order-service's migrations, for tests of its storage. Needs
 //! PostgreSQL (`TEST_POSTGRES_URL`, by default the local one).
 
+use shared_events::settings::database_url;
 use sqlx::{Connection, PgConnection};
 
 pub struct TestDatabase {
@@ -13,16 +14,16 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn migrated() -> Self {
         let base = std::env::var("TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            .unwrap_or_else(|_| shared_events::settings::LOCAL_POSTGRES.into());
         let name = format!("it_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut admin = PgConnection::connect(&format!("{base}/postgres"))
+        let mut admin = PgConnection::connect(&database_url(&base, "postgres"))
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .unwrap();
-        let mut db = PgConnection::connect(&format!("{base}/{name}"))
+        let mut db = PgConnection::connect(&database_url(&base, &name))
             .await
             .unwrap();
         shared_events::migrations::with_service_migrations(&order_service::MIGRATIONS)

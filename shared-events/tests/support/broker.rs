@@ -1,4 +1,4 @@
-//! Freezing the local broker (SIGSTOP) for chaos tests. Only one test binary at a time may
+//! Freezing the local broker (SIGSTOP: the JVM stops answering, its sockets stay open) for chaos tests. Only one test binary at a time may
 //! freeze it: every test sharing the broker would see the outage.
 
 use std::path::PathBuf;
@@ -17,13 +17,13 @@ impl FrozenBroker {
     }
 }
 
-/// The local tansu: from `TANSU_PID_FILE`, else `.stack/tansu.pid` (written by
-/// `scripts/stack-up` when it started the broker), else the tansu process serving the
-/// bootstrap address (a stack started from another checkout).
+/// The local broker: from `KAFKA_PID_FILE`, else `.stack/kafka.pid` (written by
+/// `scripts/stack-up` when it started the broker), else the one Kafka broker JVM on this
+/// machine (a stack started from another checkout).
 fn broker_pid() -> String {
-    let pid_file = std::env::var("TANSU_PID_FILE")
+    let pid_file = std::env::var("KAFKA_PID_FILE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/tansu.pid"));
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/kafka.pid"));
     if let Ok(pid) = std::fs::read_to_string(&pid_file) {
         let pid = pid.trim().to_owned();
         // A stale file (the chaos test restarts the broker) names a process that is gone.
@@ -36,21 +36,15 @@ fn broker_pid() -> String {
             return pid;
         }
     }
-    let pattern = format!(
-        "tansu broker --listener-url tcp://{}",
-        super::kafka_bootstrap()
-    );
     let output = Command::new("pgrep")
-        .args(["-f", &pattern])
+        .args(["-f", "kafka\\.Kafka server\\.properties"])
         .output()
         .unwrap();
     let pids = String::from_utf8(output.stdout).unwrap();
     let mut pids = pids.lines();
     match (pids.next(), pids.next()) {
         (Some(pid), None) => pid.to_owned(),
-        _ => {
-            panic!("no single tansu broker serves {pattern}: start the stack with scripts/stack-up")
-        }
+        _ => panic!("no single local Kafka broker runs: start the stack with scripts/stack-up"),
     }
 }
 

@@ -33,9 +33,9 @@ pub fn registry_url() -> String {
 }
 
 fn postgres_url(database: &str) -> String {
-    let base = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    format!("{base}/{database}")
+    let server = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| shared_events::settings::LOCAL_POSTGRES.into());
+    shared_events::settings::database_url(&server, database)
 }
 
 pub struct TestStack {
