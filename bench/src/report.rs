@@ -89,7 +89,7 @@ impl Report {
             md,
             "A run of `{}` on {}: {}, {} cores, {:.0} GiB; {}; {}. Everything on one machine: the four services \
              ({} build), the broker, PostgreSQL and the load generator. Topics of {} partition(s), consumers' \
-             `fetch.wait.max.ms` {} ms (the broker answers a fetch only when its wait ends).\n",
+             `fetch.wait.max.ms` {} ms (Kafka answers a waiting fetch as soon as records arrive).\n",
             s.command,
             m.date,
             m.cpu,
@@ -226,9 +226,8 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "The broker stores each record header as a row of its own, which is what separates the \
-             two producer rows; the records carry the two headers a consumer needs before decoding \
-             (`event_type`, `traceparent`).\n"
+            "The two producer rows differ by the headers: the relay's records carry the two a \
+             consumer needs before decoding (`event_type`, `traceparent`).\n"
         );
 
         let r = &self.replay;
@@ -313,7 +312,7 @@ impl Report {
         let _ = writeln!(md, "\n## CPU seconds per 1,000 orders\n");
         let _ = writeln!(
             md,
-            "The figure that holds when the broker is swapped for real Kafka (only the broker's column changes).\n"
+            "Every process on the machine, the broker's JVM (`kafka`) included.\n"
         );
         let mut processes: BTreeSet<String> = BTreeSet::new();
         for (_, run) in &self.open {
@@ -350,8 +349,8 @@ impl Report {
         let _ = writeln!(
             md,
             "\nCores busy: every process's CPU over the offered window. The projection divides the \
-             cores by the CPU per order of everything but the broker; a real Kafka broker costs CPU \
-             too, on machines of its own."
+             cores by the CPU per order of everything but the broker, which a production cluster \
+             runs on machines of its own."
         );
         let _ = writeln!(md, "\n## Start-up and memory\n");
         let _ = writeln!(
