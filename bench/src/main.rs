@@ -2,6 +2,7 @@
 //! measured in the same run, the saga's SQL without Kafka, and the saga under open-loop
 //! load with each process's CPU per order; written to `docs/benchmarks.md` with a plot.
 
+mod compare;
 mod pgstats;
 mod plot;
 mod plumbing;
@@ -207,6 +208,17 @@ async fn run(
         closed,
         open,
     };
+    // Read before this run may overwrite it.
+    let committed = std::fs::read_to_string(root.join("docs/benchmarks.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null);
+    eprintln!(
+        "==> against the committed docs/benchmarks.json (a fall of more than a quarter is flagged; nothing fails on it)"
+    );
+    for line in compare::against_committed(&serde_json::to_value(&report)?, &committed) {
+        eprintln!("    {line}");
+    }
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let plot_file = "benchmarks-latency.svg";
