@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use orderflow_e2e::client::order_body;
 use orderflow_e2e::{SERVICES, ServiceProcess, Stack, put_account, put_product, wait_for_catalog};
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
+use shared_events::consumer::stall::read_progress;
 use shared_events::contracts::{Address, OrderLine, OrderPlaced};
 use shared_events::dead_letter::read_dead_letters;
 use shared_events::{Event, KafkaConfig, Money, RegistryCodec, RegistryConfig, Topic, TopicNames};
@@ -190,31 +190,23 @@ fn consumers_of(topic: Topic) -> Vec<&'static str> {
 fn unconsumed_records(prefix: &str) -> i64 {
     let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
     let names = TopicNames::new(prefix.to_owned());
-    let timeout = Duration::from_secs(5);
     let mut unconsumed = 0;
-    for topic in Topic::ALL {
-        let consumers = consumers_of(topic);
-        let topic = names.name(topic);
-        for service in consumers {
-            let group: BaseConsumer = kafka
-                .reader()
-                .set("group.id", format!("{prefix}{service}"))
-                .create()
-                .unwrap();
-            let metadata = group.fetch_metadata(Some(&topic), timeout).unwrap();
-            let mut partitions = TopicPartitionList::new();
-            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                partitions.add_partition(&topic, partition.id());
-            }
-            let committed = group.committed_offsets(partitions, timeout).unwrap();
-            for element in committed.elements() {
-                let (_, end) = group
-                    .fetch_watermarks(&topic, element.partition(), timeout)
-                    .unwrap();
-                let at = element.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
-                unconsumed += (end - at).max(0);
-            }
-        }
+    for service in SERVICES {
+        let topics: Vec<String> = Topic::ALL
+            .into_iter()
+            .filter(|topic| consumers_of(*topic).contains(&service))
+            .map(|topic| names.name(topic))
+            .collect();
+        let group: BaseConsumer = kafka
+            .reader()
+            .set("group.id", format!("{prefix}{service}"))
+            .create()
+            .unwrap();
+        unconsumed += read_progress(&group, &topics)
+            .unwrap()
+            .iter()
+            .map(|(_, progress)| progress.lag().max(0))
+            .sum::<i64>();
     }
     unconsumed
 }

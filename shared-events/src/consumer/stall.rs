@@ -114,14 +114,16 @@ impl ProgressReader {
     {
         let member = member.clone();
         let topics = self.topics.clone();
-        tokio::task::spawn_blocking(move || read_blocking(&*member, &topics))
+        tokio::task::spawn_blocking(move || read_progress(&*member, &topics))
     }
 }
 
 /// A read of the group's progress under way.
 pub(super) type ProgressRead = JoinHandle<Result<Vec<(TopicPartition, Progress)>, Error>>;
 
-fn read_blocking<C: ConsumerContext>(
+/// Every partition of `topics` with the committed offset of `client`'s group and its end:
+/// blocking calls, one request per kind.
+pub fn read_progress<C: ConsumerContext>(
     client: &impl Consumer<C>,
     topics: &[String],
 ) -> Result<Vec<(TopicPartition, Progress)>, Error> {
