@@ -65,6 +65,18 @@ fn figures() -> Vec<(&'static str, bool, Reader)> {
                 .min_by(|a, b| a.0.total_cmp(&b.0))?;
             run["summary"]["latency_ms"]["p99"].as_f64()
         }),
+        // The demo's figures are what a user sees: absolute, as the README states them.
+        (
+            "demo: broker's share of a core with no orders",
+            false,
+            |r| r["demo"]["idle_cores"]["kafka"].as_f64(),
+        ),
+        ("demo: closed-loop orders/s", true, |r| {
+            r["demo"]["closed"]["summary"]["orders_per_second"].as_f64()
+        }),
+        ("demo: p99 ms of its open loop", false, |r| {
+            r["demo"]["open"][1]["summary"]["latency_ms"]["p99"].as_f64()
+        }),
     ]
 }
 

@@ -3,6 +3,7 @@
 //! load with each process's CPU per order; written to `docs/benchmarks.md` with a plot.
 
 mod compare;
+mod demo;
 mod pgstats;
 mod plot;
 mod plumbing;
@@ -58,6 +59,25 @@ struct Args {
     /// Partitions of the benchmark's topics.
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// Partitions per topic of the demo's configuration (what `orderflow-admin
+    /// provision-topics` gives the demo's topics), also used by the partitioned open loops.
+    #[arg(long, default_value_t = 6)]
+    demo_partitions: i32,
+    /// Open-loop rates of the tuned build on the demo's partitions, orders per second.
+    #[arg(long, value_delimiter = ',', default_value = "100,400")]
+    partitioned_rates: Vec<f64>,
+    /// Orders of the demo configuration's closed loop.
+    #[arg(long, default_value_t = 2_000)]
+    demo_orders: usize,
+    /// Orders in flight in the demo configuration's closed loop.
+    #[arg(long, default_value_t = 64)]
+    demo_concurrency: usize,
+    /// The demo configuration's open-loop rate, orders per second.
+    #[arg(long, default_value_t = 50.0)]
+    demo_rate: f64,
+    /// Seconds the demo configuration's processes are watched with no orders flowing.
+    #[arg(long, default_value_t = 10.0)]
+    idle_seconds: f64,
     /// The consumers' fetch.wait.max.ms (Kafka answers a waiting fetch when records arrive;
     /// this bounds only idle polling).
     #[arg(long, default_value_t = 500)]
@@ -85,6 +105,11 @@ impl Args {
         self.concurrency = 16;
         self.rates = vec![20.0];
         self.seconds = 5.0;
+        self.partitioned_rates = vec![20.0];
+        self.demo_orders = 100;
+        self.demo_concurrency = 16;
+        self.demo_rate = 20.0;
+        self.idle_seconds = 2.0;
         self.out = PathBuf::from("target/bench-smoke");
         self
     }
@@ -111,10 +136,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target").join(&args.profile);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let stack = Stack::from_env(args.partitions, args.fetch_wait_ms);
     let mut scratch = Scratch::new(stack);
-    let result = run(&args, &mut scratch, &bin, &root).await;
+    let result = run(&args, &mut scratch, &target, &root).await;
     scratch.cleanup().await?;
     result
 }
@@ -122,9 +148,10 @@ async fn main() -> anyhow::Result<()> {
 async fn run(
     args: &Args,
     scratch: &mut Scratch,
-    bin: &std::path::Path,
+    target: &std::path::Path,
     root: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let bin = target.join(&args.profile);
     eprintln!("==> plumbing: {} events, {} run(s)", args.events, args.runs);
     let plumbing_db = scratch.database("plumbing", None).await?;
     let pool = Scratch::pool(&plumbing_db, 10).await?;
@@ -146,46 +173,39 @@ async fn run(
     eprintln!("    {:.0} orders/s", replay.orders_per_second);
 
     eprintln!("==> the saga: starting the services ({})", bin.display());
-    let (saga, startup) = saga::Saga::start(scratch, bin).await?;
+    let partitions = scratch.stack.partitions;
+    let (saga, startup) = saga::Saga::start(scratch, "saga", &bin, partitions).await?;
     let mut open = Vec::new();
     for rate in &args.rates {
-        eprintln!("==> open loop: {rate} orders/s for {} s", args.seconds);
-        let run = saga
-            .load(
-                &format!("open {rate}/s"),
-                &[
-                    "--rate".into(),
-                    rate.to_string(),
-                    "--duration".into(),
-                    args.seconds.to_string(),
-                ],
-            )
-            .await?;
-        eprintln!(
-            "    {:.0} orders/s, p99 {} ms",
-            run.summary.orders_per_second, run.summary.latency_ms.p99
-        );
-        open.push((*rate, run));
+        open.push((*rate, saga.open(*rate, args.seconds).await?));
     }
-    eprintln!(
-        "==> closed loop: {} orders, {} in flight, all meant to complete",
-        args.closed_orders, args.concurrency
-    );
-    let closed = saga
-        .load(
-            "closed",
-            &[
-                "--orders".into(),
-                args.closed_orders.to_string(),
-                "--concurrency".into(),
-                args.concurrency.to_string(),
-                "--mix".into(),
-                "completed=100".into(),
-            ],
-        )
-        .await?;
-    eprintln!("    {:.0} orders/s", closed.summary.orders_per_second);
+    let closed = saga.closed(args.closed_orders, args.concurrency).await?;
     saga.stop().await?;
+
+    let partitioned = demo::partitioned(
+        scratch,
+        &bin,
+        &args.profile,
+        args.demo_partitions,
+        &args.partitioned_rates,
+        args.seconds,
+    )
+    .await?;
+    // The demo runs the debug build, whatever this run's profile.
+    let demo = demo::run(
+        scratch,
+        &target.join("debug"),
+        "debug",
+        &demo::DemoLoad {
+            partitions: args.demo_partitions,
+            idle_seconds: args.idle_seconds,
+            closed_orders: args.demo_orders,
+            closed_concurrency: args.demo_concurrency,
+            rate: args.demo_rate,
+            seconds: args.seconds,
+        },
+    )
+    .await?;
 
     let report = Report {
         machine: machine(scratch).await,
@@ -207,6 +227,8 @@ async fn run(
         replay,
         closed,
         open,
+        partitioned,
+        demo,
     };
     // Read before this run may overwrite it.
     let committed = std::fs::read_to_string(root.join("docs/benchmarks.json"))

@@ -51,7 +51,9 @@ pub async fn run(
     run: usize,
     events: usize,
 ) -> anyhow::Result<Rates> {
-    let (kafka, names, codec) = scratch.topics(&format!("p{run}")).await?;
+    let (kafka, names, codec) = scratch
+        .topics(&format!("p{run}"), scratch.stack.partitions)
+        .await?;
     let outbox = Outbox::new(codec.clone(), names.clone());
     let records = encode(&outbox, events).await?;
     eprintln!("    raw producer");

@@ -56,7 +56,7 @@ pub async fn run(
     orders: usize,
     concurrency: usize,
 ) -> anyhow::Result<ReplayFigures> {
-    let (_, names, codec) = scratch.topics("replay").await?;
+    let (_, names, codec) = scratch.topics("replay", scratch.stack.partitions).await?;
     let stop = CancellationToken::new();
     let terminal = Arc::new(AtomicU64::new(0));
     let mut services = Vec::new();

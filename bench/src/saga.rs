@@ -36,6 +36,17 @@ pub struct LoadRun {
     pub postgres_per_order: PgCounters,
 }
 
+impl LoadRun {
+    /// CPU seconds per 1,000 orders of every process but the broker's JVM.
+    pub fn cpu_without_broker(&self) -> f64 {
+        self.cpu_per_1000_orders
+            .iter()
+            .filter(|(process, _)| *process != "kafka")
+            .map(|(_, seconds)| seconds)
+            .sum()
+    }
+}
+
 /// The parts of `orderflow-admin load --json` the report uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadSummary {
@@ -91,9 +102,15 @@ const SERVICES: [&str; 4] = [
 ];
 
 impl Saga {
-    /// Starts the services from `bin` on fresh, migrated databases and a fresh topic prefix.
-    pub async fn start(scratch: &mut Scratch, bin: &Path) -> anyhow::Result<(Self, Vec<Startup>)> {
-        let (kafka, _, _) = scratch.topics("saga").await?;
+    /// Starts the services from `bin` on fresh, migrated databases and a fresh topic prefix
+    /// of `partitions` per topic; `label` tells this saga's databases and topics apart.
+    pub async fn start(
+        scratch: &mut Scratch,
+        label: &str,
+        bin: &Path,
+        partitions: i32,
+    ) -> anyhow::Result<(Self, Vec<Startup>)> {
+        let (kafka, _, _) = scratch.topics(label, partitions).await?;
         let mut urls = Vec::new();
         let mut databases = Vec::new();
         for name in SERVICES {
@@ -104,7 +121,7 @@ impl Saga {
                 _ => &shipping_service::MIGRATIONS,
             };
             let url = scratch
-                .database(&format!("saga_{name}"), Some(migrations))
+                .database(&format!("{label}_{name}"), Some(migrations))
                 .await?;
             databases.push(shared_events::settings::database_of(&url).to_owned());
             urls.push(url);
@@ -188,8 +205,62 @@ impl Saga {
         format!("http://127.0.0.1:{port}")
     }
 
-    /// Runs the load generator with `args` and measures every process around it.
-    pub async fn load(&self, label: &str, args: &[String]) -> anyhow::Result<LoadRun> {
+    /// An open loop: `rate` orders per second for `seconds`, the default outcome mix.
+    pub async fn open(&self, rate: f64, seconds: f64) -> anyhow::Result<LoadRun> {
+        eprintln!("==> open loop: {rate} orders/s for {seconds} s");
+        let run = self
+            .load(
+                &format!("open {rate}/s"),
+                &[
+                    "--rate".into(),
+                    rate.to_string(),
+                    "--duration".into(),
+                    seconds.to_string(),
+                ],
+            )
+            .await?;
+        eprintln!(
+            "    {:.0} orders/s, p99 {} ms",
+            run.summary.orders_per_second, run.summary.latency_ms.p99
+        );
+        Ok(run)
+    }
+
+    /// A closed loop: `orders` orders, `concurrency` in flight, every one meant to complete.
+    pub async fn closed(&self, orders: usize, concurrency: usize) -> anyhow::Result<LoadRun> {
+        eprintln!(
+            "==> closed loop: {orders} orders, {concurrency} in flight, all meant to complete"
+        );
+        let run = self
+            .load(
+                "closed",
+                &[
+                    "--orders".into(),
+                    orders.to_string(),
+                    "--concurrency".into(),
+                    concurrency.to_string(),
+                    "--mix".into(),
+                    "completed=100".into(),
+                ],
+            )
+            .await?;
+        eprintln!("    {:.0} orders/s", run.summary.orders_per_second);
+        Ok(run)
+    }
+
+    /// Cores each process group uses over `seconds` with no orders flowing.
+    pub async fn idle(&self, seconds: f64) -> BTreeMap<String, f64> {
+        let meter = self.meter();
+        let before = meter.read();
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        procstat::spent(&before, &meter.read())
+            .into_iter()
+            .map(|(label, spent)| (label, spent.as_secs_f64() / seconds))
+            .collect()
+    }
+
+    /// The services, the broker and PostgreSQL, each a group of its own.
+    fn meter(&self) -> CpuMeter {
         let mut meter = CpuMeter::default();
         for process in &self.services {
             if let Some(pid) = process.child.id() {
@@ -198,6 +269,12 @@ impl Saga {
         }
         meter.pids("kafka", crate::procstat::kafka_broker_pids());
         meter.named("postgres", "postgres");
+        meter
+    }
+
+    /// Runs the load generator with `args` and measures every process around it.
+    async fn load(&self, label: &str, args: &[String]) -> anyhow::Result<LoadRun> {
+        let meter = self.meter();
         let pg_before = PgCounters::read(&self.postgres, &self.databases).await?;
         let cpu_before = meter.read();
         let output = Command::new(self.bin.join("orderflow-admin"))

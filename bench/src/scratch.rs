@@ -59,16 +59,18 @@ impl Scratch {
         }
     }
 
-    /// A fresh topic prefix with every saga topic provisioned, and a codec for it.
+    /// A fresh topic prefix with every saga topic provisioned (`partitions` each), and a
+    /// codec for it.
     pub async fn topics(
         &self,
         label: &str,
+        partitions: i32,
     ) -> anyhow::Result<(KafkaConfig, TopicNames, RegistryCodec)> {
         let mut kafka = self.stack.kafka.clone();
         kafka.topic_prefix = format!("bench{}{label}-", self.run);
         let names = TopicNames::new(kafka.topic_prefix.clone());
         let admin: AdminClient<DefaultClientContext> = kafka.base().create()?;
-        provision_topics(&admin, &names, self.stack.partitions, 1).await?;
+        provision_topics(&admin, &names, partitions, 1).await?;
         let codec = RegistryCodec::connect(&self.stack.registry(), &names).await?;
         Ok((kafka, names, codec))
     }

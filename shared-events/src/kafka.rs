@@ -48,6 +48,16 @@ pub struct KafkaConfig {
         default_value_t = 500
     )]
     pub fetch_wait_max_ms: u32,
+    /// The consumer-group protocol: `classic` (client-side cooperative-sticky assignment,
+    /// the session timeout above) or `consumer` (KIP-848: the broker assigns, and its
+    /// `group.consumer.session.timeout.ms` replaces the client's session timeout).
+    #[arg(
+        long = "kafka-group-protocol",
+        env = "KAFKA_GROUP_PROTOCOL",
+        value_enum,
+        default_value_t = GroupProtocol::Classic
+    )]
+    pub group_protocol: GroupProtocol,
     /// How long the producer waits to fill a batch before sending it.
     #[arg(long = "kafka-linger-ms", env = "KAFKA_LINGER_MS", default_value_t = 5)]
     pub linger_ms: u32,
@@ -75,6 +85,7 @@ impl KafkaConfig {
             session_timeout_ms: 6_000,
             max_poll_interval_ms: 10_000,
             fetch_wait_max_ms: 500,
+            group_protocol: GroupProtocol::Classic,
             linger_ms: 5,
             message_timeout_ms: 30_000,
             debug: None,
@@ -126,6 +137,10 @@ impl KafkaConfig {
     /// that must move, and the others keep being consumed through the rebalance (the eager
     /// assignors stop every member), and a rejoin that finds no change hands back a
     /// complete assignment instead of the previous one.
+    ///
+    /// With the `consumer` protocol (KIP-848) the broker computes assignments and owns the
+    /// session and heartbeat timing, so those settings are left to it (librdkafka refuses
+    /// them); rebalances are incremental there too.
     pub fn at_least_once_consumer(&self, group_id: &str) -> ClientConfig {
         let mut config = self.base();
         config
@@ -134,19 +149,31 @@ impl KafkaConfig {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (self.session_timeout_ms / 3).to_string(),
-            )
             .set(
                 "max.poll.interval.ms",
                 self.max_poll_interval_ms.to_string(),
             )
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
+        match self.group_protocol {
+            GroupProtocol::Classic => config
+                .set("group.protocol", "classic")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", self.session_timeout_ms.to_string())
+                .set(
+                    "heartbeat.interval.ms",
+                    (self.session_timeout_ms / 3).to_string(),
+                ),
+            GroupProtocol::Consumer => config.set("group.protocol", "consumer"),
+        };
         config
     }
+}
+
+/// Which consumer-group protocol the consumers speak (see [`KafkaConfig::group_protocol`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    Classic,
+    Consumer,
 }
 
 /// The partition ids of `topic`, as the broker reports them now.

@@ -29,7 +29,7 @@ pub use consumer::{
 };
 pub use contracts::{Event, EventMetadata, EventPayload, Money};
 pub use error::{Error, ErrorClass, with_causes};
-pub use kafka::KafkaConfig;
+pub use kafka::{GroupProtocol, KafkaConfig};
 pub use metrics::EventMetrics;
 pub use outbox::{Outbox, OutboxRecord};
 pub use relay::{OutboxRelay, RelayConfig};
