@@ -56,6 +56,8 @@ pub async fn run(
         load.partitions
     );
     let (saga, _) = Saga::start(scratch, "demo", bin, load.partitions).await?;
+    // Joining the consumer groups and the first reads are start-up, not idling.
+    tokio::time::sleep(std::time::Duration::from_secs_f64(load.idle_seconds / 2.0)).await;
     eprintln!("==> idle: {} s with no orders flowing", load.idle_seconds);
     let idle_cores = saga.idle(load.idle_seconds).await;
     eprintln!(
@@ -138,7 +140,7 @@ impl DemoFigures {
         let _ = writeln!(
             md,
             "The configuration `scripts/demo` leaves running: the {} build, {} partitions per topic, the \
-             services' default settings. Measured like the README's figures (`orderflow-admin load`).\n",
+             demo's settings. Measured like the README's figures (`orderflow-admin load`).\n",
             self.profile, self.partitions
         );
         let idle: Vec<String> = self

@@ -75,8 +75,9 @@ struct Args {
     /// The demo configuration's open-loop rate, orders per second.
     #[arg(long, default_value_t = 50.0)]
     demo_rate: f64,
-    /// Seconds the demo configuration's processes are watched with no orders flowing.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds the demo configuration's processes are watched with no orders flowing (after
+    /// half as long again to settle).
+    #[arg(long, default_value_t = 30.0)]
     idle_seconds: f64,
     /// The consumers' fetch.wait.max.ms (Kafka answers a waiting fetch when records arrive;
     /// this bounds only idle polling).

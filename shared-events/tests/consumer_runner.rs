@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shared_events::contracts::OrderCancellationRequested;
 use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
-use shared_events::{Event, EventHandler, HandlerError, Topic};
+use shared_events::{Event, EventHandler, GroupProtocol, HandlerError, Topic};
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -280,7 +280,19 @@ async fn append_steps(stack: &TestStack, orders: &[Uuid], steps: std::ops::Range
 
 #[tokio::test]
 async fn consumers_joining_and_leaving_the_group_lose_nothing_and_keep_per_order_order() {
-    let stack = TestStack::new(6).await;
+    members_join_and_leave(GroupProtocol::Classic).await;
+}
+
+/// The same on KIP-848's consumer protocol (`KAFKA_GROUP_PROTOCOL=consumer`), where the
+/// broker assigns the partitions.
+#[tokio::test]
+async fn on_the_kip_848_protocol_members_joining_and_leaving_lose_nothing_either() {
+    members_join_and_leave(GroupProtocol::Consumer).await;
+}
+
+async fn members_join_and_leave(protocol: GroupProtocol) {
+    let mut stack = TestStack::new(6).await;
+    stack.kafka.group_protocol = protocol;
     let orders: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
     let shutdown = CancellationToken::new();
     let first_shutdown = CancellationToken::new();
