@@ -1,7 +1,6 @@
 //! Who this consumer is in its group: joining it, and judging whether partitions the
 //! group holds are stalled (see [`super::stall`]), which makes the runner join again.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,21 +11,23 @@ use tracing::debug;
 
 use super::gate::{PartitionGate, TopicPartition};
 use super::rebalance::{ReassignedPartitions, RebalanceTracker};
-use super::stall::{Progress, StallJudge};
+use super::stall::{Progress, Stall, StallJudge};
 use super::{EventHandler, IdempotentConsumer};
 use crate::Error;
 use crate::kafka::KafkaConfig;
 
 impl<H: EventHandler> IdempotentConsumer<H> {
-    /// The group's partitions that this member does not own and that have lagged with
-    /// their commit frozen for too long; none while this member has troubles of its own.
-    /// Reading them also updates the group's lag gauge.
-    pub(super) fn stalled_partitions(
+    /// Whether this member should join again with a new client: the group's partitions that
+    /// have lagged with their commit frozen for too long, this member's own included (its
+    /// client may hold an assignment the group took away), judged only while this member
+    /// has none paused for a cool-down; or the progress unreadable for as long.
+    /// Reading it also updates the group's lag gauge.
+    pub(super) fn stall(
         &self,
         read: Result<Result<Vec<(TopicPartition, Progress)>, Error>, JoinError>,
         judge: &mut StallJudge,
         gate: &PartitionGate,
-    ) -> Vec<TopicPartition> {
+    ) -> Option<Stall> {
         let readings = match read
             .map_err(|e| Error::Interrupted("reading the group's progress", e))
             .and_then(|read| read)
@@ -34,7 +35,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             Ok(readings) => readings,
             Err(e) => {
                 debug!(error = %e, "could not read the group's progress");
-                return Vec::new();
+                return judge.unreadable(Instant::now());
             }
         };
         let lag = readings.iter().map(|(_, p)| p.lag().max(0)).sum();
@@ -42,19 +43,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         if gate.next_resume().is_some() {
             // Paused for a cool-down: a shared outage is likelier than a stuck peer.
             judge.reset();
-            return Vec::new();
+            return None;
         }
-        let own: HashSet<TopicPartition> = self
-            .consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .map(|e| TopicPartition::new(e.topic(), e.partition()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        judge.observe(&readings, &own, Instant::now())
+        let stalled = judge.observe(&readings, Instant::now());
+        (!stalled.is_empty()).then_some(Stall::Partitions(stalled))
     }
 }
 

@@ -35,7 +35,7 @@ pub use handler::{EventHandler, HandlerError};
 use membership::{PROGRESS_READ_INTERVAL, STALLED_AFTER_SESSIONS, join};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
 use records::{event_type_header, event_type_label};
-use stall::{ProgressRead, ProgressReader, StallJudge};
+use stall::{ProgressRead, ProgressReader, Stall, StallJudge};
 
 use crate::codec::RegistryCodec;
 use crate::contracts::{Contract, topics_of};
@@ -113,8 +113,9 @@ struct Record {
 /// Why consuming as this member ended.
 enum Ended {
     Stopped,
-    /// Partitions of the group nobody consumes: rejoin as a new member.
-    Stalled(Vec<TopicPartition>),
+    /// Partitions of the group nobody consumes, or no reading of them: rejoin as a new
+    /// member with a new client.
+    Stalled(Stall),
 }
 
 /// How a batch ended.
@@ -186,17 +187,25 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// within a bounded wait.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut judge = StallJudge::new(self.stall_after);
-        while let Ended::Stalled(partitions) = self.consume(&shutdown, &mut judge).await {
-            let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
-            warn!(group = %self.group_id, partitions = ?names,
-                "partitions of the group lag and nobody commits them; leaving and rejoining the group as a new member");
-            for partition in &partitions {
-                self.metrics
-                    .partitions_stalled
-                    .get_or_create(&TopicLabels {
-                        topic: partition.topic.clone(),
-                    })
-                    .inc();
+        while let Ended::Stalled(stall) = self.consume(&shutdown, &mut judge).await {
+            match stall {
+                Stall::Partitions(partitions) => {
+                    let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+                    warn!(group = %self.group_id, partitions = ?names,
+                        "partitions of the group lag and nobody commits them; leaving and rejoining the group as a new member");
+                    for partition in &partitions {
+                        self.metrics
+                            .partitions_stalled
+                            .get_or_create(&TopicLabels {
+                                topic: partition.topic.clone(),
+                            })
+                            .inc();
+                    }
+                }
+                Stall::Unreadable(failing) => {
+                    warn!(group = %self.group_id, seconds = failing.as_secs(),
+                        "the group's progress has been unreadable; leaving and rejoining the group as a new member with a new client");
+                }
             }
             self.metrics.rejoins.inc();
             let fresh = join(&self.kafka, &self.group_id, &self.topics, &self.reassigned)?;
@@ -237,9 +246,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 {
                     progress = None;
                     next_check = Instant::now() + self.stall_check;
-                    let stalled = self.stalled_partitions(read, judge, &gate);
-                    if !stalled.is_empty() {
-                        return Ended::Stalled(stalled);
+                    if let Some(stall) = self.stall(read, judge, &gate) {
+                        return Ended::Stalled(stall);
                     }
                     continue;
                 }

@@ -2,14 +2,18 @@
 //! while its committed offset does not move for several session timeouts is stalled: its
 //! owner is stuck (a consumer that hangs still heartbeats from librdkafka's own thread, so
 //! the coordinator keeps its partitions), or is a member the coordinator still lists although
-//! it is gone. The runner counts it, logs it, and leaves and rejoins the group as a new
-//! member, which makes the coordinator assign every partition again.
+//! it is gone, or is this very member, whose client still holds an assignment the group has
+//! taken away (seen after a broker restart: the coordinator expired the member, the client
+//! never heard and never fetched again). The runner counts it, logs it, and leaves and
+//! rejoins the group as a new member with a new client, which makes the coordinator assign
+//! every partition again.
 //!
-//! Only partitions this member does not own are judged (its own are its own business:
-//! paused for a cool-down, say), and only while this member itself is healthy, so that a
+//! Partitions are judged only while this member has none paused for a cool-down, so that a
 //! shared outage (the database down for everyone) does not set every replica rejoining.
+//! A member that cannot read its group's progress at all for as long (its client lost its
+//! way to the coordinator) makes a new client too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,13 +42,24 @@ impl Progress {
     }
 }
 
+/// Why a member leaves its group and joins again with a new client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stall {
+    /// Partitions of the group lagging with their commit frozen.
+    Partitions(Vec<TopicPartition>),
+    /// The group's progress has been unreadable for this long.
+    Unreadable(Duration),
+}
+
 /// The judgement, without I/O: which partitions have lagged without their committed offset
-/// moving for at least `stall_after`.
+/// moving for at least `stall_after`, or whether the progress has been unreadable as long.
 #[derive(Debug)]
 pub struct StallJudge {
     stall_after: Duration,
     /// Partition -> its committed offset when first seen lagging at it, and when.
     stuck_since: HashMap<TopicPartition, (Option<i64>, Instant)>,
+    /// When reading the progress started failing, if the last read failed.
+    unreadable_since: Option<Instant>,
 }
 
 impl StallJudge {
@@ -52,20 +67,28 @@ impl StallJudge {
         Self {
             stall_after,
             stuck_since: HashMap::new(),
+            unreadable_since: None,
         }
     }
 
-    /// Takes one reading of every partition at `now`; returns those stalled, skipping the
-    /// partitions in `own`.
+    /// A read of the progress failed at `now`: a stall once reads have failed for
+    /// `stall_after` in a row.
+    pub fn unreadable(&mut self, now: Instant) -> Option<Stall> {
+        let since = *self.unreadable_since.get_or_insert(now);
+        let failing = now.duration_since(since);
+        (failing >= self.stall_after).then_some(Stall::Unreadable(failing))
+    }
+
+    /// Takes one reading of every partition at `now`; returns those stalled.
     pub fn observe(
         &mut self,
         readings: &[(TopicPartition, Progress)],
-        own: &HashSet<TopicPartition>,
         now: Instant,
     ) -> Vec<TopicPartition> {
+        self.unreadable_since = None;
         let mut stalled = Vec::new();
         for (partition, progress) in readings {
-            if own.contains(partition) || progress.lag() <= 0 {
+            if progress.lag() <= 0 {
                 self.stuck_since.remove(partition);
                 continue;
             }
@@ -88,6 +111,7 @@ impl StallJudge {
     /// Forgets every reading: after a rejoin, each partition gets its full time again.
     pub fn reset(&mut self) {
         self.stuck_since.clear();
+        self.unreadable_since = None;
     }
 }
 
@@ -185,21 +209,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_partition_lagging_with_its_commit_frozen_is_stalled_after_the_wait() {
         let mut judge = StallJudge::new(STALL_AFTER);
-        let none = HashSet::new();
         assert!(
             judge
-                .observe(&[reading(0, 10, 15)], &none, Instant::now())
+                .observe(&[reading(0, 10, 15)], Instant::now())
                 .is_empty()
         );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(
             judge
-                .observe(&[reading(0, 10, 20)], &none, Instant::now())
+                .observe(&[reading(0, 10, 20)], Instant::now())
                 .is_empty()
         );
         tokio::time::advance(Duration::from_secs(8)).await;
         assert_eq!(
-            judge.observe(&[reading(0, 10, 25)], &none, Instant::now()),
+            judge.observe(&[reading(0, 10, 25)], Instant::now()),
             [TopicPartition::new("orders", 0)]
         );
     }
@@ -207,51 +230,52 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_moving_commit_or_no_lag_starts_the_wait_over() {
         let mut judge = StallJudge::new(STALL_AFTER);
-        let none = HashSet::new();
-        judge.observe(
-            &[reading(0, 10, 15), reading(1, 5, 9)],
-            &none,
-            Instant::now(),
-        );
+        judge.observe(&[reading(0, 10, 15), reading(1, 5, 9)], Instant::now());
         tokio::time::advance(Duration::from_secs(12)).await;
         // Partition 0 committed further; partition 1 caught up.
-        judge.observe(
-            &[reading(0, 12, 15), reading(1, 9, 9)],
-            &none,
-            Instant::now(),
-        );
+        judge.observe(&[reading(0, 12, 15), reading(1, 9, 9)], Instant::now());
         tokio::time::advance(Duration::from_secs(12)).await;
-        let stalled = judge.observe(
-            &[reading(0, 12, 16), reading(1, 9, 11)],
-            &none,
-            Instant::now(),
-        );
+        let stalled = judge.observe(&[reading(0, 12, 16), reading(1, 9, 11)], Instant::now());
         assert!(stalled.is_empty(), "{stalled:?}");
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(
-            judge.observe(
-                &[reading(0, 12, 16), reading(1, 9, 11)],
-                &none,
-                Instant::now()
-            ),
+            judge.observe(&[reading(0, 12, 16), reading(1, 9, 11)], Instant::now()),
             [TopicPartition::new("orders", 0)]
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn this_members_own_partitions_are_never_judged_and_a_reset_forgets() {
+    async fn progress_unreadable_for_the_wait_is_a_stall_and_one_good_read_starts_it_over() {
         let mut judge = StallJudge::new(STALL_AFTER);
-        let own = HashSet::from([TopicPartition::new("orders", 0)]);
-        judge.observe(&[reading(0, 1, 9), reading(1, 1, 9)], &own, Instant::now());
+        assert_eq!(judge.unreadable(Instant::now()), None);
+        tokio::time::advance(Duration::from_secs(12)).await;
+        assert_eq!(judge.unreadable(Instant::now()), None);
+        judge.observe(&[reading(0, 1, 1)], Instant::now());
+        tokio::time::advance(Duration::from_secs(12)).await;
+        assert_eq!(judge.unreadable(Instant::now()), None);
         tokio::time::advance(STALL_AFTER).await;
         assert_eq!(
-            judge.observe(&[reading(0, 1, 9), reading(1, 1, 9)], &own, Instant::now()),
-            [TopicPartition::new("orders", 1)]
+            judge.unreadable(Instant::now()),
+            Some(Stall::Unreadable(STALL_AFTER))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_gives_every_partition_its_full_wait_again() {
+        let mut judge = StallJudge::new(STALL_AFTER);
+        judge.observe(&[reading(0, 1, 9), reading(1, 1, 9)], Instant::now());
+        tokio::time::advance(STALL_AFTER).await;
+        assert_eq!(
+            judge.observe(&[reading(0, 1, 9), reading(1, 1, 9)], Instant::now()),
+            [
+                TopicPartition::new("orders", 0),
+                TopicPartition::new("orders", 1)
+            ]
         );
         judge.reset();
         assert!(
             judge
-                .observe(&[reading(1, 1, 9)], &HashSet::new(), Instant::now())
+                .observe(&[reading(1, 1, 9)], Instant::now())
                 .is_empty()
         );
     }
