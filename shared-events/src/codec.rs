@@ -85,11 +85,19 @@ struct CodecInner {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     contracts: HashMap<&'static str, ContractCodec>,
+    /// The topic names of this deployment, to tell which topic a record was read from.
+    names: TopicNames,
     /// Schema ids the registry said it never issued, and when: records naming them are
     /// dead-lettered without asking again until [`UNKNOWN_ID_RECHECK`] has passed, so a
     /// flood of poison costs the registry little and a late registration is still seen.
     unknown_ids: Mutex<HashMap<u32, Instant>>,
 }
+
+/// The most the Avro decoder may allocate for one string, bytes value or collection
+/// (apache-avro's process-wide `max_allocation_bytes`, 512 MiB by default). Our largest
+/// event is a few KB; a forged block count (`array<null>` claiming 9 million items in a
+/// 15-byte record) would otherwise reserve hundreds of MB before failing.
+pub const MAX_DECODE_ALLOCATION_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long the registry's "schema not found" for an id is believed.
 pub const UNKNOWN_ID_RECHECK: Duration = Duration::from_secs(5);
@@ -119,8 +127,14 @@ pub enum DecodeError {
     RegistryUnavailable(String),
     #[error("bytes do not decode with writer schema {id}: {reason}")]
     Malformed { id: u32, reason: String },
-    #[error("record {0} is not an orderflow event")]
-    UnknownRecord(String),
+    #[error("schema {id} is not an orderflow event's (its record is {record})")]
+    UnknownRecord { id: u32, record: String },
+    #[error("schema {id} is {event_type}'s, which does not travel on {topic}")]
+    NotThisTopicsContract {
+        id: u32,
+        event_type: &'static str,
+        topic: String,
+    },
     #[error("cannot resolve onto this build's {event_type} schema: {reason}")]
     Incompatible { event_type: String, reason: String },
     #[error(transparent)]
@@ -138,9 +152,9 @@ impl DecodeError {
             DecodeError::UnknownSchemaId { .. } => ErrorClass::UnknownSchemaId,
             DecodeError::RegistryUnavailable(_) => ErrorClass::Transient,
             DecodeError::Malformed { .. } => ErrorClass::MalformedAvro,
-            DecodeError::UnknownRecord(_) | DecodeError::Incompatible { .. } => {
-                ErrorClass::WrongSchema
-            }
+            DecodeError::UnknownRecord { .. }
+            | DecodeError::NotThisTopicsContract { .. }
+            | DecodeError::Incompatible { .. } => ErrorClass::WrongSchema,
             DecodeError::Contract(_) => ErrorClass::InvalidEvent,
         }
     }
@@ -150,6 +164,8 @@ impl RegistryCodec {
     /// Connects to the registry and registers (or looks up) every contract's schema, so that
     /// encoding later never waits on the registry and a missing schema fails start-up.
     pub async fn connect(config: &RegistryConfig, names: &TopicNames) -> Result<Self, Error> {
+        // Process-wide and set once; every codec asks for the same bound.
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES);
         let settings = || {
             let mut builder = SrSettings::new_builder(config.url.clone());
             builder.set_timeout(std::time::Duration::from_secs(10));
@@ -200,6 +216,7 @@ impl RegistryCodec {
                 encoder,
                 decoder: AvroDecoder::new(settings()?),
                 contracts,
+                names: names.clone(),
                 unknown_ids: Mutex::new(HashMap::new()),
             }),
         })
@@ -223,8 +240,28 @@ impl RegistryCodec {
             .map_err(Error::Registry)
     }
 
-    /// Decodes a record value written by any compatible version of a contract.
+    /// Decodes a record value written by any compatible version of any contract (for tools
+    /// that read several topics; consumers use [`RegistryCodec::decode_from`]).
     pub async fn decode(&self, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
+        self.decode_checked(None, payload).await
+    }
+
+    /// Decodes a record value read from `topic`: only a schema of a contract that travels on
+    /// that topic is decoded at all. Any other schema id (a forged record naming a schema
+    /// someone registered, an event on the wrong topic) is refused before its bytes are read.
+    pub async fn decode_from(
+        &self,
+        topic: &str,
+        payload: Option<&[u8]>,
+    ) -> Result<Event, DecodeError> {
+        self.decode_checked(Some(topic), payload).await
+    }
+
+    async fn decode_checked(
+        &self,
+        topic: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<Event, DecodeError> {
         let bytes = payload.unwrap_or_default();
         if bytes.len() < 5 || bytes[0] != 0 {
             return Err(DecodeError::NotWireFormat(format!(
@@ -244,10 +281,13 @@ impl RegistryCodec {
             });
         }
         // Fetch the writer schema first so a registry outage (retry) is told apart from
-        // bytes that do not decode (poison).
-        if let Err(e) = self.inner.decoder.get_schema(id).await {
-            return Err(self.classify_lookup_error(id, e));
-        }
+        // bytes that do not decode (poison), and so that a schema that is not ours is
+        // refused before decoding.
+        let writer = match self.inner.decoder.get_schema(id).await {
+            Ok(writer) => writer,
+            Err(e) => return Err(self.classify_lookup_error(id, e)),
+        };
+        let contract = self.contract_of(id, &writer.parsed, topic)?;
         let decoded =
             self.inner
                 .decoder
@@ -257,12 +297,6 @@ impl RegistryCodec {
                     id,
                     reason: e.to_string(),
                 })?;
-        let full_name = decoded
-            .name
-            .map(|n| n.fullname(None))
-            .unwrap_or_else(|| "<unnamed>".to_owned());
-        let contract = Contract::by_full_name(&full_name)
-            .ok_or_else(|| DecodeError::UnknownRecord(full_name.clone()))?;
         let reader = &self.inner.contracts[contract.event_type].reader;
         let value =
             resolve_onto_reader(decoded.value, reader).map_err(|e| DecodeError::Incompatible {
@@ -270,6 +304,32 @@ impl RegistryCodec {
                 reason: e.to_string(),
             })?;
         Ok(Event::from_avro(contract.event_type, &value)?)
+    }
+
+    /// The contract whose record `writer` (schema `id`) is, if it is one of ours and, when
+    /// `topic` is given, travels on it.
+    fn contract_of(
+        &self,
+        id: u32,
+        writer: &Schema,
+        topic: Option<&str>,
+    ) -> Result<&'static Contract, DecodeError> {
+        let record = writer
+            .name()
+            .map_or_else(|| "<unnamed>".to_owned(), |name| name.fullname(None));
+        let Some(contract) = Contract::by_full_name(&record) else {
+            return Err(DecodeError::UnknownRecord { id, record });
+        };
+        if let Some(topic) = topic
+            && self.inner.names.parse(topic) != Some(contract.topic)
+        {
+            return Err(DecodeError::NotThisTopicsContract {
+                id,
+                event_type: contract.event_type,
+                topic: topic.to_owned(),
+            });
+        }
+        Ok(contract)
     }
 
     /// When the registry last said it never issued `id`, if that is recent enough to believe.

@@ -137,6 +137,11 @@ impl ServiceProcess {
         self.wait_until_ready().await;
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     /// Kills the process with SIGKILL, as a crash would: nothing is flushed or committed.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -388,7 +388,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 self.count_skipped(record);
                 continue;
             }
-            match self.codec.decode(record.message.payload()).await {
+            let message = &record.message;
+            match self
+                .codec
+                .decode_from(message.topic(), message.payload())
+                .await
+            {
                 Ok(event) if !H::EVENT_TYPES.contains(&event.event_type()) => {
                     self.count_skipped(record)
                 }
