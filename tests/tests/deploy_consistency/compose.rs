@@ -15,6 +15,17 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
     let mut scrape_expected = BTreeSet::new();
     let mut topic_prefixes = BTreeSet::new();
     for (name, service) in compose["services"].as_object().unwrap() {
+        // Kafka without auth, a token issuer that signs anything, a database that trusts
+        // its clients: nothing of the demo is for the network.
+        for port in service["ports"].as_array().into_iter().flatten() {
+            if port["host_ip"] != "127.0.0.1" {
+                problems.push(format!(
+                    "docker-compose.yml services.{name}: publishes {} on {}, not bound to 127.0.0.1",
+                    port["published"],
+                    port["host_ip"].as_str().unwrap_or("every interface")
+                ));
+            }
+        }
         let image = service["image"].as_str().unwrap_or_default();
         let Some(binary) = service["build"]["args"]["SERVICE"]
             .as_str()
@@ -43,6 +54,10 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
                 admin_required(command),
             );
             continue;
+        }
+        let healthcheck = &service["healthcheck"]["test"];
+        if healthcheck != &serde_json::json!(["CMD", "/usr/local/bin/service", "healthcheck"]) {
+            problems.push(format!("{place}: healthcheck is {healthcheck}"));
         }
         if binary == DEV_ISSUER {
             check_env(
@@ -81,10 +96,6 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
         }
         if let Some(port) = http_port {
             scrape_expected.insert(format!("{name}:{port}"));
-        }
-        let healthcheck = &service["healthcheck"]["test"];
-        if healthcheck != &serde_json::json!(["CMD", "/usr/local/bin/service", "healthcheck"]) {
-            problems.push(format!("{place}: healthcheck is {healthcheck}"));
         }
         for key in [
             "KAFKA_BOOTSTRAP_SERVERS",

@@ -213,8 +213,18 @@ fn broken_copies_are_caught() {
     order.as_object_mut().unwrap().remove("DATABASE_URL");
     order["HTTP_ADDR"] = "0.0.0.0:9999".into();
     order["KAFKA_TOPIC_PREFIX"] = "staging-".into();
+    compose["services"]["kafka"]["ports"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("host_ip");
+    compose["services"]["token-issuer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("healthcheck");
     let problems = check_compose(&compose, &prometheus()).join("\n");
     for expected in [
+        "services.kafka: publishes \"9092\" on every interface, not bound to 127.0.0.1",
+        "services.token-issuer: healthcheck is null",
         "does not read KAFKA_BOOTSTRAP_SERVER",
         "needs DATABASE_URL",
         "publishes [8080]",
@@ -256,6 +266,26 @@ fn broken_copies_are_caught() {
             .filter(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "token-issuer"),
     );
     let problems = check_overlay("prod-keda", &objects).join("\n");
+    let dev: Vec<Value> = yaml_documents(&rendered("dev.yaml"))
+        .into_iter()
+        .filter(|o| !(o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "postgres"))
+        .map(|mut o| {
+            if o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "token-issuer" {
+                o["spec"]["ingress"][0]["from"] = serde_json::json!([{"podSelector": {}}]);
+            }
+            o
+        })
+        .collect();
+    let dev_problems = check_overlay("dev", &dev).join("\n");
+    for expected in [
+        "dev: no NetworkPolicy guards postgres",
+        "dev: the NetworkPolicy of token-issuer admits every pod",
+    ] {
+        assert!(
+            dev_problems.contains(expected),
+            "{expected} not reported:\n{dev_problems}"
+        );
+    }
     for expected in [
         "billing-service does not read SAGA_DEADLINE_SECS",
         "billing-service needs SCHEMA_REGISTRY_URL",

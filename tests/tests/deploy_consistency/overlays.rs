@@ -231,5 +231,40 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
             service_settings.keys().collect::<Vec<_>>()
         ));
     }
+    if name == "dev" {
+        problems.extend(dev_exposure_problems(objects));
+    }
+    problems
+}
+
+/// The dev overlay's token issuer (it signs anything) and PostgreSQL (it trusts in-cluster
+/// clients) each need a NetworkPolicy that admits named peers only.
+fn dev_exposure_problems(objects: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pod in ["token-issuer", "postgres"] {
+        let policy = objects.iter().find(|o| {
+            o["kind"] == "NetworkPolicy"
+                && o["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == pod
+        });
+        let Some(policy) = policy else {
+            problems.push(format!("dev: no NetworkPolicy guards {pod}"));
+            continue;
+        };
+        let ingress = policy["spec"]["ingress"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let open = ingress.iter().any(|rule| {
+            rule["from"].as_array().is_none_or(|peers| {
+                peers.is_empty()
+                    || peers
+                        .iter()
+                        .any(|p| p["podSelector"] == serde_json::json!({}))
+            })
+        });
+        if open {
+            problems.push(format!("dev: the NetworkPolicy of {pod} admits every pod"));
+        }
+    }
     problems
 }
