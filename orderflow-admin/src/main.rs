@@ -3,6 +3,7 @@
 mod asyncapi;
 mod demo;
 mod load;
+mod scratch;
 mod urls;
 
 use anyhow::{Context, bail};
@@ -71,6 +72,9 @@ enum Command {
         #[command(flatten)]
         issuer: urls::DevIssuer,
     },
+    /// Delete the topics earlier test and benchmark runs left on the broker (their
+    /// per-run prefixes only; scripts/test and scripts/bench run it before they start).
+    DeleteScratchTopics,
     /// Dead letters of a topic: list them, or replay some to the original topic.
     Dlq {
         #[command(subcommand)]
@@ -170,6 +174,15 @@ async fn main() -> anyhow::Result<()> {
             let admin: AdminClient<DefaultClientContext> = cli.kafka.base().create()?;
             provision_topics(&admin, &names, 1, 1).await?;
             smoke_check(&cli.kafka, &registry, &names).await?
+        }
+        Command::DeleteScratchTopics => {
+            let admin: AdminClient<DefaultClientContext> = cli
+                .kafka
+                .base()
+                .create()
+                .context("creating the Kafka admin client")?;
+            let deleted = scratch::delete_scratch_topics(&admin).await?;
+            println!("deleted {deleted} scratch topics of earlier test and benchmark runs");
         }
         Command::Dlq { command } => match command {
             DlqCommand::List { topic } => {
