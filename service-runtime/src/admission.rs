@@ -5,10 +5,14 @@
 //!   or a queue the service names (order-service: sagas in flight) is past its threshold,
 //!   requests that would add work (every method but GET and HEAD) are refused; reads are
 //!   still served. Work already accepted keeps flowing, so latency stays bounded for what
-//!   was let in.
+//!   was let in. Only requests from callers with a valid token for this API count: the
+//!   token is checked first, so a flood of requests the routes will refuse (401, 403)
+//!   takes no room from real customers.
 //! - **Rate (429 + Retry-After).** Each client gets `RATE_LIMIT_PER_SECOND` requests a
 //!   second with bursts of `RATE_LIMIT_BURST` (GCRA, from `governor`). A client is its
-//!   peer address: behind a proxy, limit at the edge (or per authenticated subject).
+//!   token's subject; without a valid token, its address: the peer's, or behind an ingress
+//!   that overwrites it, the header `RATE_LIMIT_CLIENT_ADDRESS_HEADER` names (never a
+//!   header by default: a client could write any).
 //!
 //! Health, readiness, metrics and the OpenAPI document are never refused.
 
@@ -19,7 +23,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -32,6 +36,7 @@ use shared_events::EventMetrics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Caller, authenticated};
 use crate::problem::Problem;
 
 /// How often the outbox backlog and the consumer lag are compared to their thresholds.
@@ -72,6 +77,22 @@ pub struct AdmissionConfig {
         default_value_t = 50
     )]
     pub rate_burst: u32,
+    /// The header holding an anonymous client's address, set by a trusted ingress that
+    /// overwrites whatever the client sent (e.g. `X-Real-IP`). Unset: the peer address.
+    #[arg(
+        long = "rate-limit-client-address-header",
+        env = "RATE_LIMIT_CLIENT_ADDRESS_HEADER"
+    )]
+    pub client_address_header: Option<HeaderName>,
+}
+
+/// Whom a rate applies to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum Client {
+    /// A caller with a valid token: its subject, wherever it connects from.
+    Subject(String),
+    /// Anyone else: their address.
+    Address(IpAddr),
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,7 +150,8 @@ impl OverloadProbe {
 pub struct Admission {
     headroom: Arc<AtomicI64>,
     admitted_since_reading: Arc<AtomicI64>,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    limiter: Option<Arc<DefaultKeyedRateLimiter<Client>>>,
+    client_address_header: Option<HeaderName>,
     shed: Family<ShedLabels, Counter>,
 }
 
@@ -151,8 +173,27 @@ impl Admission {
             headroom: Arc::new(AtomicI64::new(i64::MAX)),
             admitted_since_reading: Arc::new(AtomicI64::new(0)),
             limiter,
+            client_address_header: config.client_address_header.clone(),
             shed,
         }
+    }
+
+    /// Whom `request`'s rate counts against.
+    fn client(&self, request: &Request, caller: Option<&Caller>) -> Option<Client> {
+        if let Some(caller) = caller {
+            return Some(Client::Subject(caller.subject().to_owned()));
+        }
+        let address = match &self.client_address_header {
+            Some(name) => request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok()?.trim().parse().ok()),
+            None => request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip()),
+        };
+        address.map(Client::Address)
     }
 
     /// Compares the outbox backlog, the consumer lag and `probes` to their thresholds
@@ -205,39 +246,42 @@ impl Admission {
     }
 }
 
-/// The middleware: refuses a request with 429 or 503 (problem+json, Retry-After) when
-/// admission says so.
+/// The middleware: checks the request's token (kept for the route), then refuses the
+/// request with 429 or 503 (problem+json, Retry-After) when admission says so.
 pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
     if ALWAYS_ADMITTED.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    if let Some(limiter) = &admission.limiter {
-        let client = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
-        if let Some(client) = client
-            && let Err(not_until) = limiter.check_key(&client)
-        {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            admission
-                .shed
-                .get_or_create(&ShedLabels {
-                    reason: "rate_limited",
-                })
-                .inc();
-            return refuse(
-                Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "/problems/rate-limited",
-                    "Too many requests",
-                )
-                .detail("this client is over its request rate; retry after the given delay"),
-                wait.as_secs() + 1,
-            );
-        }
+    let (mut parts, body) = request.into_parts();
+    let caller = authenticated(&mut parts)
+        .await
+        .ok()
+        .filter(Caller::may_use_the_api);
+    let request = Request::from_parts(parts, body);
+    if let Some(limiter) = &admission.limiter
+        && let Some(client) = admission.client(&request, caller.as_ref())
+        && let Err(not_until) = limiter.check_key(&client)
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        admission
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: "rate_limited",
+            })
+            .inc();
+        return refuse(
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many requests",
+            )
+            .detail("this client is over its request rate; retry after the given delay"),
+            wait.as_secs() + 1,
+        );
     }
-    let adds_work = !matches!(*request.method(), Method::GET | Method::HEAD);
+    // A request without a valid token for this API will be refused by its route: it takes
+    // no room.
+    let adds_work = !matches!(*request.method(), Method::GET | Method::HEAD) && caller.is_some();
     if adds_work
         && admission
             .admitted_since_reading

@@ -256,3 +256,48 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
     stack.stop_all().await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Requests their route will refuse (401) take no room from admission control: within one
+/// reading of the load, a flood of token-less orders, then a customer's order, which is
+/// accepted. (Counted before the token was checked, the flood used the room up and the
+/// customer got 503.)
+#[tokio::test]
+async fn token_less_requests_take_no_room_from_customers() {
+    const CUSTOMER: &str = "shed-alice";
+    let mut stack = Stack::start("shed", &[("OVERLOAD_ORDERS_IN_FLIGHT", "5".into())]).await;
+    put_product(&stack, "shed-product", 500, 1_000).await;
+    put_account(&stack, CUSTOMER, 1_000_000).await;
+    wait_for_catalog(&stack, &["shed-product"]).await;
+    let url = format!("{}/orders", stack.url("order-service"));
+    let body = order_body(CUSTOMER, &[("shed-product", 1)], "DE");
+    let anonymous = reqwest::Client::new();
+    let customer = reqwest::Client::new();
+    let token = auth::token(CUSTOMER, "orders");
+    let idempotency_key = || uuid::Uuid::new_v4().to_string();
+    for round in 0..5 {
+        let flood = (0..60).map(|_| {
+            anonymous
+                .post(&url)
+                .header("Idempotency-Key", idempotency_key())
+                .json(&body)
+                .send()
+        });
+        for answer in futures::future::join_all(flood).await {
+            assert_eq!(answer.unwrap().status(), StatusCode::UNAUTHORIZED);
+        }
+        let response = customer
+            .post(&url)
+            .bearer_auth(&token)
+            .header("Idempotency-Key", idempotency_key())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::ACCEPTED, "round {round}: {answer}");
+        let order = answer["order_id"].as_str().unwrap();
+        wait_for_status(&stack, order, "COMPLETED").await;
+    }
+    stack.stop_all().await;
+}

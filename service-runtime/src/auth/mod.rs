@@ -161,6 +161,11 @@ impl Caller {
         self.scopes.iter().any(|s| s == scope.as_str())
     }
 
+    /// Whether the token holds a scope of this API at all (`orders` or `admin`).
+    pub fn may_use_the_api(&self) -> bool {
+        self.has(Scope::Orders) || self.has(Scope::Admin)
+    }
+
     /// Whether the caller may see and act on what belongs to customer `owner`.
     pub fn may_access(&self, owner: &str) -> bool {
         self.has(Scope::Admin) || (self.has(Scope::Orders) && self.subject == owner)
@@ -175,8 +180,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(parts).await?;
-        if caller.has(Scope::Orders) || caller.has(Scope::Admin) {
+        let caller = authenticated(parts).await?;
+        if caller.may_use_the_api() {
             Ok(caller)
         } else {
             Err(AuthError::InsufficientScope(Scope::Orders))
@@ -188,13 +193,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(parts).await?;
+        let caller = authenticated(parts).await?;
         if caller.has(Scope::Admin) {
             Ok(Admin(caller))
         } else {
             Err(AuthError::InsufficientScope(Scope::Admin))
         }
     }
+}
+
+/// A request's token, checked: kept in its extensions, so that admission control (which
+/// must know who asks before it counts a request) and the route's extractor check it once.
+#[derive(Debug, Clone)]
+struct Checked(Result<Caller, AuthError>);
+
+/// Who `parts`' bearer token speaks for, checked at most once per request.
+pub async fn authenticated(parts: &mut Parts) -> Result<Caller, AuthError> {
+    if let Some(Checked(outcome)) = parts.extensions.get::<Checked>() {
+        return outcome.clone();
+    }
+    let outcome = authenticate(parts).await;
+    parts.extensions.insert(Checked(outcome.clone()));
+    outcome
 }
 
 async fn authenticate(parts: &Parts) -> Result<Caller, AuthError> {
@@ -222,7 +242,7 @@ async fn authenticate(parts: &Parts) -> Result<Caller, AuthError> {
 }
 
 /// Why a request is not let through.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error("no bearer token")]
     MissingToken,
