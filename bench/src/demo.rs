@@ -91,10 +91,7 @@ pub async fn partitioned(
 ) -> anyhow::Result<Partitioned> {
     eprintln!("==> the saga on {partitions} partitions per topic");
     let (saga, _) = Saga::start(scratch, "partitioned", bin, partitions).await?;
-    let mut open = Vec::new();
-    for rate in rates {
-        open.push((*rate, saga.open(*rate, seconds).await?));
-    }
+    let open = saga.open_loops(rates, seconds).await?;
     saga.stop().await?;
     Ok(Partitioned {
         profile: profile.to_owned(),

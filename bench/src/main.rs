@@ -176,10 +176,7 @@ async fn run(
     eprintln!("==> the saga: starting the services ({})", bin.display());
     let partitions = scratch.stack.partitions;
     let (saga, startup) = saga::Saga::start(scratch, "saga", &bin, partitions).await?;
-    let mut open = Vec::new();
-    for rate in &args.rates {
-        open.push((*rate, saga.open(*rate, args.seconds).await?));
-    }
+    let open = saga.open_loops(&args.rates, args.seconds).await?;
     let closed = saga.closed(args.closed_orders, args.concurrency).await?;
     saga.stop().await?;
 

@@ -226,6 +226,25 @@ impl Saga {
         Ok(run)
     }
 
+    /// Open loops at each of `rates` for `seconds`, after a quarter as long at the first
+    /// rate, unmeasured: the first orders after start meet cold caches and connection pools,
+    /// which is start-up, not the rate's latency.
+    pub async fn open_loops(
+        &self,
+        rates: &[f64],
+        seconds: f64,
+    ) -> anyhow::Result<Vec<(f64, LoadRun)>> {
+        if let Some(first) = rates.first() {
+            eprintln!("==> warming up (not measured)");
+            self.open(*first, seconds / 4.0).await?;
+        }
+        let mut runs = Vec::new();
+        for rate in rates {
+            runs.push((*rate, self.open(*rate, seconds).await?));
+        }
+        Ok(runs)
+    }
+
     /// A closed loop: `orders` orders, `concurrency` in flight, every one meant to complete.
     pub async fn closed(&self, orders: usize, concurrency: usize) -> anyhow::Result<LoadRun> {
         eprintln!(
