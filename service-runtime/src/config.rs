@@ -16,7 +16,7 @@ pub struct ServiceConfig {
     #[arg(long = "http-addr", env = "HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
     /// PostgreSQL URL of this service's own database.
-    #[arg(long = "database-url", env = "DATABASE_URL")]
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Most database connections this replica opens.
     #[arg(

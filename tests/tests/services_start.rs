@@ -241,3 +241,26 @@ async fn a_client_over_its_rate_gets_429() {
     }
     stack.stop_all().await;
 }
+
+/// `--help` shows each setting's environment value, which for `DATABASE_URL` holds the
+/// database password: every binary hides it (as it hides the other secrets).
+#[test]
+fn help_never_prints_the_database_password() {
+    for service in SERVICES {
+        let output = std::process::Command::new(orderflow_e2e::binary(service))
+            .arg("--help")
+            .env(
+                "DATABASE_URL",
+                "postgres://app:hunter2-secret@db:5432/orders",
+            )
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{service} --help failed");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("DATABASE_URL"), "{service}: {help}");
+        assert!(
+            !help.contains("hunter2-secret"),
+            "{service} prints the password:\n{help}"
+        );
+    }
+}

@@ -43,6 +43,12 @@ pub fn routes(live: Arc<LiveOrders>) -> Router {
         .with_state(live)
 }
 
+/// What the console may do: load its own assets and call its own origin, nothing else; never
+/// be framed (it acts with an operator's token, so a page that framed it could click for
+/// them); no `<base>` or form posts elsewhere.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
@@ -52,6 +58,11 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
             ),
             // The page is small and changes with the binary: always revalidate.
             (header::CACHE_CONTROL, "no-cache".to_owned()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                CONTENT_SECURITY_POLICY.to_owned(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         body,
     )

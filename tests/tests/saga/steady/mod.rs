@@ -30,6 +30,7 @@ pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
     scenario!(rest::idempotency_key_replays_the_original_answer),
     scenario!(rest::bad_input_gets_problem_json_naming_the_field),
     scenario!(rest::every_service_serves_openapi_health_and_lists),
+    scenario!(rest::the_console_is_served_with_a_content_security_policy),
     scenario!(edges::a_write_based_on_a_stale_read_is_refused_with_412),
     scenario!(edges::concurrent_first_puts_of_an_account_all_succeed),
     scenario!(kafka::republished_event_has_no_second_effect),

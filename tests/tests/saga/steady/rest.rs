@@ -257,3 +257,30 @@ pub(super) fn every_service_serves_openapi_health_and_lists(ctx: &Ctx) -> Run<'_
         assert_eq!(completed["orders"].as_array().unwrap().len(), 2);
     })
 }
+
+/// The console's page and assets may not be framed (clickjacking: the page acts with an
+/// operator's token), load nothing from elsewhere, and are not content-sniffed.
+pub(super) fn the_console_is_served_with_a_content_security_policy(ctx: &Ctx) -> Run<'_> {
+    Box::pin(async move {
+        let stack = &ctx.0;
+        for asset in ["/console", "/console/app.js", "/console/style.css"] {
+            let response = reqwest::get(format!("{}{asset}", stack.url("order-service")))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{asset}");
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let policy = header("content-security-policy");
+            for directive in ["default-src 'self'", "frame-ancestors 'none'"] {
+                assert!(policy.contains(directive), "{asset}: CSP {policy:?}");
+            }
+            assert_eq!(header("x-content-type-options"), "nosniff", "{asset}");
+        }
+    })
+}
