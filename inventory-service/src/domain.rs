@@ -34,7 +34,7 @@ pub fn reserve(
     lines: &[StockLine],
 ) -> Result<BTreeMap<String, StockLevel>, Shortage> {
     let mut updated = BTreeMap::new();
-    for (product_id, quantity) in totals(lines) {
+    for (product_id, quantity) in totals(lines)? {
         let Some(level) = levels.get(&product_id) else {
             return Err(Shortage {
                 reason: format!("unknown product {product_id}"),
@@ -47,11 +47,19 @@ pub fn reserve(
                 product_id,
             });
         }
+        // Quantities come from Kafka records: checked, never wrapped (release) or panicking
+        // (debug).
+        let Some(reserved) = level.reserved.checked_add(quantity) else {
+            return Err(Shortage {
+                reason: format!("{quantity} more reserved would overflow the stock count"),
+                product_id,
+            });
+        };
         updated.insert(
             product_id,
             StockLevel {
                 available: level.available - quantity,
-                reserved: level.reserved + quantity,
+                reserved,
             },
         );
     }
@@ -63,7 +71,9 @@ pub fn release(
     levels: &BTreeMap<String, StockLevel>,
     lines: &[StockLine],
 ) -> BTreeMap<String, StockLevel> {
+    // The lines are a reservation's, whose totals were checked when it was made.
     totals(lines)
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|(product_id, quantity)| {
             let level = levels.get(&product_id)?;
@@ -73,7 +83,7 @@ pub fn release(
             Some((
                 product_id,
                 StockLevel {
-                    available: level.available + returned,
+                    available: level.available.saturating_add(returned),
                     reserved: level.reserved - returned,
                 },
             ))
@@ -81,12 +91,24 @@ pub fn release(
         .collect()
 }
 
-fn totals(lines: &[StockLine]) -> BTreeMap<String, i32> {
+/// Each product's total quantity over `lines`; every line must ask for at least one, and
+/// the totals must fit (a record from Kafka may claim anything).
+fn totals(lines: &[StockLine]) -> Result<BTreeMap<String, i32>, Shortage> {
     let mut totals = BTreeMap::new();
     for line in lines {
-        *totals.entry(line.product_id.clone()).or_insert(0) += line.quantity;
+        let refused = |reason: String| Shortage {
+            product_id: line.product_id.clone(),
+            reason,
+        };
+        if line.quantity <= 0 {
+            return Err(refused(format!("a line asks for {}", line.quantity)));
+        }
+        let total: &mut i32 = totals.entry(line.product_id.clone()).or_insert(0);
+        *total = total
+            .checked_add(line.quantity)
+            .ok_or_else(|| refused("the lines' quantities overflow".to_owned()))?;
     }
-    totals
+    Ok(totals)
 }
 
 /// Where one order stands with inventory.

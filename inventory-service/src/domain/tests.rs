@@ -97,6 +97,19 @@ fn repeated_lines_of_one_product_are_added_up() {
 }
 
 #[test]
+fn quantities_that_overflow_or_offset_each_other_are_refused_not_wrapped() {
+    let stock = levels(&[("a", 10)]);
+    let overflowing = reserve(&stock, &[line("a", i32::MAX), line("a", i32::MAX)]).unwrap_err();
+    assert_eq!(overflowing.product_id, "a");
+    // A negative line may not make room for another.
+    assert!(reserve(&stock, &[line("a", 15), line("a", -6)]).is_err());
+    let mut nearly_full = stock.clone();
+    nearly_full.get_mut("a").unwrap().reserved = i32::MAX - 1;
+    let full = reserve(&nearly_full, &[line("a", 5)]).unwrap_err();
+    assert!(full.reason.contains("overflow"), "{full:?}");
+}
+
+#[test]
 fn unknown_products_are_refused() {
     let short = reserve(&levels(&[]), &[line("ghost", 1)]).unwrap_err();
     assert!(short.reason.contains("unknown product"));
