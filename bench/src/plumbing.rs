@@ -41,6 +41,18 @@ pub struct Rates {
     pub runner: f64,
 }
 
+impl Rates {
+    /// The relay against the raw producer sending the same records.
+    pub fn relay_ratio(&self) -> f64 {
+        self.relay / self.raw_producer
+    }
+
+    /// The consumer runner against the raw consumer.
+    pub fn runner_ratio(&self) -> f64 {
+        self.runner / self.raw_consumer
+    }
+}
+
 /// Longest any phase may take before the run is declared stuck.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 

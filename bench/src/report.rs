@@ -82,6 +82,11 @@ fn verdict(met: bool) -> &'static str {
 }
 
 impl Report {
+    /// The saga's closed loop against the PostgreSQL-only replay of its SQL.
+    fn replay_ratio(&self) -> f64 {
+        self.closed.summary.orders_per_second / self.replay.orders_per_second
+    }
+
     /// The tuned run's targets, then the demo's.
     fn target_rows(&self) -> Vec<TargetRow> {
         let p = &self.plumbing;
@@ -108,13 +113,13 @@ impl Report {
                 p99 <= 100,
             ));
         }
-        let replay_ratio = self.closed.summary.orders_per_second / self.replay.orders_per_second;
+        let replay_ratio = self.replay_ratio();
         rows.push((
             "saga closed loop >= 60% of the PostgreSQL-only replay".to_owned(),
             format!("{:.0}%", replay_ratio * 100.0),
             replay_ratio >= 0.6,
         ));
-        let relay_ratio = p.relay / p.raw_producer;
+        let relay_ratio = p.relay_ratio();
         rows.push((
             "relay >= 50% of the raw producer".to_owned(),
             format!(
@@ -124,7 +129,7 @@ impl Report {
             ),
             relay_ratio >= 0.5,
         ));
-        let runner_ratio = p.runner / p.raw_consumer;
+        let runner_ratio = p.runner_ratio();
         rows.push((
             "consumer runner >= 50% of raw consume".to_owned(),
             format!(
@@ -179,9 +184,9 @@ impl Report {
             let _ = writeln!(md, "| {target} | {measured} | {} |", verdict(met));
         }
         let _ = writeln!(md);
-        let relay_ratio = p.relay / p.raw_producer;
-        let runner_ratio = p.runner / p.raw_consumer;
-        let replay_ratio = self.closed.summary.orders_per_second / self.replay.orders_per_second;
+        let relay_ratio = p.relay_ratio();
+        let runner_ratio = p.runner_ratio();
+        let replay_ratio = self.replay_ratio();
 
         let _ = writeln!(
             md,
