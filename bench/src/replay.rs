@@ -279,14 +279,13 @@ struct Auth {
 
 impl Auth {
     async fn from_issuer(issuer_url: &str) -> anyhow::Result<Self> {
-        let authenticator = Authenticator::new(&AuthConfig {
-            jwks_url: Some(format!("{issuer_url}/.well-known/jwks.json")),
-            issuer: Some(issuer_url.to_owned()),
-            audience: "orderflow".to_owned(),
-        })?;
+        let authenticator = Authenticator::new(&AuthConfig::new(
+            format!("{issuer_url}/.well-known/jwks.json"),
+            issuer_url,
+        ))?;
         let answer: serde_json::Value = reqwest::Client::new()
             .post(format!("{issuer_url}/token"))
-            .json(&json!({"sub": "bench-operator", "scope": "orders admin"}))
+            .json(&json!({"sub": "bench-operator", "scope": "orders", "roles": [service_runtime::auth::DEFAULT_ADMIN_ROLE]}))
             .send()
             .await
             .context("asking the dev token issuer for a token (scripts/stack-up starts it)")?

@@ -37,7 +37,7 @@ pub struct Config {
 }
 
 /// The claims of the access tokens the services accept (RFC 9068's core, with `scope` as a
-/// space-separated list as in RFC 8693).
+/// space-separated list as in RFC 8693, and roles where Keycloak puts a realm's roles).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub iss: String,
@@ -45,19 +45,33 @@ pub struct Claims {
     pub aud: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm_access: Option<RealmAccess>,
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
 }
 
+/// Keycloak's `realm_access` claim: the realm roles granted to the token's user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RealmAccess {
+    pub roles: Vec<String>,
+}
+
+/// The role that makes a caller an admin, unless the services are configured otherwise.
+pub use service_runtime::auth::DEFAULT_ADMIN_ROLE as ADMIN_ROLE;
+
 /// What a token is asked for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct TokenRequest {
     /// Who the token is for: a customer's id.
     pub sub: String,
-    /// Space-separated scopes, e.g. `orders` or `orders admin`.
+    /// Space-separated scopes, e.g. `orders`.
     #[serde(default)]
     pub scope: String,
+    /// Realm roles, e.g. [`ADMIN_ROLE`] for an operator.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// Defaults to [`DEFAULT_AUDIENCE`].
     pub audience: Option<String>,
     /// Seconds until the token expires; defaults to an hour.
@@ -130,6 +144,9 @@ impl Issuer {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
             scope: request.scope.clone(),
+            realm_access: (!request.roles.is_empty()).then(|| RealmAccess {
+                roles: request.roles.clone(),
+            }),
             iat: now,
             nbf: now,
             exp: now + lifetime,
@@ -143,7 +160,8 @@ impl Issuer {
 }
 
 /// `GET /.well-known/openid-configuration`, `GET /.well-known/jwks.json` and `POST /token`
-/// (JSON [`TokenRequest`] in, `{access_token, token_type, expires_in, scope}` out).
+/// (JSON [`TokenRequest`] in, e.g. `{"sub": "ops", "scope": "orders", "roles":
+/// ["orderflow-admin"]}`; `{access_token, token_type, expires_in, scope}` out).
 pub fn router(issuer: Arc<Issuer>) -> Router {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -203,6 +221,7 @@ mod tests {
             .mint(&TokenRequest {
                 sub: "alice".into(),
                 scope: "orders".into(),
+                roles: vec![ADMIN_ROLE.into()],
                 audience: None,
                 expires_in: Some(60),
             })
@@ -221,6 +240,7 @@ mod tests {
         .unwrap();
         assert_eq!(data.claims.sub, "alice");
         assert_eq!(data.claims.scope, "orders");
+        assert_eq!(data.claims.realm_access.unwrap().roles, [ADMIN_ROLE]);
         assert_eq!(data.claims.exp - data.claims.iat, 60);
     }
 

@@ -58,14 +58,18 @@ enum Command {
     /// receives it.
     Asyncapi,
     /// Print an access token from the dev token issuer (`dev-token-issuer`, started by
-    /// `scripts/stack-up`), e.g. `orderflow-admin token --sub alice --scope orders`.
+    /// `scripts/stack-up`), e.g. `orderflow-admin token --sub alice` for a customer,
+    /// `orderflow-admin token --sub ops --role orderflow-admin` for an operator.
     Token {
         /// Whom the token is for: a customer id.
         #[arg(long)]
         sub: String,
-        /// Space-separated scopes: `orders` (a customer), `admin` (operations).
+        /// Space-separated scopes: `orders` is a customer's.
         #[arg(long, default_value = "orders")]
         scope: String,
+        /// A role to grant (repeatable): `orderflow-admin` makes the holder an operator.
+        #[arg(long = "role")]
+        roles: Vec<String>,
         /// Seconds until it expires.
         #[arg(long, default_value_t = 3600)]
         expires_in: u64,
@@ -164,9 +168,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Token {
             sub,
             scope,
+            roles,
             expires_in,
             issuer,
-        } => println!("{}", issuer.token(&sub, &scope, expires_in).await?),
+        } => println!("{}", issuer.token(&sub, &scope, &roles, expires_in).await?),
         Command::Load(args) => load::run(&cli.kafka, args).await?,
         Command::SmokeCheck { registry } => {
             // Topics of its own, so that no service ever consumes the made-up order.

@@ -25,7 +25,7 @@ pub struct ServiceUrls {
         default_value = "http://127.0.0.1:8083"
     )]
     pub billing_service: String,
-    /// An access token with the `orders admin` scopes, from your identity provider. Without
+    /// An access token with the `orderflow-admin` role, from your identity provider. Without
     /// it, one is asked of the dev token issuer.
     #[arg(long, env = "ORDERFLOW_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: Option<String>,
@@ -48,18 +48,22 @@ pub struct DevIssuer {
 /// accounts and order for any customer.
 const OPERATOR: &str = "orderflow-operator";
 
+/// The role that makes a token an operator's: the services' default `AUTH_ADMIN_ROLE`.
+pub const ADMIN_ROLE: &str = "orderflow-admin";
+
 impl DevIssuer {
-    /// A token for `subject` with `scope`, minted by the dev issuer.
+    /// A token for `subject` with `scope` and `roles`, minted by the dev issuer.
     pub async fn token(
         &self,
         subject: &str,
         scope: &str,
+        roles: &[String],
         expires_in: u64,
     ) -> anyhow::Result<String> {
         let url = format!("{}/token", self.url.trim_end_matches('/'));
         let response = reqwest::Client::new()
             .post(&url)
-            .json(&json!({"sub": subject, "scope": scope, "expires_in": expires_in}))
+            .json(&json!({"sub": subject, "scope": scope, "roles": roles, "expires_in": expires_in}))
             .send()
             .await
             .with_context(|| format!("asking the dev token issuer at {url} (scripts/stack-up starts it; or pass --access-token)"))?;
@@ -81,7 +85,7 @@ impl ServiceUrls {
             Some(token) => token.clone(),
             None => {
                 self.issuer
-                    .token(OPERATOR, "orders admin", 24 * 3600)
+                    .token(OPERATOR, "orders", &[ADMIN_ROLE.to_owned()], 24 * 3600)
                     .await?
             }
         };

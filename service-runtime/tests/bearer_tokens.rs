@@ -30,8 +30,8 @@ fn token(issuer: &Issuer, subject: &str) -> String {
         .mint(&TokenRequest {
             sub: subject.into(),
             scope: "orders".into(),
-            audience: None,
             expires_in: Some(300),
+            ..TokenRequest::default()
         })
         .unwrap()
 }
@@ -40,11 +40,10 @@ fn token(issuer: &Issuer, subject: &str) -> String {
 async fn a_rotated_key_is_picked_up_and_an_unreachable_provider_is_a_503() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let authenticator = Authenticator::new(&AuthConfig {
-        jwks_url: Some(format!("http://{address}/.well-known/jwks.json")),
-        issuer: Some(ISSUER.into()),
-        audience: dev_token_issuer::DEFAULT_AUDIENCE.into(),
-    })
+    let authenticator = Authenticator::new(&AuthConfig::new(
+        format!("http://{address}/.well-known/jwks.json"),
+        ISSUER,
+    ))
     .unwrap();
 
     let before = Arc::new(Issuer::generate(ISSUER).unwrap());

@@ -61,8 +61,20 @@ pub fn token(subject: &str, scope: &str) -> String {
         .mint(&TokenRequest {
             sub: subject.into(),
             scope: scope.into(),
-            audience: None,
-            expires_in: None,
+            ..TokenRequest::default()
+        })
+        .unwrap()
+}
+
+/// A valid operator's token for `subject`: the `orders` scope and the admin role.
+pub fn admin_token(subject: &str) -> String {
+    running()
+        .issuer
+        .mint(&TokenRequest {
+            sub: subject.into(),
+            scope: "orders".into(),
+            roles: vec![dev_token_issuer::ADMIN_ROLE.into()],
+            ..TokenRequest::default()
         })
         .unwrap()
 }
@@ -77,18 +89,17 @@ pub fn claims(subject: &str, scope: &str) -> Claims {
     running().issuer.claims_for(&TokenRequest {
         sub: subject.into(),
         scope: scope.into(),
-        audience: None,
-        expires_in: None,
+        ..TokenRequest::default()
     })
 }
 
-/// The operator the tests act as unless they test authorization: `orders admin`, so it may
+/// The operator the tests act as unless they test authorization: the admin role, so it may
 /// set up the catalog and accounts and place and read orders for any customer.
 pub const OPERATOR: &str = "e2e-operator";
 
 pub fn operator_headers() -> HeaderMap {
     static TOKEN: OnceLock<String> = OnceLock::new();
-    let token = TOKEN.get_or_init(|| token(OPERATOR, "orders admin"));
+    let token = TOKEN.get_or_init(|| admin_token(OPERATOR));
     let mut headers = HeaderMap::new();
     headers.insert(
         AUTHORIZATION,

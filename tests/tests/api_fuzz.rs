@@ -70,7 +70,7 @@ async fn no_generated_request_gets_a_5xx_or_an_undocumented_answer() {
     // (which `authorization.rs` tests route by route).
     let authorization = format!(
         "Authorization: Bearer {}",
-        orderflow_e2e::auth::token(orderflow_e2e::auth::OPERATOR, "orders admin")
+        orderflow_e2e::auth::admin_token(orderflow_e2e::auth::OPERATOR)
     );
     let mut failures = Vec::new();
     for name in SERVICES {

@@ -33,8 +33,19 @@ struct Route {
 const ALICE: &str = "authz-alice";
 const MALLORY: &str = "authz-mallory";
 
+/// An operator's claims, for alice: the tokens below are refused for what is wrong with
+/// them, not for lack of rights.
+fn operator_claims() -> Claims {
+    Claims {
+        realm_access: Some(dev_token_issuer::RealmAccess {
+            roles: vec![dev_token_issuer::ADMIN_ROLE.into()],
+        }),
+        ..auth::claims(ALICE, "orders")
+    }
+}
+
 fn expired() -> String {
-    let mut claims = auth::claims(ALICE, "orders admin");
+    let mut claims = operator_claims();
     claims.iat -= 7_200;
     claims.nbf -= 7_200;
     claims.exp = claims.iat + 3_600;
@@ -44,7 +55,7 @@ fn expired() -> String {
 fn for_audience(audience: &str) -> String {
     auth::sign(&Claims {
         aud: audience.into(),
-        ..auth::claims(ALICE, "orders admin")
+        ..operator_claims()
     })
 }
 
@@ -52,7 +63,7 @@ fn for_audience(audience: &str) -> String {
 /// matches.
 fn tampered() -> String {
     let honest = auth::token(ALICE, "orders");
-    let greedy = auth::token(ALICE, "orders admin");
+    let greedy = auth::admin_token(ALICE);
     let parts: Vec<&str> = honest.split('.').collect();
     let greedy_payload = greedy.split('.').nth(1).unwrap();
     format!("{}.{greedy_payload}.{}", parts[0], parts[2])
@@ -62,7 +73,7 @@ fn tampered() -> String {
 /// provider does not publish.
 fn foreign_key() -> String {
     let impostor = dev_token_issuer::Issuer::generate(auth::claims(ALICE, "").iss).unwrap();
-    impostor.sign(&auth::claims(ALICE, "orders admin")).unwrap()
+    impostor.sign(&operator_claims()).unwrap()
 }
 
 async fn call(
@@ -200,7 +211,10 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
         foreign_key(),
     );
     let (alice, mallory) = (auth::token(ALICE, "orders"), auth::token(MALLORY, "orders"));
-    let admin = auth::token(OPERATOR, "admin");
+    let admin = auth::admin_token(OPERATOR);
+    // Where the provider lets a client ask for any scope (Keycloak's optional client
+    // scopes), a customer can hold `admin` as a scope: that is not the admin role.
+    let admin_scope_only = auth::token(ALICE, "orders admin");
     let mut failures = Vec::new();
     for route in &routes {
         let unauthorized = Expect::Status(StatusCode::UNAUTHORIZED);
@@ -216,6 +230,11 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             cases.push((
                 "customer on an admin route",
                 Some(&alice),
+                Expect::Status(StatusCode::FORBIDDEN),
+            ));
+            cases.push((
+                "scope admin without the admin role",
+                Some(&admin_scope_only),
                 Expect::Status(StatusCode::FORBIDDEN),
             ));
             cases.push(("admin", Some(&admin), Expect::Success));

@@ -72,7 +72,7 @@ async fn the_live_stream_is_for_admins_and_pushes_every_change_of_an_order() {
 
     let mut live = http
         .get(&url)
-        .bearer_auth(auth::token(OPERATOR, "admin"))
+        .bearer_auth(auth::admin_token(OPERATOR))
         .send()
         .await
         .unwrap();
@@ -133,7 +133,7 @@ async fn in_a_browser_an_order_completes_and_a_cancelled_one_shows_its_compensat
         .current_dir(&dir)
         .arg("console.mjs")
         .arg(stack.url("order-service"))
-        .arg(auth::token(OPERATOR, "orders admin"))
+        .arg(auth::admin_token(OPERATOR))
         .args([customer, product])
         .arg(&screenshot)
         .env("CHROMIUM", chromium)

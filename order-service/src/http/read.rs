@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use service_runtime::auth::Scope;
 use service_runtime::{Caller, FieldErrors, Problem, ValidPath};
 use shared_events::contracts::Address;
 use sqlx::PgPool;
@@ -205,7 +204,7 @@ pub(super) async fn list_orders(
     );
     errors.into_result()?;
     let customer = match query.customer_id {
-        _ if caller.has(Scope::Admin) => query.customer_id,
+        _ if caller.is_admin() => query.customer_id,
         Some(other) if other != caller.subject() => {
             return Ok(Json(OrderPage {
                 orders: Vec::new(),

@@ -2,15 +2,17 @@
 //! provider, RS256 or ES256) checked against the provider's JWKS, and the authorization
 //! rules of every service, decided here and nowhere else.
 //!
-//! - [`Caller`]: a valid token with the `orders` or `admin` scope. The customer is the
+//! - [`Caller`]: a valid token with the `orders` scope, or an admin's. The customer is the
 //!   token's subject; [`Caller::may_access`] says whether they may see or act on what
 //!   belongs to a customer (their own; anything, for an admin). Handlers answer 404, not
 //!   403, for what they may not see, so that ids do not leak.
-//! - [`Admin`]: a valid token with the `admin` scope (catalog and account writes, reading
-//!   anything, operations).
+//! - [`Admin`]: a valid token whose role claim holds the admin role (catalog and account
+//!   writes, reading anything, operations). Never a scope: where the provider lets a client
+//!   ask for any scope it knows (Keycloak's optional client scopes), a customer could ask
+//!   for `admin`; roles are granted to users by the provider's administrators.
 //!
 //! A missing or bad token is a 401 with `WWW-Authenticate` (RFC 6750), a token without the
-//! scope a 403, both as problem+json.
+//! scope or role a 403, both as problem+json.
 
 mod keys;
 mod openapi;
@@ -47,40 +49,99 @@ pub struct AuthConfig {
         default_value = "orderflow"
     )]
     pub audience: String,
+    /// Where the token lists its roles: a dot-separated path into its claims, to an array
+    /// of strings (Keycloak's realm roles: `realm_access.roles`; its client roles:
+    /// `resource_access.<client>.roles`; other providers: often `roles`).
+    #[arg(
+        long = "auth-role-claim",
+        env = "AUTH_ROLE_CLAIM",
+        default_value = "realm_access.roles"
+    )]
+    pub role_claim: String,
+    /// The role that makes a caller an admin.
+    #[arg(
+        long = "auth-admin-role",
+        env = "AUTH_ADMIN_ROLE",
+        default_value = "orderflow-admin"
+    )]
+    pub admin_role: String,
+    /// If set, the `typ` every token must carry (in its header or its claims), so that
+    /// other tokens the provider signs (ID tokens, refresh tokens) are refused: Keycloak's
+    /// access tokens say `Bearer`, RFC 9068's `at+jwt`.
+    #[arg(long = "auth-token-type", env = "AUTH_TOKEN_TYPE")]
+    pub token_type: Option<String>,
+    /// If set, the clients (`azp`) whose tokens are accepted, comma-separated: tokens the
+    /// provider issued to other clients of the same audience are refused.
+    #[arg(
+        long = "auth-authorized-parties",
+        env = "AUTH_AUTHORIZED_PARTIES",
+        value_delimiter = ','
+    )]
+    pub authorized_parties: Vec<String>,
 }
 
-/// The scopes this API knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// A customer's own orders and account, and reading the catalog.
-    Orders,
-    /// Everything, and operations: catalog and account writes.
-    Admin,
-}
-
-impl Scope {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Scope::Orders => "orders",
-            Scope::Admin => "admin",
+impl AuthConfig {
+    /// Tokens from the provider at `jwks_url` and `issuer`, every other setting its default.
+    pub fn new(jwks_url: impl Into<String>, issuer: impl Into<String>) -> Self {
+        Self {
+            jwks_url: Some(jwks_url.into()),
+            issuer: Some(issuer.into()),
+            audience: "orderflow".into(),
+            role_claim: "realm_access.roles".into(),
+            admin_role: DEFAULT_ADMIN_ROLE.into(),
+            token_type: None,
+            authorized_parties: Vec::new(),
         }
     }
 }
+
+/// The role that makes a caller an admin unless `AUTH_ADMIN_ROLE` says otherwise.
+pub const DEFAULT_ADMIN_ROLE: &str = "orderflow-admin";
+
+/// The scope of a customer: their own orders and account, and reading the catalog.
+pub const ORDERS_SCOPE: &str = "orders";
 
 /// Checks bearer tokens; shared by every request of a service.
 pub struct Authenticator {
     keys: KeySet,
     issuer: String,
     audience: String,
+    role_claim: Vec<String>,
+    admin_role: String,
+    token_type: Option<String>,
+    authorized_parties: Vec<String>,
 }
 
 /// The claims this API reads; the signature, `iss`, `aud`, `exp` and `nbf` are checked by
-/// `jsonwebtoken` before these are trusted.
+/// `jsonwebtoken` before these are trusted. The roles sit where the provider puts them, so
+/// the rest of the claims are kept to be looked into.
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     #[serde(default)]
     scope: String,
+    typ: Option<String>,
+    azp: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Claims {
+    /// Whether the array at `path` (its first segment a claim) holds `role`.
+    fn has_role(&self, path: &[String], role: &str) -> bool {
+        let Some((first, inner)) = path.split_first() else {
+            return false;
+        };
+        let found = inner
+            .iter()
+            .try_fold(self.rest.get(first), |value, key| {
+                Some(value?.get(key.as_str()))
+            })
+            .flatten();
+        found
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(role)))
+    }
 }
 
 /// Clock skew tolerated between the provider and this service.
@@ -106,6 +167,10 @@ impl Authenticator {
             keys: KeySet::new(jwks_url.clone())?,
             issuer: issuer.clone(),
             audience: config.audience.clone(),
+            role_claim: config.role_claim.split('.').map(str::to_owned).collect(),
+            admin_role: config.admin_role.clone(),
+            token_type: config.token_type.clone(),
+            authorized_parties: config.authorized_parties.clone(),
         })
     }
 
@@ -132,23 +197,44 @@ impl Authenticator {
         validation.leeway = LEEWAY_SECS;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let claims = data.claims;
+        if let Some(expected) = &self.token_type {
+            let typ = header
+                .typ
+                .as_deref()
+                .into_iter()
+                .chain(claims.typ.as_deref());
+            if !typ.into_iter().any(|t| t.eq_ignore_ascii_case(expected)) {
+                return Err(AuthError::InvalidToken(format!(
+                    "not an access token: its type is not '{expected}'"
+                )));
+            }
+        }
+        if !self.authorized_parties.is_empty()
+            && !claims
+                .azp
+                .as_ref()
+                .is_some_and(|azp| self.authorized_parties.contains(azp))
+        {
+            return Err(AuthError::InvalidToken(
+                "issued to a client this API does not accept".into(),
+            ));
+        }
         Ok(Caller {
-            subject: data.claims.sub,
-            scopes: data
-                .claims
-                .scope
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
+            admin: claims.has_role(&self.role_claim, &self.admin_role),
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            subject: claims.sub,
         })
     }
 }
 
-/// Someone with a valid token for this API, holding the `orders` or `admin` scope.
+/// Someone with a valid token for this API.
 #[derive(Debug, Clone)]
 pub struct Caller {
     subject: String,
     scopes: Vec<String>,
+    /// The token's role claim holds the admin role.
+    admin: bool,
 }
 
 impl Caller {
@@ -157,22 +243,27 @@ impl Caller {
         &self.subject
     }
 
-    pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.iter().any(|s| s == scope.as_str())
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
     }
 
-    /// Whether the token holds a scope of this API at all (`orders` or `admin`).
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
+
+    /// Whether the token lets its holder use this API at all: a customer's `orders`
+    /// scope, or the admin role.
     pub fn may_use_the_api(&self) -> bool {
-        self.has(Scope::Orders) || self.has(Scope::Admin)
+        self.admin || self.has_scope(ORDERS_SCOPE)
     }
 
     /// Whether the caller may see and act on what belongs to customer `owner`.
     pub fn may_access(&self, owner: &str) -> bool {
-        self.has(Scope::Admin) || (self.has(Scope::Orders) && self.subject == owner)
+        self.admin || (self.has_scope(ORDERS_SCOPE) && self.subject == owner)
     }
 }
 
-/// A [`Caller`] holding the `admin` scope.
+/// A [`Caller`] whose token holds the admin role.
 #[derive(Debug, Clone)]
 pub struct Admin(pub Caller);
 
@@ -184,7 +275,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         if caller.may_use_the_api() {
             Ok(caller)
         } else {
-            Err(AuthError::InsufficientScope(Scope::Orders))
+            Err(AuthError::InsufficientScope(ORDERS_SCOPE))
         }
     }
 }
@@ -194,10 +285,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let caller = authenticated(parts).await?;
-        if caller.has(Scope::Admin) {
+        if caller.is_admin() {
             Ok(Admin(caller))
         } else {
-            Err(AuthError::InsufficientScope(Scope::Admin))
+            Err(AuthError::NotAdmin)
         }
     }
 }
@@ -248,8 +339,10 @@ pub enum AuthError {
     MissingToken,
     #[error("invalid token: {0}")]
     InvalidToken(String),
-    #[error("the token lacks the '{}' scope", .0.as_str())]
-    InsufficientScope(Scope),
+    #[error("the token lacks the '{0}' scope")]
+    InsufficientScope(&'static str),
+    #[error("the token does not hold the admin role")]
+    NotAdmin,
     #[error("the identity provider's keys cannot be fetched")]
     KeysUnavailable(#[source] Arc<reqwest::Error>),
     #[error("the route checks tokens but the service has no authenticator")]
@@ -278,11 +371,19 @@ impl IntoResponse for AuthError {
                     "/problems/insufficient-scope",
                     "The token does not allow this",
                 )
-                .detail(format!("this needs the '{}' scope", scope.as_str())),
+                .detail(format!("this needs the '{scope}' scope")),
                 format!(
-                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
-                    scope.as_str()
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
                 ),
+            ),
+            AuthError::NotAdmin => (
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "/problems/insufficient-scope",
+                    "The token does not allow this",
+                )
+                .detail("this needs an operator: a token with the admin role"),
+                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\""),
             ),
             AuthError::KeysUnavailable(source) => {
                 tracing::warn!(error = %source, "cannot fetch the identity provider's keys");
@@ -323,13 +424,13 @@ fn unauthorized() -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_service_without_an_identity_provider_refuses_to_start() {
         let config = AuthConfig {
             jwks_url: None,
-            issuer: Some("https://login.example.com".into()),
-            audience: "orderflow".into(),
+            ..AuthConfig::new("unused", "https://login.example.com")
         };
         assert!(matches!(
             Authenticator::new(&config),
@@ -339,13 +440,48 @@ mod tests {
 
     #[test]
     fn a_customer_acts_for_themselves_and_an_admin_for_anyone() {
-        let caller = |scopes: &[&str]| Caller {
+        let caller = |scopes: &[&str], admin| Caller {
             subject: "alice".into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            admin,
         };
-        assert!(caller(&["orders"]).may_access("alice"));
-        assert!(!caller(&["orders"]).may_access("bob"));
-        assert!(caller(&["admin"]).may_access("bob"));
-        assert!(!caller(&[]).may_access("alice"));
+        assert!(caller(&["orders"], false).may_access("alice"));
+        assert!(!caller(&["orders"], false).may_access("bob"));
+        assert!(caller(&[], true).may_access("bob"));
+        assert!(!caller(&[], false).may_access("alice"));
+        assert!(!caller(&["admin"], false).may_access("bob"));
+        assert!(!caller(&["admin"], false).may_use_the_api());
+    }
+
+    fn claims(value: serde_json::Value) -> Claims {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn path(path: &str) -> Vec<String> {
+        path.split('.').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_admin_role_is_read_where_the_provider_puts_it_and_nowhere_else() {
+        let keycloak = claims(json!({
+            "sub": "ops", "scope": "orders admin",
+            "realm_access": {"roles": ["offline_access", "orderflow-admin"]},
+        }));
+        assert!(keycloak.has_role(&path("realm_access.roles"), "orderflow-admin"));
+        assert!(!keycloak.has_role(&path("roles"), "orderflow-admin"));
+        assert!(!keycloak.has_role(&path("realm_access.roles"), "admin"));
+
+        let flat = claims(json!({"sub": "ops", "roles": ["orderflow-admin"]}));
+        assert!(flat.has_role(&path("roles"), "orderflow-admin"));
+
+        // A scope, a string where an array belongs, or a role under another client: no.
+        for not_admin in [
+            json!({"sub": "eve", "scope": "admin orderflow-admin"}),
+            json!({"sub": "eve", "realm_access": {"roles": "orderflow-admin"}}),
+            json!({"sub": "eve", "realm_access": ["orderflow-admin"]}),
+            json!({"sub": "eve", "resource_access": {"other": {"roles": ["orderflow-admin"]}}}),
+        ] {
+            assert!(!claims(not_admin).has_role(&path("realm_access.roles"), "orderflow-admin"));
+        }
     }
 }

@@ -19,9 +19,11 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
                 .description(Some(
-                    "An OAuth2 access token from the identity provider, with the scope the \
-                     operation names: `orders` for a customer's own orders and account and the \
-                     catalog, `admin` for everything else.",
+                    "An OAuth2 access token from the identity provider: the `orders` scope for \
+                     a customer's own orders and account and the catalog; for what the \
+                     operation marks `admin`, the admin role in the token's role claim \
+                     (`AUTH_ADMIN_ROLE` at `AUTH_ROLE_CLAIM`, by default `orderflow-admin` in \
+                     `realm_access.roles`), never a scope.",
                 ))
                 .build(),
         ),
@@ -59,7 +61,7 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
             );
             responses.insert(
                 "403".to_owned(),
-                problem("The token lacks the scope the operation needs").into(),
+                problem("The token lacks the scope or role the operation needs").into(),
             );
             responses.insert(
                 "503".to_owned(),
