@@ -93,9 +93,10 @@ async fn old_dedup_rows_and_idempotency_keys_are_pruned() {
                  now() - interval '30 days'),
                 ('order-service', gen_random_uuid(), 'PaymentAuthorized', 'payments', 0, 2,
                  now());
-         INSERT INTO idempotency_keys (idempotency_key, request, order_id, created_at)
-         VALUES ('old-key', '{}', gen_random_uuid(), now() - interval '30 days'),
-                ('new-key', '{}', gen_random_uuid(), now());",
+         INSERT INTO idempotency_keys (customer_id, idempotency_key, request, order_id,
+             created_at)
+         VALUES ('prune-c', 'old-key', '{}', gen_random_uuid(), now() - interval '30 days'),
+                ('prune-c', 'new-key', '{}', gen_random_uuid(), now());",
     )
     .execute(&mut db)
     .await

@@ -69,7 +69,7 @@ pub(super) async fn place_order(
     let valid = match validation::validate(&request, &catalog) {
         Ok(valid) => valid,
         Err(errors) => {
-            return match replay(&state.pool, &key, &request_json).await? {
+            return match replay(&state.pool, &request.customer_id, &key, &request_json).await? {
                 Some(answer) => Ok(answer),
                 None => Err(Problem::validation(errors)),
             };
@@ -87,10 +87,13 @@ pub(super) async fn place_order(
         saga_deadline: (Utc::now() + state.saga_timeout).trunc_subsecs(3),
     };
     let mut tx = state.pool.begin().await?;
-    if !store::claim_idempotency_key(&mut tx, &key, &request_json, order_id).await? {
+    let claimed =
+        store::claim_idempotency_key(&mut tx, &placed.customer_id, &key, &request_json, order_id)
+            .await?;
+    if !claimed {
         // The key was used before (or by a concurrent request): answer as it was answered.
         drop(tx);
-        return replay(&state.pool, &key, &request_json)
+        return replay(&state.pool, &placed.customer_id, &key, &request_json)
             .await?
             .ok_or_else(Problem::internal);
     }
@@ -101,13 +104,15 @@ pub(super) async fn place_order(
     Ok(accepted(order_id, false))
 }
 
-/// The original answer for a key already used with this body; 422 if used with another.
+/// The original answer for a key `customer_id` already used with this body; 422 if they
+/// used it with another.
 async fn replay(
     pool: &PgPool,
+    customer_id: &str,
     key: &str,
     request: &serde_json::Value,
 ) -> Result<Option<Response>, Problem> {
-    match store::idempotent_request(pool, key).await? {
+    match store::idempotent_request(pool, customer_id, key).await? {
         None => Ok(None),
         Some((stored, order_id)) if &stored == request => Ok(Some(accepted(order_id, true))),
         Some(_) => Err(Problem::new(

@@ -1,17 +1,21 @@
-//! `POST /orders` requests by Idempotency-Key: a replay gets the original answer.
+//! `POST /orders` requests by customer and Idempotency-Key: a replay gets the original
+//! answer. A key is its customer's own, so no customer can see or take another's.
 
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::error::Error;
 
-/// A stored `POST /orders` request, by its Idempotency-Key.
+/// A stored `POST /orders` request of `customer_id`, by its Idempotency-Key.
 pub async fn idempotent_request<'e>(
     executor: impl PgExecutor<'e>,
+    customer_id: &str,
     key: &str,
 ) -> Result<Option<(serde_json::Value, Uuid)>, Error> {
     let row = sqlx::query!(
-        "SELECT request, order_id FROM idempotency_keys WHERE idempotency_key = $1",
+        "SELECT request, order_id FROM idempotency_keys
+         WHERE customer_id = $1 AND idempotency_key = $2",
+        customer_id,
         key
     )
     .fetch_optional(executor)
@@ -19,16 +23,20 @@ pub async fn idempotent_request<'e>(
     Ok(row.map(|row| (row.request, row.order_id)))
 }
 
-/// Claims `key` for `order_id`; `false` if another request claimed it first.
+/// Claims `customer_id`'s `key` for `order_id`; `false` if another request claimed it
+/// first.
 pub async fn claim_idempotency_key(
     tx: &mut PgConnection,
+    customer_id: &str,
     key: &str,
     request: &serde_json::Value,
     order_id: Uuid,
 ) -> Result<bool, Error> {
     let claimed = sqlx::query!(
-        "INSERT INTO idempotency_keys (idempotency_key, request, order_id) VALUES ($1, $2, $3)
+        "INSERT INTO idempotency_keys (customer_id, idempotency_key, request, order_id)
+         VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING",
+        customer_id,
         key,
         request,
         order_id,

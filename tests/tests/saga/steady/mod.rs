@@ -28,6 +28,7 @@ pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
     scenario!(outcomes::shipping_failure_releases_refunds_and_cancels),
     scenario!(outcomes::cancel_after_shipment_is_409),
     scenario!(rest::idempotency_key_replays_the_original_answer),
+    scenario!(rest::idempotency_keys_are_each_customers_own),
     scenario!(rest::bad_input_gets_problem_json_naming_the_field),
     scenario!(rest::every_service_serves_openapi_health_and_lists),
     scenario!(rest::the_console_is_served_with_a_content_security_policy),

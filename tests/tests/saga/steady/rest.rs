@@ -1,4 +1,4 @@
-//! The REST contract: idempotency_key_replays_the_original_answer, bad input, OpenAPI, health, listing and pagination.
+//! The REST contract: idempotency keys, bad input, OpenAPI, health, listing and pagination.
 
 use orderflow_e2e::client::{self, order_body};
 use reqwest::StatusCode;
@@ -42,6 +42,47 @@ pub(super) fn idempotency_key_replays_the_original_answer(ctx: &Ctx) -> Run<'_> 
         assert_eq!(page["orders"].as_array().unwrap().len(), 1, "{page}");
         let account = client::account(stack, &customers[0]).await;
         assert_eq!(account["payments"].as_array().unwrap().len(), 1);
+    })
+}
+
+/// A key is its customer's own: another customer using it first neither takes it from them
+/// (before, their later order with it got 422) nor learns that it was used (422 again).
+pub(super) fn idempotency_keys_are_each_customers_own(ctx: &Ctx) -> Run<'_> {
+    Box::pin(async move {
+        let stack = &ctx.0;
+        let (products, customers) = seed(stack, "idemown", &[(100, 50)], &[100_000, 100_000]).await;
+        let (alice, bob) = (&customers[0], &customers[1]);
+        let url = format!("{}/orders", stack.url("order-service"));
+        let place = |customer: &str, key: &str| {
+            let body = order_body(customer, &[(&products[0], 1)], "DE");
+            reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(orderflow_e2e::auth::token(customer, "orders"))
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+        };
+        let fresh = |response: reqwest::Response, what: &str| {
+            assert_eq!(response.status(), StatusCode::ACCEPTED, "{what}");
+            assert!(
+                response.headers().get("idempotent-replayed").is_none(),
+                "{what}: answered with another customer's order"
+            );
+            response.headers()["location"].clone()
+        };
+        // Bob claims a key before alice uses it: alice's order is placed all the same.
+        let key = format!("idemown-{}", uuid::Uuid::new_v4());
+        let bobs = fresh(place(bob, &key).await.unwrap(), "bob, first");
+        let alices = fresh(place(alice, &key).await.unwrap(), "alice, after bob");
+        assert_ne!(bobs, alices);
+        // Alice uses a key first: bob's use of it is a new order of his, not a 422 that
+        // would tell him alice has used it.
+        let key = format!("idemown-{}", uuid::Uuid::new_v4());
+        fresh(place(alice, &key).await.unwrap(), "alice, first");
+        fresh(place(bob, &key).await.unwrap(), "bob, after alice");
+        // Each one's retry still replays their own order.
+        let again = place(alice, &key).await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
     })
 }
 
