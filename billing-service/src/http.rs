@@ -78,6 +78,7 @@ pub struct RefundView {
 #[serde(deny_unknown_fields)]
 pub struct PutAccount {
     /// ISO 4217 code; fixed once the account exists.
+    #[schema(min_length = 3, max_length = 3)]
     pub currency: String,
     pub credit_limit_minor: i64,
     /// Sets the balance (opening balance or a top-up); kept as is when omitted.

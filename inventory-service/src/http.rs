@@ -61,9 +61,11 @@ impl ProductView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutProduct {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub unit_price_minor: i64,
     /// ISO 4217 code: EUR, USD, GBP or CHF.
+    #[schema(min_length = 3, max_length = 3)]
     pub currency: String,
     /// Units available for new orders (reserved units are not affected).
     pub available: i32,
@@ -136,7 +138,7 @@ async fn put_product(
         "must be 1 to 64 letters, digits, '-' or '_'",
     );
     errors.check(
-        !body.name.trim().is_empty() && body.name.len() <= 200,
+        !body.name.trim().is_empty() && body.name.chars().count() <= 200,
         "name",
         "must be 1 to 200 characters",
     );

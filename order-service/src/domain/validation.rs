@@ -10,25 +10,35 @@ use super::events::Line;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
+/// The longest name, address line or id a field may hold (each field's `maxLength` in
+/// the OpenAPI document says so; the e2e test checks each one against the service).
 const MAX_TEXT: usize = 200;
+/// Product ids, as inventory-service accepts them.
+const MAX_PRODUCT_ID: usize = 64;
+/// A note or a cancellation's reason.
+pub const MAX_NOTE: usize = 500;
 
 /// The body of `POST /orders`.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
+    #[schema(min_length = 1, max_length = 200)]
     pub customer_id: String,
     /// ISO 4217 code; one of EUR, USD, GBP, CHF.
+    #[schema(min_length = 3, max_length = 3)]
     pub currency: String,
     /// 1 to 50 lines.
     pub items: Vec<ItemRequest>,
     pub shipping_address: AddressRequest,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
+    #[schema(min_length = 1, max_length = 64)]
     pub product_id: String,
     /// 1 to 1000.
     pub quantity: i64,
@@ -37,13 +47,19 @@ pub struct ItemRequest {
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressRequest {
+    #[schema(min_length = 1, max_length = 200)]
     pub recipient: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub line1: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub line2: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
     pub city: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, e.g. `DE`.
+    #[schema(min_length = 2, max_length = 2)]
     pub country: String,
 }
 
@@ -100,6 +116,13 @@ pub fn validate(
     let mut seen = BTreeSet::new();
     let mut lines = Vec::new();
     for (i, item) in request.items.iter().enumerate().take(MAX_LINES) {
+        if item.product_id.is_empty() || item.product_id.chars().count() > MAX_PRODUCT_ID {
+            fail(
+                format!("items[{i}].product_id"),
+                format!("must be 1 to {MAX_PRODUCT_ID} characters"),
+            );
+            continue;
+        }
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
             fail(
                 format!("items[{i}].quantity"),
@@ -141,6 +164,16 @@ pub fn validate(
     ] {
         text(&format!("shipping_address.{field}"), value, &mut fail);
     }
+    if address
+        .line2
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > MAX_TEXT)
+    {
+        fail(
+            "shipping_address.line2".into(),
+            format!("must be at most {MAX_TEXT} characters"),
+        );
+    }
     let country_ok =
         address.country.len() == 2 && address.country.chars().all(|c| c.is_ascii_uppercase());
     if !country_ok {
@@ -152,9 +185,12 @@ pub fn validate(
     if request
         .note
         .as_ref()
-        .is_some_and(|n| n.chars().count() > 500)
+        .is_some_and(|n| n.chars().count() > MAX_NOTE)
     {
-        fail("note".into(), "must be at most 500 characters".into());
+        fail(
+            "note".into(),
+            format!("must be at most {MAX_NOTE} characters"),
+        );
     }
     // Prices come from the catalog, which caps none: the sum is checked, not wrapped.
     let total_minor = lines.iter().try_fold(0_i64, |total, l| {

@@ -6,17 +6,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use service_runtime::{Caller, Problem, ValidPath};
+use service_runtime::{Caller, FieldErrors, Problem, ValidPath};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Accepted, ApiState, no_order};
 use crate::domain::CancelRefused;
+use crate::domain::validation::MAX_NOTE;
 use crate::orders::{self, Cancellation};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
+    /// Copied into the order's history and the events: at most 500 characters.
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -47,6 +50,15 @@ pub(super) async fn cancel_order(
     } else {
         service_runtime::json::parse::<CancelRequest>(&body)?.reason
     };
+    let mut errors = FieldErrors::default();
+    errors.check(
+        reason
+            .as_ref()
+            .is_none_or(|r| r.chars().count() <= MAX_NOTE),
+        "reason",
+        format!("must be at most {MAX_NOTE} characters"),
+    );
+    errors.into_result()?;
     let reason = reason.unwrap_or_else(|| "cancelled by the customer".to_owned());
     let mut tx = state.pool.begin().await?;
     let (outcome, published) =
