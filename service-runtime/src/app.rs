@@ -309,21 +309,16 @@ impl Application {
                     Duration::from_secs(10),
                 ),
             ));
-        let server_shutdown = shutdown.clone();
         tracing::info!(address = %self.listener.local_addr()?, "listening");
-        let server = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-        .into_future();
+        let http = config.http.clone();
+        let server = crate::server::serve(self.listener, router, &http, shutdown.clone());
         tokio::pin!(server);
         let mut result = Ok(());
         let mut served = None;
         // Until the server returns: a task that ends first ends the service.
         while served.is_none() {
             tokio::select! {
-                outcome = &mut server => served = Some(outcome.map_err(anyhow::Error::from)),
+                () = &mut server => served = Some(Ok::<_, anyhow::Error>(())),
                 Some(Ok((name, joined))) = tasks.join_next() => {
                     let outcome = task_outcome(name, joined, shutdown.is_cancelled());
                     if outcome.is_err() && !shutdown.is_cancelled() {

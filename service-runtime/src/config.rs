@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
+use crate::server::HttpConfig;
 use shared_events::settings::{LOCAL_POSTGRES, database_url};
 use shared_events::{
     ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetentionConfig, RetryConfig,
@@ -41,6 +42,8 @@ pub struct ServiceConfig {
         default_value_t = 30_000
     )]
     pub database_idle_in_transaction_timeout_ms: u64,
+    #[command(flatten)]
+    pub http: HttpConfig,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]

@@ -11,6 +11,7 @@ pub mod json;
 pub mod maintenance;
 pub mod precondition;
 pub mod problem;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
