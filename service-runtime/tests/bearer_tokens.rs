@@ -1,7 +1,8 @@
 //! Tokens checked against a real JWKS endpoint (the dev token issuer, served here): the
 //! provider's key rotation is picked up by fetching the key set again when a token names an
 //! unknown key, at most every 10 s, and a provider that cannot be reached is a 503, not a
-//! 401, until its keys are known (retried at most every second meanwhile).
+//! 401, until its keys are known (retried at most every second meanwhile). Keys are
+//! fetched again once older than their maximum age, so a withdrawn key stops verifying.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,4 +98,47 @@ async fn a_rotated_key_is_picked_up_and_an_unreachable_provider_is_a_503() {
         matches!(retired, Err(AuthError::InvalidToken(_))),
         "{retired:?}"
     );
+}
+
+/// A key the provider withdraws (no new key needed) stops verifying tokens once the cached
+/// set is older than `AUTH_JWKS_MAX_AGE_SECS`. Before, the cache was only ever refreshed
+/// for an unknown key id, so a withdrawn key was trusted until the service restarted.
+#[tokio::test]
+async fn a_withdrawn_key_stops_verifying_once_the_cached_set_is_too_old() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let authenticator = Authenticator::new(&AuthConfig {
+        jwks_max_age_secs: 2,
+        ..AuthConfig::new(format!("http://{address}/.well-known/jwks.json"), ISSUER)
+    })
+    .unwrap();
+    let withdrawn = Arc::new(Issuer::generate(ISSUER).unwrap());
+    let stop = serve(listener, withdrawn.clone());
+    authenticator
+        .verify(&token(&withdrawn, "alice"))
+        .await
+        .unwrap();
+
+    // The provider now publishes another key only.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let current = Arc::new(Issuer::generate(ISSUER).unwrap());
+    let stop = serve(TcpListener::bind(address).await.unwrap(), current.clone());
+    // Until the cached set is too old, the known key still verifies.
+    authenticator
+        .verify(&token(&withdrawn, "alice"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let refused = authenticator.verify(&token(&withdrawn, "alice")).await;
+    assert!(
+        matches!(refused, Err(AuthError::InvalidToken(_))),
+        "a withdrawn key still verifies: {refused:?}"
+    );
+    // While the provider is unreachable, the keys known stay in use.
+    authenticator.verify(&token(&current, "bob")).await.unwrap();
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let during_outage = authenticator.verify(&token(&current, "bob")).await;
+    assert!(during_outage.is_ok(), "{during_outage:?}");
 }

@@ -1,8 +1,12 @@
 //! The identity provider's signing keys (its JWKS), fetched when a token names a key not
-//! seen yet: that is how a provider's key rotation reaches the services. Refetching is
-//! rate-limited, so tokens with made-up key ids cannot make the service hammer the provider,
-//! and while the provider cannot be reached, requests get its last failure at once instead
-//! of each waiting out a fetch of its own.
+//! seen yet: that is how a provider's key rotation reaches the services. The set is also
+//! fetched again once it is older than its maximum age (`AUTH_JWKS_MAX_AGE_SECS`), so a key
+//! the provider withdrew (compromised, say) stops verifying tokens within that time even
+//! if no token names an unknown key. Refetching is rate-limited, so tokens with made-up key
+//! ids cannot make the service hammer the provider, and while the provider cannot be
+//! reached, requests get its last failure at once instead of each waiting out a fetch of
+//! their own (known keys stay in use meanwhile: an outage of the provider is not one of
+//! the API).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +35,23 @@ pub struct VerificationKey {
 pub struct KeySet {
     url: String,
     http: reqwest::Client,
-    keys: RwLock<HashMap<String, Arc<VerificationKey>>>,
+    max_age: Duration,
+    cache: RwLock<Cache>,
     /// The last fetch; held while fetching, so one fetch serves a burst.
     last_fetch: Mutex<Option<Fetch>>,
+}
+
+/// The keys of the last successful fetch, and when it was.
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<VerificationKey>>,
+    fetched_at: Option<Instant>,
+}
+
+impl Cache {
+    fn is_fresh(&self, max_age: Duration) -> bool {
+        self.fetched_at.is_some_and(|at| at.elapsed() < max_age)
+    }
 }
 
 struct Fetch {
@@ -42,41 +60,50 @@ struct Fetch {
 }
 
 impl KeySet {
-    pub fn new(url: String) -> Result<Self, reqwest::Error> {
+    /// Keys from `url`, fetched again once older than `max_age`.
+    pub fn new(url: String, max_age: Duration) -> Result<Self, reqwest::Error> {
         Ok(Self {
             url,
             http: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?,
-            keys: RwLock::new(HashMap::new()),
+            max_age,
+            cache: RwLock::new(Cache::default()),
             last_fetch: Mutex::new(None),
         })
     }
 
-    /// The key named `kid`, fetching the set again if it is unknown and was not fetched
-    /// within [`MIN_REFETCH_INTERVAL`] (within [`RETRY_UNREACHABLE`] after a failure, while
-    /// no key is known).
+    /// The key named `kid`. The set is fetched again if `kid` is unknown and the set was
+    /// not fetched within [`MIN_REFETCH_INTERVAL`], or if it is older than its maximum age;
+    /// within [`RETRY_UNREACHABLE`] of a failed fetch, not at all.
     pub async fn get(&self, kid: &str) -> Result<Arc<VerificationKey>, AuthError> {
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Ok(key.clone());
+        {
+            let cache = self.cache.read().await;
+            if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(self.max_age)) {
+                return Ok(key.clone());
+            }
         }
         let mut last_fetch = self.last_fetch.lock().await;
-        let known = self.keys.read().await;
-        if let Some(key) = known.get(kid) {
+        let cache = self.cache.read().await;
+        let known = cache.keys.get(kid).cloned();
+        if let (Some(key), true) = (&known, cache.is_fresh(self.max_age)) {
             return Ok(key.clone()); // fetched by another request meanwhile
         }
-        let none_known = known.is_empty();
-        drop(known);
+        let none_known = cache.keys.is_empty();
+        drop(cache);
         if let Some(last) = &*last_fetch {
-            let unreachable = last.failure.as_ref().filter(|_| none_known);
-            let wait = if unreachable.is_some() {
-                RETRY_UNREACHABLE
-            } else {
-                MIN_REFETCH_INTERVAL
+            let failure = last.failure.as_ref();
+            let wait = match (&known, failure) {
+                // The set is due for a refresh: its age is the limit, unless it just failed.
+                (Some(_), None) => Duration::ZERO,
+                (Some(_), Some(_)) => RETRY_UNREACHABLE,
+                (None, Some(_)) if none_known => RETRY_UNREACHABLE,
+                (None, _) => MIN_REFETCH_INTERVAL,
             };
             if last.at.elapsed() < wait {
-                return Err(match unreachable {
-                    Some(failure) => AuthError::KeysUnavailable(failure.clone()),
-                    None => unknown_key(),
-                });
+                return match (known, failure.filter(|_| none_known)) {
+                    (Some(key), _) => Ok(key),
+                    (None, Some(failure)) => Err(AuthError::KeysUnavailable(failure.clone())),
+                    (None, None) => Err(unknown_key()),
+                };
             }
         }
         let set = self.fetch().await;
@@ -93,14 +120,17 @@ impl KeySet {
                     return Err(AuthError::KeysUnavailable(failure));
                 }
                 tracing::warn!(error = %failure, "could not refetch the identity provider's keys; keeping the known ones");
-                return Err(unknown_key());
+                return known.ok_or_else(unknown_key);
             }
         };
         *last_fetch = Some(Fetch { at, failure: None });
         let keys = usable_keys(&set);
         tracing::info!(keys = keys.len(), url = %self.url, "identity provider keys fetched");
         let found = keys.get(kid).cloned();
-        *self.keys.write().await = keys;
+        *self.cache.write().await = Cache {
+            keys,
+            fetched_at: Some(at),
+        };
         found.ok_or_else(unknown_key)
     }
 

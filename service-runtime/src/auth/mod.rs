@@ -42,6 +42,16 @@ pub struct AuthConfig {
     /// The `iss` every token must carry (the provider's issuer URL). Required to serve.
     #[arg(long = "auth-issuer", env = "AUTH_ISSUER")]
     pub issuer: Option<String>,
+    /// Longest the provider's keys are trusted before they are fetched again (besides
+    /// whenever a token names an unknown key): how soon a key the provider withdrew stops
+    /// verifying tokens.
+    #[arg(
+        long = "auth-jwks-max-age-secs",
+        env = "AUTH_JWKS_MAX_AGE_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub jwks_max_age_secs: u64,
     /// The `aud` every token must carry: this API's name at the provider.
     #[arg(
         long = "auth-audience",
@@ -86,6 +96,7 @@ impl AuthConfig {
         Self {
             jwks_url: Some(jwks_url.into()),
             issuer: Some(issuer.into()),
+            jwks_max_age_secs: 600,
             audience: "orderflow".into(),
             role_claim: "realm_access.roles".into(),
             admin_role: DEFAULT_ADMIN_ROLE.into(),
@@ -164,7 +175,10 @@ impl Authenticator {
             return Err(AuthConfigError::Missing);
         };
         Ok(Self {
-            keys: KeySet::new(jwks_url.clone())?,
+            keys: KeySet::new(
+                jwks_url.clone(),
+                std::time::Duration::from_secs(config.jwks_max_age_secs),
+            )?,
             issuer: issuer.clone(),
             audience: config.audience.clone(),
             role_claim: config.role_claim.split('.').map(str::to_owned).collect(),
