@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -90,9 +91,19 @@ impl Application {
         // Migrations first, on a connection of their own: a long one must not meet the
         // statement timeout the service's own queries run under.
         let mut migrating = PgConnection::connect(&url).await?;
-        shared_events::migrations::with_service_migrations(migrations)
-            .run(&mut migrating)
-            .await?;
+        let migrator = shared_events::migrations::with_service_migrations(migrations);
+        if config.database_migrate_on_start {
+            migrator.run(&mut migrating).await?;
+        } else {
+            shared_events::migrations::require_applied(&migrator, &mut migrating)
+                .await
+                .with_context(|| {
+                    format!(
+                        "run `{} migrate` with the migration role first (DATABASE_MIGRATE_ON_START=false)",
+                        defaults.name
+                    )
+                })?;
+        }
         migrating.close().await?;
         let options = PgConnectOptions::from_str(&url)?.options([
             (

@@ -42,6 +42,16 @@ pub struct ServiceConfig {
         default_value_t = 30_000
     )]
     pub database_idle_in_transaction_timeout_ms: u64,
+    /// Apply the database migrations at start-up. Set false where migrations run under a
+    /// role of their own (`<service> migrate`, e.g. an init container) and the service's
+    /// role has no DDL rights: it then only checks they were applied (deploy/README.md).
+    #[arg(
+        long = "database-migrate-on-start",
+        env = "DATABASE_MIGRATE_ON_START",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub database_migrate_on_start: bool,
     #[command(flatten)]
     pub http: HttpConfig,
     #[command(flatten)]

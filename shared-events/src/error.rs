@@ -12,6 +12,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the database lacks migration {version} ({description})")]
+    MigrationMissing { version: i64, description: String },
     #[error(transparent)]
     Kafka(KafkaError),
     #[error("creating topic {topic}: {code}")]

@@ -256,6 +256,10 @@ fn broken_copies_are_caught() {
                 object["spec"]["egress"] =
                     serde_json::json!([{"ports": [{"port": 53, "protocol": "UDP"}]}]);
             }
+            ("Deployment", "order-service") => {
+                object["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["valueFrom"]["secretKeyRef"]
+                    ["name"] = "order-service-database".into();
+            }
             _ => {}
         }
     }
@@ -292,6 +296,8 @@ fn broken_copies_are_caught() {
         "KEDA scales shipping-service on",
         "NetworkPolicy inventory-service blocks KAFKA_BOOTSTRAP_SERVERS",
         "NetworkPolicy inventory-service blocks AUTH_JWKS_URL",
+        "NetworkPolicy inventory-service lets egress reach any destination",
+        "order-service migrates with the service's own database role",
         "the dev token issuer runs in production",
     ] {
         assert!(

@@ -234,6 +234,52 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
     if name == "dev" {
         problems.extend(dev_exposure_problems(objects));
     }
+    if name.starts_with("prod") {
+        problems.extend(prod_least_privilege_problems(name, objects));
+    }
+    problems
+}
+
+/// Production names every egress destination, and migrates under a database role of its
+/// own: a service's role cannot change the schema.
+fn prod_least_privilege_problems(name: &str, objects: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for policy in objects.iter().filter(|o| o["kind"] == "NetworkPolicy") {
+        let policy_name = policy["metadata"]["name"].as_str().unwrap_or_default();
+        for rule in policy["spec"]["egress"].as_array().into_iter().flatten() {
+            if rule["to"].as_array().is_none_or(Vec::is_empty) {
+                problems.push(format!(
+                    "{name}: NetworkPolicy {policy_name} lets egress reach any destination on {}",
+                    rule["ports"]
+                ));
+            }
+        }
+    }
+    let database_secret = |container: &Value| {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|var| var["name"] == "DATABASE_URL")
+            .map(|var| var["valueFrom"]["secretKeyRef"]["name"].clone())
+    };
+    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let migrations = pod["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["args"][0] == "migrate");
+        let (Some(migrations), Some(service)) = (migrations, pod["containers"].get(0)) else {
+            continue;
+        };
+        if database_secret(migrations) == database_secret(service) {
+            problems.push(format!(
+                "{name}: {} migrates with the service's own database role",
+                deployment["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
     problems
 }
 
