@@ -2,6 +2,7 @@
 
 mod asyncapi;
 mod demo;
+mod kafka_acls;
 mod load;
 mod scratch;
 mod urls;
@@ -75,6 +76,16 @@ enum Command {
         expires_in: u64,
         #[command(flatten)]
         issuer: urls::DevIssuer,
+    },
+    /// Print each service's Kafka user and ACLs, generated from the topology: Strimzi
+    /// `KafkaUser`s (deploy/overlays/prod/kafka-users.yaml is this output) or `kafka-acls`
+    /// commands. Topics are named with KAFKA_TOPIC_PREFIX.
+    KafkaAcls {
+        #[arg(long, value_enum, default_value = "strimzi")]
+        format: kafka_acls::Format,
+        /// The Strimzi `Kafka` cluster the users belong to.
+        #[arg(long, default_value = "orderflow")]
+        cluster: String,
     },
     /// Delete the topics earlier test and benchmark runs left on the broker (their
     /// per-run prefixes only; scripts/test and scripts/bench run it before they start).
@@ -162,6 +173,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Demo { urls } => demo::run(urls).await?,
+        Command::KafkaAcls { format, cluster } => {
+            print!("{}", kafka_acls::render(format, &names, &cluster))
+        }
         Command::Asyncapi => {
             println!("{}", serde_json::to_string_pretty(&asyncapi::document())?);
         }

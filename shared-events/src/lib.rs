@@ -2,6 +2,7 @@
 //! schema-registry serde, the transactional outbox and its relay, the idempotent consumer
 //! runner with retries and dead-letter topics, trace-context propagation and metrics.
 
+pub mod acl;
 pub mod codec;
 pub mod consumer;
 pub mod contracts;

@@ -10,6 +10,9 @@ pub struct ServiceTopology {
     pub sends: &'static [&'static str],
     /// The event types its consumer handles.
     pub receives: &'static [&'static str],
+    /// The event types it also reads without a consumer group, to watch the flow:
+    /// order-service's console feed taps its own events beside those it receives.
+    pub watches: &'static [&'static str],
 }
 
 pub const ORDER_SERVICE: ServiceTopology = ServiceTopology {
@@ -31,6 +34,12 @@ pub const ORDER_SERVICE: ServiceTopology = ServiceTopology {
         "ShipmentFailed",
         "ProductUpserted",
     ],
+    watches: &[
+        "OrderPlaced",
+        "OrderCancellationRequested",
+        "OrderCompleted",
+        "OrderCancelled",
+    ],
 };
 
 pub const BILLING_SERVICE: ServiceTopology = ServiceTopology {
@@ -42,6 +51,7 @@ pub const BILLING_SERVICE: ServiceTopology = ServiceTopology {
         "ShipmentFailed",
         "OrderCompleted",
     ],
+    watches: &[],
 };
 
 pub const INVENTORY_SERVICE: ServiceTopology = ServiceTopology {
@@ -53,12 +63,14 @@ pub const INVENTORY_SERVICE: ServiceTopology = ServiceTopology {
         "ProductUpserted",
     ],
     receives: &["OrderPlaced", "PaymentAuthorized", "ShipmentFailed"],
+    watches: &[],
 };
 
 pub const SHIPPING_SERVICE: ServiceTopology = ServiceTopology {
     name: "shipping-service",
     sends: &["ShipmentScheduled", "ShipmentFailed"],
     receives: &["OrderPlaced", "StockReserved", "OrderCancellationRequested"],
+    watches: &[],
 };
 
 pub const SERVICES: [ServiceTopology; 4] = [

@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 
 pub mod auth;
 pub mod client;
+pub mod secure_broker;
 
 pub use auth::http;
 
@@ -194,9 +195,25 @@ pub struct Stack {
 impl Stack {
     /// Provisions topics, creates databases and starts every service with `extra_env`.
     pub async fn start(label: &str, extra_env: &[(&str, String)]) -> Stack {
-        let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let prefix = format!("e2e{label}{run_id}-");
         let kafka = KafkaConfig::local(&bootstrap_servers());
+        Self::start_with(Self::new_prefix(label), &kafka, extra_env, |_| Vec::new()).await
+    }
+
+    /// A topic and group prefix of a run of its own, and the start of its database names.
+    pub fn new_prefix(label: &str) -> String {
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        format!("e2e{label}{run_id}-")
+    }
+
+    /// [`start`](Self::start) on `prefix` (from [`new_prefix`](Self::new_prefix)), on the
+    /// broker `kafka` reaches (topics provisioned with its credentials), each service also
+    /// with its own `service_env(name)`.
+    pub async fn start_with(
+        prefix: String,
+        kafka: &KafkaConfig,
+        extra_env: &[(&str, String)],
+        service_env: impl Fn(&str) -> Vec<(&'static str, String)>,
+    ) -> Stack {
         let admin: AdminClient<DefaultClientContext> = kafka.base().create().unwrap();
         provision_topics(&admin, &TopicNames::new(prefix.clone()), 3, 1)
             .await
@@ -207,7 +224,11 @@ impl Stack {
             .unwrap();
         let mut services = HashMap::new();
         for name in SERVICES {
-            let database = format!("e2e{label}{run_id}_{}", name.replace('-', "_"));
+            let database = format!(
+                "{}_{}",
+                prefix.trim_end_matches('-'),
+                name.replace('-', "_")
+            );
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
                 .execute(&mut admin_db)
                 .await
@@ -232,6 +253,11 @@ impl Stack {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
             env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            env.extend(
+                service_env(name)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
             let mut process = ServiceProcess {
                 name,
                 base_url: format!("http://127.0.0.1:{port}"),

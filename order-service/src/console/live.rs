@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared_events::contracts::CONTRACTS;
+use shared_events::contracts::Contract;
 use shared_events::{EventTap, KafkaConfig, RegistryCodec, Topic, TopicNames};
 use sqlx::PgPool;
 use tokio::sync::{Notify, broadcast};
@@ -172,11 +172,35 @@ impl LiveOrders {
     }
 }
 
-/// Every event type that belongs to an order (all but the catalog's).
+/// Every event type that belongs to an order: those order-service watches (its own) and
+/// those it receives, but not the catalog's. The topology's `watches` is what lets
+/// order-service's Kafka user read its own topic (`shared_events::acl`).
 fn order_event_types() -> Vec<&'static str> {
-    CONTRACTS
+    let order_service = shared_events::topology::ORDER_SERVICE;
+    order_service
+        .watches
         .iter()
-        .filter(|c| c.topic != Topic::Catalog)
-        .map(|c| c.event_type)
+        .chain(order_service.receives)
+        .filter(|t| Contract::by_event_type(t).is_some_and(|c| c.topic != Topic::Catalog))
+        .copied()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_events::contracts::CONTRACTS;
+
+    #[test]
+    fn the_console_shows_every_event_of_an_order() {
+        let mut shown = order_event_types();
+        shown.sort_unstable();
+        let mut of_orders: Vec<&str> = CONTRACTS
+            .iter()
+            .filter(|c| c.topic != Topic::Catalog)
+            .map(|c| c.event_type)
+            .collect();
+        of_orders.sort_unstable();
+        assert_eq!(shown, of_orders);
+    }
 }

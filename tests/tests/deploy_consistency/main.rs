@@ -256,6 +256,19 @@ fn broken_copies_are_caught() {
                 object["spec"]["egress"] =
                     serde_json::json!([{"ports": [{"port": 53, "protocol": "UDP"}]}]);
             }
+            ("KafkaUser", "billing-service") => {
+                object["spec"]["authorization"]["acls"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({
+                        "resource": {"type": "topic", "name": "shipments", "patternType": "literal"},
+                        "operations": ["Write"],
+                    }));
+            }
+            ("Deployment", "shipping-service") => {
+                object["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] =
+                    "order-service".into();
+            }
             ("Deployment", "order-service") => {
                 object["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["valueFrom"]["secretKeyRef"]
                     ["name"] = "order-service-database".into();
@@ -298,6 +311,8 @@ fn broken_copies_are_caught() {
         "NetworkPolicy inventory-service blocks AUTH_JWKS_URL",
         "NetworkPolicy inventory-service lets egress reach any destination",
         "order-service migrates with the service's own database role",
+        "KafkaUser billing-service grants [(\"topic\", \"shipments\", \"Write\")] beyond the topology",
+        "shipping-service does not authenticate as its own Kafka user",
         "the dev token issuer runs in production",
     ] {
         assert!(

@@ -263,6 +263,7 @@ fn prod_least_privilege_problems(name: &str, objects: &[Value]) -> Vec<String> {
             .find(|var| var["name"] == "DATABASE_URL")
             .map(|var| var["valueFrom"]["secretKeyRef"]["name"].clone())
     };
+    problems.extend(kafka_user_problems(name, objects));
     for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
         let pod = &deployment["spec"]["template"]["spec"];
         let migrations = pod["initContainers"]
@@ -310,6 +311,88 @@ fn dev_exposure_problems(objects: &[Value]) -> Vec<String> {
         });
         if open {
             problems.push(format!("dev: the NetworkPolicy of {pod} admits every pod"));
+        }
+    }
+    problems
+}
+
+/// Each service authenticates to Kafka as a user of its own whose ACLs are exactly the
+/// grants the topology gives it (`shared_events::acl`).
+fn kafka_user_problems(name: &str, objects: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let find = |kind: &str, object: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == object)
+    };
+    for service in shared_events::topology::SERVICES {
+        let prefix = find("ConfigMap", service.name)
+            .and_then(|c| c["data"]["KAFKA_TOPIC_PREFIX"].as_str())
+            .unwrap_or_default();
+        let expected: BTreeSet<(String, String, String)> = service
+            .grants(&shared_events::TopicNames::new(prefix))
+            .iter()
+            .flat_map(|grant| {
+                grant.resources.iter().map(|r| {
+                    (
+                        r.resource_type.to_string(),
+                        r.name.clone(),
+                        grant.operation.to_string(),
+                    )
+                })
+            })
+            .collect();
+        let Some(user) = find("KafkaUser", service.name) else {
+            problems.push(format!("{name}: no KafkaUser {}", service.name));
+            continue;
+        };
+        let mut granted = BTreeSet::new();
+        for acl in user["spec"]["authorization"]["acls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let resource = &acl["resource"];
+            if resource["patternType"] != "literal" {
+                problems.push(format!(
+                    "{name}: KafkaUser {} grants a {} pattern",
+                    service.name, resource["patternType"]
+                ));
+            }
+            for operation in acl["operations"].as_array().into_iter().flatten() {
+                granted.insert((
+                    resource["type"].as_str().unwrap_or_default().to_owned(),
+                    resource["name"].as_str().unwrap_or_default().to_owned(),
+                    operation.as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+        if granted != expected {
+            problems.push(format!(
+                "{name}: KafkaUser {} grants {:?} beyond the topology and lacks {:?}",
+                service.name,
+                granted.difference(&expected).collect::<Vec<_>>(),
+                expected.difference(&granted).collect::<Vec<_>>()
+            ));
+        }
+        let env = find("Deployment", service.name)
+            .map(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].clone())
+            .unwrap_or_default();
+        let var = |key: &str| {
+            env.as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == key)
+                .cloned()
+                .unwrap_or_default()
+        };
+        if var("KAFKA_SASL_USERNAME")["value"] != service.name
+            || var("KAFKA_SASL_PASSWORD")["valueFrom"]["secretKeyRef"]["name"] != service.name
+        {
+            problems.push(format!(
+                "{name}: {} does not authenticate as its own Kafka user",
+                service.name
+            ));
         }
     }
     problems

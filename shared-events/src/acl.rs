@@ -1,0 +1,213 @@
+//! What each service may do on the broker, derived from the topology, so that a service's
+//! Kafka identity can do its part of the saga and nothing else: write the topics of the
+//! events it sends and the dead-letter topics of those it consumes, read the topics of the
+//! events it receives or watches, and use its own consumer group. Billing's credentials cannot publish
+//! `ShipmentScheduled`, nor read the orders' topic as order-service's group.
+//!
+//! The prod overlay's Strimzi `KafkaUser`s are generated from here (`orderflow-admin
+//! kafka-acls --format strimzi`), the deploy-consistency test checks them against it, and
+//! the secured-broker test applies the same grants with Kafka's own `kafka-acls` tool.
+
+use std::fmt;
+
+use crate::contracts::topics_of;
+use crate::topology::ServiceTopology;
+use crate::{Topic, TopicNames};
+
+/// What a grant is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ResourceType {
+    Topic,
+    Group,
+}
+
+/// An operation a grant allows. `Write` and `Read` each imply `Describe`, which is all the
+/// services' metadata and offset lookups need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    Read,
+    Write,
+}
+
+/// One resource a service may act on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Resource {
+    pub resource_type: ResourceType,
+    /// A literal name (topic names carry the deployment's prefix).
+    pub name: String,
+}
+
+/// `principal` may do `operation` on each of `resources`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The Kafka user: the service's name.
+    pub principal: &'static str,
+    pub operation: Operation,
+    pub resources: Vec<Resource>,
+}
+
+impl ServiceTopology {
+    /// The topics its outbox publishes to: those of the events it sends.
+    pub fn publishes_to(&self) -> Vec<Topic> {
+        topics_of(self.sends).expect("the topology names contract event types")
+    }
+
+    /// The topics its consumer reads: those of the events it receives.
+    pub fn consumes(&self) -> Vec<Topic> {
+        topics_of(self.receives).expect("the topology names contract event types")
+    }
+
+    /// The topics it reads without a consumer group.
+    pub fn watched_topics(&self) -> Vec<Topic> {
+        topics_of(self.watches).expect("the topology names contract event types")
+    }
+
+    /// Everything this service's Kafka user needs, and nothing more, with topics and its
+    /// consumer group named as in a deployment using `names`.
+    pub fn grants(&self, names: &TopicNames) -> [Grant; 2] {
+        let topic = |name: String| Resource {
+            resource_type: ResourceType::Topic,
+            name,
+        };
+        let mut writes: Vec<Resource> = self
+            .publishes_to()
+            .into_iter()
+            .map(|t| names.name(t))
+            .map(topic)
+            .collect();
+        writes.extend(
+            self.consumes()
+                .into_iter()
+                .map(|t| topic(names.dead_letter(t))),
+        );
+        let mut read_topics = self.consumes();
+        read_topics.extend(self.watched_topics());
+        read_topics.sort();
+        read_topics.dedup();
+        let mut reads: Vec<Resource> = read_topics
+            .into_iter()
+            .map(|t| topic(names.name(t)))
+            .collect();
+        reads.push(Resource {
+            resource_type: ResourceType::Group,
+            name: names.name_for_base(self.name),
+        });
+        writes.sort();
+        reads.sort();
+        [
+            Grant {
+                principal: self.name,
+                operation: Operation::Write,
+                resources: writes,
+            },
+            Grant {
+                principal: self.name,
+                operation: Operation::Read,
+                resources: reads,
+            },
+        ]
+    }
+}
+
+impl Grant {
+    /// The arguments of Kafka's `kafka-acls` tool (`org.apache.kafka.tools.AclCommand`)
+    /// that add this grant, after `--bootstrap-server` and `--command-config`.
+    pub fn kafka_acls_arguments(&self) -> Vec<String> {
+        let mut arguments = vec![
+            "--add".to_owned(),
+            "--allow-principal".to_owned(),
+            format!("User:{}", self.principal),
+            "--operation".to_owned(),
+            self.operation.to_string(),
+        ];
+        for resource in &self.resources {
+            let flag = match resource.resource_type {
+                ResourceType::Topic => "--topic",
+                ResourceType::Group => "--group",
+            };
+            arguments.extend([flag.to_owned(), resource.name.clone()]);
+        }
+        arguments
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Read => "Read",
+            Operation::Write => "Write",
+        })
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceType::Topic => "topic",
+            ResourceType::Group => "group",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{BILLING_SERVICE, SERVICES};
+
+    fn names(grant: &Grant) -> Vec<&str> {
+        grant.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn billing_may_write_payments_and_read_what_it_hears_and_nothing_else() {
+        let [write, read] = BILLING_SERVICE.grants(&TopicNames::new("staging-"));
+        assert_eq!(write.operation, Operation::Write);
+        assert_eq!(
+            names(&write),
+            [
+                "staging-inventory.dlq",
+                "staging-orders.dlq",
+                "staging-payments",
+                "staging-shipments.dlq"
+            ]
+        );
+        assert_eq!(
+            names(&read),
+            [
+                "staging-inventory",
+                "staging-orders",
+                "staging-shipments",
+                "staging-billing-service"
+            ]
+        );
+        assert_eq!(read.resources[3].resource_type, ResourceType::Group);
+    }
+
+    #[test]
+    fn every_topic_has_exactly_one_writer_besides_the_dead_letters() {
+        let names = TopicNames::default();
+        for topic in Topic::ALL {
+            let writers: Vec<&str> = SERVICES
+                .iter()
+                .filter(|s| {
+                    s.grants(&names)[0]
+                        .resources
+                        .iter()
+                        .any(|r| r.name == names.name(topic))
+                })
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(writers.len(), 1, "{topic:?} written by {writers:?}");
+        }
+    }
+
+    #[test]
+    fn the_kafka_acls_arguments_name_every_resource() {
+        let [write, _] = BILLING_SERVICE.grants(&TopicNames::default());
+        assert_eq!(
+            write.kafka_acls_arguments().join(" "),
+            "--add --allow-principal User:billing-service --operation Write \
+             --topic inventory.dlq --topic orders.dlq --topic payments --topic shipments.dlq"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! Each service is its own Kafka user with only the ACLs the topology gives it
+//! (`shared_events::acl`), on a broker that authenticates (SASL/SCRAM-SHA-512) and
+//! authorizes (KRaft's StandardAuthorizer, nothing allowed without an ACL): the saga runs
+//! to each outcome, and a service's credentials cannot publish another's events. Before,
+//! all four shared one identity, so a compromised billing-service could publish
+//! `ShipmentScheduled`.
+
+use std::time::Duration;
+
+use orderflow_e2e::client::{order_body, place, wait_for_status};
+use orderflow_e2e::secure_broker::{ADMIN, SecureBroker};
+use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shared_events::topology::SERVICES;
+use shared_events::{Topic, TopicNames};
+
+#[tokio::test]
+async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_gives_it() {
+    let users: Vec<&str> = SERVICES.iter().map(|s| s.name).collect();
+    let broker = SecureBroker::start("acls", &users).await;
+    let prefix = Stack::new_prefix("acls");
+    let names = TopicNames::new(prefix.clone());
+    let grants: Vec<Vec<String>> = SERVICES
+        .iter()
+        .flat_map(|s| s.grants(&names))
+        .map(|grant| grant.kafka_acls_arguments())
+        .collect();
+    futures::future::join_all(grants.iter().map(|arguments| broker.kafka_acls(arguments))).await;
+
+    let mut stack = Stack::start_with(prefix, &broker.kafka_config(ADMIN), &[], |name| {
+        broker.service_env(name)
+    })
+    .await;
+    put_product(&stack, "acls-product", 500, 1).await;
+    put_account(&stack, "acls-customer", 100_000).await;
+    wait_for_catalog(&stack, &["acls-product"]).await;
+    // The first order takes the only unit; the second is refunded and cancelled, so every
+    // service publishes and every compensation runs under its own user.
+    let body = order_body("acls-customer", &[("acls-product", 1)], "DE");
+    let completed = place(&stack, &body).await;
+    wait_for_status(&stack, &completed, "COMPLETED").await;
+    let cancelled = place(&stack, &body).await;
+    wait_for_status(&stack, &cancelled, "CANCELLED").await;
+
+    // billing-service's credentials are refused on shipments, which only shipping writes.
+    let billing: FutureProducer = broker
+        .kafka_config("billing-service")
+        .base()
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let shipments = names.name(Topic::Shipments);
+    let forged = billing
+        .send(
+            FutureRecord::to(&shipments)
+                .key(&completed)
+                .payload("ShipmentScheduled"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        matches!(
+            forged,
+            Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+                _
+            ))
+        ),
+        "billing-service could write {shipments}: {forged:?}"
+    );
+    stack.stop_all().await;
+}
