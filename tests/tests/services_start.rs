@@ -209,7 +209,8 @@ async fn a_service_whose_outbox_backs_up_refuses_new_work_with_503() {
     stack.stop_all().await;
 }
 
-/// A client over its request rate gets 429 with Retry-After; another client does not.
+/// A client over its request rate gets 429 with Retry-After; another client, even from the
+/// same address, does not.
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429() {
     let mut stack = Stack::start(
@@ -225,6 +226,16 @@ async fn a_client_over_its_rate_gets_429() {
     for i in 0..8 {
         statuses.push(put_product_status(&inventory, &format!("rate-{i}")).await);
     }
+    // Another customer, from the same address at the same moment, is a client of its own:
+    // the limit keys on the token's subject, not on the address they share (keyed on the
+    // address, this customer got 429 for the operator's requests).
+    let other_customer = reqwest::Client::new()
+        .get(format!("{inventory}/products"))
+        .bearer_auth(orderflow_e2e::auth::token("rate-bob", "orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_customer.status(), 200, "{statuses:?}");
     let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
     assert!(limited.len() >= 4, "{statuses:?}");
     assert!(
