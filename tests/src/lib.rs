@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 
 pub mod auth;
 pub mod client;
+pub mod local_broker;
 pub mod secure_broker;
 
 pub use auth::http;
@@ -54,6 +55,17 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The working directory of one service process: `target/service-runs/`, where a crash's
+/// core stays for a look (an empty one is removed when the process stops cleanly).
+fn run_dir(prefix: &str, name: &str, port: u16) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target
+        .join("service-runs")
+        .join(format!("{prefix}{name}-{port}"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -68,6 +80,8 @@ pub struct ServiceProcess {
     pub base_url: String,
     pub database_url: String,
     env: Vec<(String, String)>,
+    /// Where the process runs, and where a crash leaves its core.
+    core_dir: PathBuf,
     child: Option<Child>,
 }
 
@@ -81,8 +95,15 @@ impl ServiceProcess {
                 Stdio::null()
             }
         };
-        let mut command = Command::new(binary(self.name));
+        // Through a shell that allows core dumps, in a folder of the process's own: a crash
+        // leaves its core where `stop_and_report` finds it (the kernel's core_pattern here
+        // is `core`, in the working directory).
+        std::fs::create_dir_all(&self.core_dir).unwrap();
+        let mut command = Command::new("sh");
         command
+            .args(["-c", "ulimit -c unlimited 2>/dev/null; exec \"$0\""])
+            .arg(binary(self.name))
+            .current_dir(&self.core_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(output())
             .stderr(output())
@@ -129,7 +150,36 @@ impl ServiceProcess {
             return Some(format!("{} did not stop within 20 s of SIGTERM", self.name));
         };
         let exit = exit.unwrap();
-        (!exit.success()).then(|| format!("{} exited with {exit}", self.name))
+        if exit.success() {
+            let _ = std::fs::remove_dir(&self.core_dir);
+        }
+        (!exit.success()).then(|| {
+            let backtrace = self.core_backtrace().unwrap_or_default();
+            format!("{} exited with {exit}{backtrace}", self.name)
+        })
+    }
+
+    /// Every thread's backtrace from the core a crash left, read with gdb.
+    fn core_backtrace(&self) -> Option<String> {
+        let core = std::fs::read_dir(&self.core_dir)
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+            })?;
+        let gdb = std::process::Command::new("gdb")
+            .args(["-batch", "-ex", "thread apply all bt 30"])
+            .arg(binary(self.name))
+            .arg(&core)
+            .output()
+            .ok()?;
+        Some(format!(
+            "; core {}:\n{}",
+            core.display(),
+            String::from_utf8_lossy(&gdb.stdout)
+        ))
     }
 
     pub async fn start(&mut self) {
@@ -263,6 +313,7 @@ impl Stack {
                 base_url: format!("http://127.0.0.1:{port}"),
                 database_url,
                 env,
+                core_dir: run_dir(&prefix, name, port),
                 child: None,
             };
             process.spawn();
@@ -293,6 +344,7 @@ impl Stack {
             base_url: format!("http://127.0.0.1:{port}"),
             database_url: original.database_url.clone(),
             env,
+            core_dir: run_dir(&self.prefix, original.name, port),
             child: None,
         };
         replica.start().await;

@@ -212,79 +212,6 @@ fn unconsumed_records(prefix: &str) -> Result<i64, shared_events::Error> {
     Ok(unconsumed)
 }
 
-/// The local broker's pid, found by its command line (whichever checkout started it).
-fn broker_pid() -> Option<String> {
-    let found = std::process::Command::new("pgrep")
-        .args(["-f", "kafka\\.Kafka server\\.properties"])
-        .output()
-        .unwrap()
-        .stdout;
-    String::from_utf8(found)
-        .unwrap()
-        .lines()
-        .next()
-        .map(str::to_owned)
-}
-
-/// Kills the local broker with SIGKILL and starts it again exactly as it ran (same command,
-/// same working directory, so the same storage), whichever checkout started it.
-async fn restart_broker() {
-    let pid = broker_pid().expect("no local Kafka broker runs");
-    let argv: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .unwrap()
-        .split('\0')
-        .filter(|arg| !arg.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
-    // Its log goes on where it went (stack-up appends it to .stack/logs/kafka.log).
-    let log = std::fs::read_link(format!("/proc/{pid}/fd/1"))
-        .ok()
-        .filter(|path| path.is_file())
-        .and_then(|path| std::fs::OpenOptions::new().append(true).open(path).ok());
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // setsid --fork: the broker, in a session of its own, outlives this test as it outlived
-    // the script that started it; setsid itself returns at once.
-    // scripts/stack-up runs it in .stack/kafka with its pid file beside that folder; the file
-    // must name the new broker, or stack-down would not stop it.
-    let pid_file = cwd
-        .parent()
-        .map(|state| state.join("kafka.pid"))
-        .filter(|file| file.exists());
-    let started = std::process::Command::new("setsid")
-        .arg("--fork")
-        .args(&argv)
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::null())
-        .stdout(
-            log.as_ref()
-                .and_then(|f| f.try_clone().ok())
-                .map_or_else(std::process::Stdio::null, Into::into),
-        )
-        .stderr(log.map_or_else(std::process::Stdio::null, Into::into))
-        .status()
-        .unwrap();
-    assert!(started.success());
-    let broker = orderflow_e2e::bootstrap_servers();
-    // A JVM's start plus the recovery of logs it did not close: about 12 s on 2 busy cores.
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(&broker).await.is_ok() {
-            if let Some(pid_file) = pid_file {
-                let restarted = broker_pid().expect("the restarted broker runs");
-                std::fs::write(pid_file, format!("{restarted}\n")).unwrap();
-            }
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the broker did not come back on {broker}");
-}
-
 async fn query_i64(url: &str, sql: &str) -> i64 {
     let mut db = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
@@ -386,7 +313,7 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
                 victim.start().await;
                 kills.push(format!("{victim_label} at {:.0?}", start.elapsed()));
                 if kills.len() == 3 && !broker_restarted {
-                    restart_broker().await;
+                    orderflow_e2e::local_broker::restart().await;
                     broker_restarted = true;
                 }
                 if kills.len() == 2 && poisoned.is_empty() {
