@@ -19,7 +19,12 @@ pub enum Error {
 
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
-        Problem::internal_caused_by(error)
+        match error {
+            // A database that cannot be reached is a 503, not a 500 (service_runtime).
+            Error::Database(e) => e.into(),
+            Error::Events(e) => e.into(),
+            corrupt @ Error::CorruptHistory { .. } => Problem::internal_caused_by(corrupt),
+        }
     }
 }
 

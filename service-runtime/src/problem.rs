@@ -23,6 +23,8 @@ pub struct Problem {
     pub extensions: serde_json::Map<String, Value>,
     /// What went wrong inside, for the log; never sent.
     pub cause: Option<Arc<dyn StdError + Send + Sync>>,
+    /// Sent as `Retry-After`: when a retry may succeed.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Problem {
@@ -34,6 +36,7 @@ impl Problem {
             detail: None,
             extensions: serde_json::Map::new(),
             cause: None,
+            retry_after_secs: None,
         }
     }
 
@@ -100,17 +103,59 @@ impl Problem {
     }
 }
 
-/// A database failure is the server's problem: a bare 500 for the client.
+/// A database failure is the server's problem: a bare 500 for the client; but while the
+/// database cannot be reached, a 503 with `Retry-After`, so that clients (and load
+/// balancers) know a retry will do once it is back. Nothing was written either way: the
+/// request's transaction never committed.
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        Self::internal_caused_by(error)
+        if database_unreachable(&error) {
+            Self::database_unavailable(error)
+        } else {
+            Self::internal_caused_by(error)
+        }
     }
 }
 
 /// An event-plumbing failure (registry unreachable, say) while appending to the outbox.
 impl From<shared_events::Error> for Problem {
     fn from(error: shared_events::Error) -> Self {
-        Self::internal_caused_by(error)
+        match error {
+            shared_events::Error::Database(database) => database.into(),
+            other => Self::internal_caused_by(other),
+        }
+    }
+}
+
+impl Problem {
+    /// A 503 for a database that cannot be reached now, logged with its cause.
+    pub fn database_unavailable(error: impl StdError + Send + Sync + 'static) -> Self {
+        Self {
+            cause: Some(Arc::new(error)),
+            retry_after_secs: Some(DATABASE_RETRY_AFTER_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/database-unavailable",
+                "The database cannot be reached right now",
+            )
+            .detail("nothing was written; try again shortly")
+        }
+    }
+}
+
+/// What a client is asked to wait while the database is away.
+const DATABASE_RETRY_AFTER_SECS: u64 = 1;
+
+/// Whether `error` says the database cannot be reached (not that a statement failed): no
+/// connection to be had (refused, reset, the pool's wait ran out), or the server ending the
+/// session because it is shutting down or not yet up (SQLSTATE class 08, 57P01-57P03).
+pub fn database_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code.as_ref())
+        }),
+        _ => false,
     }
 }
 
@@ -156,6 +201,11 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(seconds) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

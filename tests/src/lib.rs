@@ -18,7 +18,9 @@ use tokio::process::{Child, Command};
 
 pub mod auth;
 pub mod client;
+pub mod draw;
 pub mod local_broker;
+pub mod local_postgres;
 pub mod secure_broker;
 
 pub use auth::http;

@@ -1,6 +1,6 @@
 //! Chaos with invariants: two replicas of every service take a mix of orders while a random
 //! service process is killed with SIGKILL every few seconds and restarted, the broker is
-//! killed and restarted once, and poison records (garbage bytes, an unknown schema id; and
+//! killed and restarted once, PostgreSQL is stopped for a few seconds once, and poison records (garbage bytes, an unknown schema id; and
 //! in `orders` a valid OrderPlaced with a negative quantity) are injected into every topic. Once the system settles, a checker reads every service's
 //! database and the dead-letter topics and asserts, printing each with its numbers:
 //! every accepted order is terminal; money charged minus refunded equals the totals of the
@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orderflow_e2e::client::order_body;
+use orderflow_e2e::draw::Draw;
 use orderflow_e2e::{SERVICES, ServiceProcess, Stack, put_account, put_product, wait_for_catalog};
+use orderflow_e2e::{local_broker, local_postgres};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -34,6 +36,8 @@ use tokio::sync::Mutex;
 const RICH: i64 = 100_000_000;
 const STOCK: i32 = 100_000;
 const SCARCE_STOCK: i32 = 5;
+/// How long PostgreSQL is away once, while orders flow.
+const DATABASE_OUTAGE: Duration = Duration::from_secs(4);
 
 fn setting(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -234,6 +238,18 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
     // The orders are spread over this long, and the chaos lasts as long.
     let duration = Duration::from_secs(setting("CHAOS_SECONDS", 60) as u64);
     let per_order = duration / orders as u32;
+    // The schedule is the seed's: which process each SIGKILL hits, and when the broker is
+    // restarted and the poison injected (both inside the load, so both must happen).
+    let (seed, mut draw) = Draw::from_env("CHAOS_SEED");
+    let seconds = duration.as_secs();
+    let broker_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
+    let poison_at = Duration::from_secs(draw.between(seconds / 10, seconds * 3 / 4));
+    let database_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
+    println!(
+        "CHAOS_SEED={seed} (set it to replay this schedule): a SIGKILL every 2 s, the broker \
+         restarted at {broker_at:?}, PostgreSQL down for {DATABASE_OUTAGE:?} at \
+         {database_at:?}, poison injected at {poison_at:?}"
+    );
     let stack = Stack::start("chaos", &[("SAGA_DEADLINE_SECS", "600".to_owned())]).await;
     let tag = format!("chaos{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     for (product, stock) in [("p0", STOCK), ("p1", STOCK), ("scarce", SCARCE_STOCK)] {
@@ -293,10 +309,11 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             let (mut kills, mut broker_restarted, mut poisoned) =
-                (Vec::new(), false, BTreeMap::new());
+                (Vec::new(), None, BTreeMap::new());
+            let mut database_down = None;
             while !load_done.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let pick = usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+                let pick = draw.below(8) as usize;
                 let name = SERVICES[pick % 4];
                 let (victim_label, mut stack, mut replicas) = (
                     format!("{name}#{}", pick / 4),
@@ -308,22 +325,34 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
                 } else {
                     &mut replicas[pick % 4]
                 };
+                let killed = victim.pid();
                 victim.kill().await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 victim.start().await;
+                // The fault happened: another process serves now (start waited for ready).
+                assert_ne!(victim.pid(), killed, "{victim_label} was not replaced");
                 kills.push(format!("{victim_label} at {:.0?}", start.elapsed()));
-                if kills.len() == 3 && !broker_restarted {
-                    orderflow_e2e::local_broker::restart().await;
-                    broker_restarted = true;
+                drop((stack, replicas));
+                if broker_restarted.is_none() && start.elapsed() >= broker_at {
+                    let before = local_broker::pid().expect("the broker runs");
+                    let began = start.elapsed();
+                    local_broker::restart().await;
+                    let after = local_broker::pid().expect("the restarted broker runs");
+                    assert_ne!(before, after, "the broker was not restarted");
+                    broker_restarted = Some(format!("at {began:.0?} (pid {before} -> {after})"));
                 }
-                if kills.len() == 2 && poisoned.is_empty() {
+                if database_down.is_none() && start.elapsed() >= database_at {
+                    // No SIGKILL meanwhile: a service started while the database is away
+                    // cannot migrate, and that is not the fault under test.
+                    let began = start.elapsed();
+                    local_postgres::outage(DATABASE_OUTAGE).await;
+                    database_down = Some(format!("at {began:.0?}"));
+                }
+                if poisoned.is_empty() && start.elapsed() >= poison_at {
                     poisoned = inject_poison(&prefix).await;
                 }
             }
-            if poisoned.is_empty() {
-                poisoned = inject_poison(&prefix).await;
-            }
-            (kills, broker_restarted, poisoned)
+            (kills, broker_restarted, database_down, poisoned)
         })
     };
     let mut placed = Vec::new();
@@ -331,10 +360,21 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
         placed.extend(client.await.unwrap());
     }
     load_done.store(true, Ordering::SeqCst);
-    let (kills, broker_restarted, poison) = chaos.await.unwrap();
+    let (kills, broker_restarted, database_down, poison) = chaos.await.unwrap();
+    let database_down = database_down.unwrap_or_else(|| {
+        panic!("the schedule's database outage at {database_at:?} did not happen within the load")
+    });
+    // Every fault the schedule names happened while the load ran.
+    let broker_restarted = broker_restarted.unwrap_or_else(|| {
+        panic!("the schedule's broker restart at {broker_at:?} did not happen within the load")
+    });
+    assert!(
+        !poison.is_empty(),
+        "the schedule's poison at {poison_at:?} was not injected within the load"
+    );
     println!(
-        "load: {} orders accepted; chaos: {} SIGKILLs ({}), broker restarted: {broker_restarted}, \
-         poison records per topic: {poison:?}",
+        "load: {} orders accepted; chaos: {} SIGKILLs ({}), broker restarted {broker_restarted}, \
+         PostgreSQL down for {DATABASE_OUTAGE:?} {database_down}, poison records per topic: {poison:?}",
         placed.len(),
         kills.len(),
         kills.join(", ")

@@ -11,19 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orderflow_e2e::client::order_body;
+use orderflow_e2e::draw::Draw;
 use orderflow_e2e::{SERVICES, Stack, local_broker, put_account, put_product, wait_for_catalog};
-
-/// A small deterministic generator (xorshift64*): the schedule is the seed's.
-struct Draw(u64);
-
-impl Draw {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Broker {
@@ -38,18 +27,8 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let seed: u64 = std::env::var("SHUTDOWN_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let (seed, mut draw) = Draw::from_env("SHUTDOWN_SEED");
     println!("SHUTDOWN_SEED={seed} SHUTDOWN_ROUNDS={rounds}");
-    let mut draw = Draw(seed);
     let mut stack = Stack::start("sigterm", &[]).await;
     put_product(&stack, "sigterm-product", 100, 1_000_000).await;
     put_account(&stack, "sigterm-customer", 1_000_000_000).await;
@@ -88,7 +67,7 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
             2 => Broker::Restarting,
             _ => Broker::Up,
         };
-        tokio::time::sleep(Duration::from_millis(200 + draw.below(1_800))).await;
+        tokio::time::sleep(Duration::from_millis(draw.between(200, 2_000))).await;
         let restarting = match broker {
             Broker::Frozen => {
                 local_broker::freeze();
