@@ -2,29 +2,33 @@
 //! that take the database away: stopped (every session ends, new connections are refused)
 //! and started again exactly as it ran.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use sqlx::Connection;
 use std::process::Command;
 use std::time::Duration;
 
-/// The cluster's data folder, as `scripts/stack-env` finds it.
-fn data_dir() -> PathBuf {
-    let state = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack");
-    std::fs::read_to_string(state.join("postgres.datadir"))
-        .map(|dir| PathBuf::from(dir.trim()))
-        .unwrap_or_else(|_| state.join("postgres"))
+/// The running cluster's data folder, as the server reports it (whichever checkout's
+/// `scripts/stack-up` started it).
+async fn data_dir() -> PathBuf {
+    let url = shared_events::settings::database_url(&crate::postgres_url(), "postgres");
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let dir: String = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    PathBuf::from(dir)
 }
 
-/// `pg_ctl` with `arguments`, as the cluster's owner (PostgreSQL refuses to run as root).
-fn pg_ctl(arguments: &[&str]) {
-    let dir = data_dir();
-    let options = std::fs::read_to_string(dir.join("postmaster.opts"))
-        .or_else(|_| std::fs::read_to_string(dir.join("postmaster.opts.saved")))
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} holds no cluster of the stack's own (a PostgreSQL elsewhere cannot be stopped by the tests)",
-                dir.display()
-            )
-        });
+/// `pg_ctl` with `arguments` on the cluster in `dir`, as its owner (PostgreSQL refuses to
+/// run as root).
+fn pg_ctl(dir: &Path, arguments: &[&str]) {
+    let options = std::fs::read_to_string(dir.join("postmaster.opts")).unwrap_or_else(|_| {
+        panic!(
+            "{} holds no cluster this machine runs (a PostgreSQL elsewhere cannot be stopped by the tests)",
+            dir.display()
+        )
+    });
     let binary = options.split_whitespace().next().unwrap();
     let pg_ctl = PathBuf::from(binary).with_file_name("pg_ctl");
     let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
@@ -38,7 +42,7 @@ fn pg_ctl(arguments: &[&str]) {
     let status = command
         .current_dir("/")
         .arg("-D")
-        .arg(&dir)
+        .arg(dir)
         .args(arguments)
         .stdout(std::process::Stdio::null())
         .status()
@@ -48,8 +52,8 @@ fn pg_ctl(arguments: &[&str]) {
 
 /// The server's options as it was started (`postmaster.opts`, less the binary and its data
 /// folder), to start it again the same way.
-fn server_options() -> String {
-    let options = std::fs::read_to_string(data_dir().join("postmaster.opts")).unwrap();
+fn server_options(dir: &Path) -> String {
+    let options = std::fs::read_to_string(dir.join("postmaster.opts")).unwrap();
     let words: Vec<&str> = options
         .trim()
         .split("\" \"")
@@ -66,23 +70,28 @@ fn server_options() -> String {
 /// Stops the cluster (`-m fast`: sessions end at once, as in a crash of the server's host
 /// they would), keeps it down for `outage`, and starts it again with the same options.
 pub async fn outage(outage: Duration) {
-    let options = server_options();
-    tokio::task::spawn_blocking(|| pg_ctl(&["stop", "-m", "fast", "-w"]))
+    let dir = data_dir().await;
+    let options = server_options(&dir);
+    let stopping = dir.clone();
+    tokio::task::spawn_blocking(move || pg_ctl(&stopping, &["stop", "-m", "fast", "-w"]))
         .await
         .unwrap();
     tokio::time::sleep(outage).await;
-    let log = data_dir().join("server.log");
+    let log = dir.join("server.log");
     tokio::task::spawn_blocking(move || {
-        pg_ctl(&[
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            log.to_str().unwrap(),
-            "-o",
-            &options,
-        ]);
+        pg_ctl(
+            &dir,
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+            ],
+        );
     })
     .await
     .unwrap();
