@@ -75,12 +75,9 @@ impl ServiceTopology {
             .map(|t| names.name(t))
             .map(topic)
             .collect();
-        writes.extend(
-            self.consumes()
-                .into_iter()
-                .map(|t| topic(names.dead_letter(t))),
-        );
-        let mut read_topics = self.consumes();
+        let consumed = self.consumes();
+        writes.extend(consumed.iter().map(|t| topic(names.dead_letter(*t))));
+        let mut read_topics = consumed;
         read_topics.extend(self.watched_topics());
         read_topics.sort();
         read_topics.dedup();

@@ -44,11 +44,15 @@ pub fn bootstrap_servers() -> String {
     env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 }
 
-pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
+/// Cargo's target folder: where the binaries are, and the service processes' folders.
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
     assert!(
         path.exists(),
         "{} is missing: build the services first (cargo build --workspace --bins)",
@@ -60,10 +64,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// The working directory of one service process: `target/service-runs/`, where a crash's
 /// core stays for a look (an empty one is removed when the process stops cleanly).
 fn run_dir(prefix: &str, name: &str, port: u16) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target
+    target_dir()
         .join("service-runs")
         .join(format!("{prefix}{name}-{port}"))
 }

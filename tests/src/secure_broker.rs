@@ -44,15 +44,16 @@ fn kafka_libs() -> (PathBuf, String) {
     (root, format!("{}/*", libs.display()))
 }
 
-fn java(classpath: &str, dir: &Path) -> Command {
-    let (root, _) = kafka_libs();
+/// `java` on the local stack's Kafka classpath, with its logging set up, in `dir`.
+fn java(dir: &Path) -> Command {
+    let (root, classpath) = kafka_libs();
     let mut java = Command::new("java");
     java.current_dir(dir)
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
             root.join("scripts/kafka/log4j2.properties").display()
         ))
-        .args(["-cp", classpath]);
+        .args(["-cp", &classpath]);
     java
 }
 
@@ -70,7 +71,6 @@ impl SecureBroker {
     /// Formats and starts a broker whose SCRAM users are [`ADMIN`] and `users`, each with a
     /// password of their own; no user but the admin may do anything until granted.
     pub async fn start(label: &str, users: &[&str]) -> SecureBroker {
-        let (_, classpath) = kafka_libs();
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("orderflow-{label}-{}", &run_id[..8]));
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -122,7 +122,7 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
             ),
         )
         .unwrap();
-        let mut format = java(&classpath, &dir);
+        let mut format = java(&dir);
         format.args([
             "kafka.tools.StorageTool",
             "format",
@@ -139,7 +139,7 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
         }
         run(format, "formatting the secured broker's log directory").await;
         let log = std::fs::File::create(dir.join("kafka.log")).unwrap();
-        let process = java(&classpath, &dir)
+        let process = java(&dir)
             .args(["-Xms128m", "-Xmx384m", "kafka.Kafka", "server.properties"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -195,8 +195,7 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
     /// Runs Kafka's `kafka-acls` tool as the admin with `arguments` (e.g. a grant's
     /// `kafka_acls_arguments`).
     pub async fn kafka_acls(&self, arguments: &[String]) {
-        let (_, classpath) = kafka_libs();
-        let mut acls = java(&classpath, &self.dir);
+        let mut acls = java(&self.dir);
         acls.args(["org.apache.kafka.tools.AclCommand", "--bootstrap-server"])
             .arg(&self.bootstrap_servers)
             .args(["--command-config", "admin.properties"])
