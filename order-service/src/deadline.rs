@@ -36,7 +36,7 @@ impl DeadlineWatcher {
                 () = shutdown.cancelled() => return Ok(()),
                 _ = interval.tick() => {}
             }
-            if let Err(e) = self.sweep(&mut unenforceable).await {
+            if let Err(e) = shared_events::database::bounded(self.sweep(&mut unenforceable)).await {
                 tracing::warn!(error = %e, "saga deadline sweep failed; retrying");
             }
         }

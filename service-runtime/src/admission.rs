@@ -126,11 +126,10 @@ impl OverloadProbe {
             "SELECT count(*) FROM ({} LIMIT $1) AS queued",
             self.rows_sql
         );
-        match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count))
+        let counting = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count))
             .bind(i64::from(self.threshold) + 1)
-            .fetch_one(pool)
-            .await
-        {
+            .fetch_one(pool);
+        match shared_events::database::bounded(counting).await {
             Ok(rows) => i64::from(self.threshold) + 1 - rows,
             Err(e) => {
                 tracing::debug!(probe = self.name, error = %e, "could not measure");

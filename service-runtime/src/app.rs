@@ -16,7 +16,7 @@ use shared_events::{
     PruneTarget, RegistryCodec, TopicNames,
 };
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -115,12 +115,8 @@ impl Application {
                 format!("{}ms", config.database_idle_in_transaction_timeout_ms),
             ),
         ]);
-        let pool = PgPoolOptions::new()
+        let pool = shared_events::database::pool_options()
             .max_connections(config.database_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            // No ping per checkout: a dead connection fails its statement, which the
-            // consumer retries and an HTTP client sees as a 503, and the pool replaces it.
-            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let names = TopicNames::new(config.kafka.topic_prefix.clone());

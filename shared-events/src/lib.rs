@@ -7,6 +7,7 @@ pub mod codec;
 pub mod consumer;
 pub mod contracts;
 pub mod credentials;
+pub mod database;
 pub mod dead_letter;
 mod error;
 pub mod kafka;

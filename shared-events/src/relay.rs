@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::Error;
+use crate::database::{RELEASE_CHECK_LIMIT, bounded};
 use crate::kafka::KafkaConfig;
 use crate::metrics::{EventMetrics, TopicLabels};
 use crate::outbox::{Outbox, headers};
@@ -250,21 +251,21 @@ impl OutboxRelay {
     /// Waits to hold the relay lock, then publishes until shutdown or the lock session fails.
     async fn lead(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         let options = self.pool.connect_options();
-        let mut lock_session = PgConnection::connect_with(&options).await?;
+        let mut lock_session = bounded(PgConnection::connect_with(&options)).await?;
         // The lease: PostgreSQL ends this session, and so frees the lock, once it has been
         // silent (or its writes unacknowledged) for lock_timeout.
         let timeout = self.config.lock_timeout_ms;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET idle_session_timeout = {timeout}; SET tcp_user_timeout = {timeout}"
-        )))
-        .execute(&mut lock_session)
-        .await?;
+        let lease =
+            format!("SET idle_session_timeout = {timeout}; SET tcp_user_timeout = {timeout}");
+        bounded(sqlx::raw_sql(sqlx::AssertSqlSafe(lease)).execute(&mut lock_session)).await?;
         loop {
-            let acquired = sqlx::query_scalar!(
-                r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#,
-                RELAY_LOCK_KEY
+            let acquired = bounded(
+                sqlx::query_scalar!(
+                    r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#,
+                    RELAY_LOCK_KEY
+                )
+                .fetch_one(&mut lock_session),
             )
-            .fetch_one(&mut lock_session)
             .await?;
             if acquired {
                 break;
@@ -286,8 +287,9 @@ impl OutboxRelay {
             self.producer
                 .purge(PurgeConfig::default().queue().inflight().non_blocking());
         }
-        // Ending the session releases the lock for a standby.
-        let _ = lock_session.close().await;
+        // Ending the session releases the lock for a standby (or PostgreSQL does, once the
+        // session has been silent for lock_timeout, if the goodbye never reaches it).
+        let _ = tokio::time::timeout(RELEASE_CHECK_LIMIT, lock_session.close()).await;
         result
     }
 
@@ -313,7 +315,7 @@ impl OutboxRelay {
                 // First, before anything is sent: after a pause (a stopped process, a long
                 // stall) the lock may have been taken over, and this relay must stop.
                 self.prove_lock(lock_session).await?;
-                self.refresh_gauges(&mut pipeline).await?;
+                bounded(self.refresh_gauges(&mut pipeline)).await?;
                 next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
             }
             let stopping = drain_deadline.is_some();
@@ -323,7 +325,7 @@ impl OutboxRelay {
                 .saturating_sub(pipeline.in_flight.len());
             if more_to_read && !stopping && !pipeline.failed && room > 0 {
                 let limit = (room as i64).min(self.config.batch_size);
-                let read = self.read_and_send(&mut pipeline, limit).await?;
+                let read = bounded(self.read_and_send(&mut pipeline, limit)).await?;
                 more_to_read = read as i64 == limit;
                 if read > 0 && polled {
                     busy_until = Instant::now() + BUSY_FOR;
@@ -331,14 +333,14 @@ impl OutboxRelay {
                 polled = false;
             }
             if Instant::now() >= next_sweep && !stopping && !pipeline.failed {
-                self.sweep(&mut pipeline).await?;
+                bounded(self.sweep(&mut pipeline)).await?;
                 next_sweep = Instant::now() + SWEEP_INTERVAL;
             }
             while let Some(Some(acknowledgement)) = pipeline.deliveries.next().now_or_never() {
                 self.settle(&mut pipeline, acknowledgement);
             }
-            self.delete_acknowledged(&mut pipeline).await?;
-            self.move_refused(&mut pipeline).await?;
+            bounded(self.delete_acknowledged(&mut pipeline)).await?;
+            bounded(self.move_refused(&mut pipeline)).await?;
             if pipeline.in_flight.is_empty() {
                 if stopping {
                     return Ok(());

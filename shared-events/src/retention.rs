@@ -105,7 +105,7 @@ pub async fn prune_until_stopped(
             _ = ticks.tick() => {}
         }
         for target in &targets {
-            match target.prune(&pool, Utc::now()).await {
+            match crate::database::bounded(target.prune(&pool, Utc::now())).await {
                 Ok(0) => {}
                 Ok(pruned) => {
                     tracing::info!(table = target.table, pruned, "pruned rows past retention")

@@ -19,9 +19,14 @@ use tokio::process::{Child, Command};
 pub mod auth;
 pub mod client;
 pub mod draw;
+pub mod fault_proxy;
+pub mod invariants;
+pub mod kafka_node;
 pub mod local_broker;
 pub mod local_postgres;
+pub mod proxied_broker;
 pub mod secure_broker;
+pub mod workload;
 
 pub use auth::http;
 
@@ -258,6 +263,15 @@ impl Stack {
         format!("e2e{label}{run_id}-")
     }
 
+    /// The database of service `name` in the stack on `prefix`.
+    pub fn database_name(prefix: &str, name: &str) -> String {
+        format!(
+            "{}_{}",
+            prefix.trim_end_matches('-'),
+            name.replace('-', "_")
+        )
+    }
+
     /// [`start`](Self::start) on `prefix` (from [`new_prefix`](Self::new_prefix)), on the
     /// broker `kafka` reaches (topics provisioned with its credentials), each service also
     /// with its own `service_env(name)`.
@@ -277,11 +291,7 @@ impl Stack {
             .unwrap();
         let mut services = HashMap::new();
         for name in SERVICES {
-            let database = format!(
-                "{}_{}",
-                prefix.trim_end_matches('-'),
-                name.replace('-', "_")
-            );
+            let database = Self::database_name(&prefix, name);
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
                 .execute(&mut admin_db)
                 .await

@@ -148,7 +148,8 @@ impl LiveOrders {
                 _ = push.tick() => {
                     let due = feed.due(Instant::now());
                     if !due.is_empty() {
-                        for view in order_views(&source.pool, &due).await? {
+                        let views = shared_events::database::bounded(order_views(&source.pool, &due));
+                        for view in views.await? {
                             self.send(LiveUpdate::Order(Box::new(view)));
                         }
                     }

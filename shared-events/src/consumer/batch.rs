@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::gate::TopicPartition;
 use super::handler::{EventHandler, HandlerError};
 use crate::contracts::Event;
+use crate::database;
 use crate::outbox::{Outbox, OutboxRecord};
 
 /// A decoded record waiting to be applied.
@@ -73,17 +74,23 @@ impl<H: EventHandler> Applier<H> {
     }
 
     /// Applies `batch` (in offset order per partition) and returns a verdict per record.
-    /// `Err` means no record was kept (the transaction itself failed).
+    /// `Err` means no record was kept (the transaction itself failed, or the database did
+    /// not answer within [`database::ANSWER_LIMIT`]).
     pub async fn apply(&self, batch: &[Pending], mode: Mode) -> Result<Vec<Verdict>, sqlx::Error> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if mode == Mode::Together
-            && let Some(verdicts) = self.apply_together(batch).await?
-        {
-            return Ok(verdicts);
-        }
-        self.apply_one_by_one(batch).await
+        // Within a bound: a connection that stopped answering fails the batch, which is
+        // retried on another, instead of holding the consumer forever.
+        database::bounded(async {
+            if mode == Mode::Together
+                && let Some(verdicts) = self.apply_together(batch).await?
+            {
+                return Ok(verdicts);
+            }
+            self.apply_one_by_one(batch).await
+        })
+        .await
     }
 
     /// The fast path: `None` if the handler failed and the batch must be replayed.
