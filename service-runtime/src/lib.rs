@@ -33,8 +33,15 @@ pub async fn run(
     let _telemetry = telemetry::init(defaults.name, telemetry)?;
     let shutdown = shutdown::on_signal();
     let application = build.await?;
-    application.run_until_stopped(shutdown).await
+    let stopped = application.run_until_stopped(shutdown).await;
+    // Last: no consumer close may still run inside librdkafka while the process exits.
+    shared_events::consumer::finish_abandoned_closes(ABANDONED_CLOSE_WAIT).await;
+    stopped
 }
+
+/// How much longer the exit waits for consumer closes that outlived their own wait: inside
+/// a pod's termination grace period (30 s) with the drain before it.
+const ABANDONED_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A service binary's whole life: the maintenance subcommand if one was given, else
 /// [`run`] with the application `build` makes.

@@ -21,6 +21,16 @@ impl Draw {
         (seed, Draw(seed))
     }
 
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Draw {
+        Draw(seed | 1) // xorshift never leaves zero
+    }
+
+    /// A seed for another generator, drawn from this one.
+    pub fn seed(&mut self) -> u64 {
+        self.below(u64::MAX) | 1
+    }
+
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;

@@ -56,12 +56,20 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+/// A service binary of the build profile `TEST_PROFILE` names (`debug` unless set; the long
+/// chaos run, `scripts/chaos`, runs the `release` binaries users deploy).
 pub fn binary(name: &str) -> PathBuf {
-    let path = target_dir().join("debug").join(name);
+    let profile = env_or("TEST_PROFILE", "debug");
+    let path = target_dir().join(&profile).join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the services first (cargo build --workspace --bins)",
-        path.display()
+        "{} is missing: build the services first (cargo build --workspace --bins{})",
+        path.display(),
+        if profile == "release" {
+            " --release"
+        } else {
+            ""
+        }
     );
     path
 }

@@ -19,6 +19,9 @@ enum Broker {
     Up,
     Frozen,
     Restarting,
+    /// Frozen at the SIGTERM and thawed about when the consumer's close gives up waiting
+    /// for it (5 s): librdkafka comes back to life while the process is on its way out.
+    ThawedAsTheCloseGivesUp,
 }
 
 #[tokio::test]
@@ -59,16 +62,26 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
     };
 
     let mut unclean = Vec::new();
-    let mut broker_faults = (0, 0);
+    let mut broker_faults = (0, 0, 0);
     for round in 0..rounds {
         let victim = SERVICES[draw.below(SERVICES.len() as u64) as usize];
         let broker = match draw.below(10) {
             0 | 1 => Broker::Frozen,
             2 => Broker::Restarting,
+            3 | 4 => Broker::ThawedAsTheCloseGivesUp,
             _ => Broker::Up,
         };
         tokio::time::sleep(Duration::from_millis(draw.between(200, 2_000))).await;
-        let restarting = match broker {
+        let recovering = match broker {
+            Broker::ThawedAsTheCloseGivesUp => {
+                local_broker::freeze();
+                broker_faults.2 += 1;
+                let thaw_after = Duration::from_millis(draw.between(4_500, 6_500));
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(thaw_after).await;
+                    local_broker::thaw();
+                }))
+            }
             Broker::Frozen => {
                 local_broker::freeze();
                 broker_faults.0 += 1;
@@ -88,8 +101,8 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
         if broker == Broker::Frozen {
             local_broker::thaw();
         }
-        if let Some(restarting) = restarting {
-            restarting.await.unwrap();
+        if let Some(recovering) = recovering {
+            recovering.await.unwrap();
         }
         println!(
             "round {round:>2}: SIGTERM to {victim:<17} broker {broker:<10} -> {}",
@@ -106,9 +119,10 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
     stop_load.store(true, Ordering::Relaxed);
     let placed = load.await.unwrap();
     println!(
-        "{rounds} SIGTERMs ({} with the broker frozen, {} during its restart) while {placed} orders were placed: {} unclean exits",
+        "{rounds} SIGTERMs ({} with the broker frozen, {} during its restart, {} with it thawed as the close gives up) while {placed} orders were placed: {} unclean exits",
         broker_faults.0,
         broker_faults.1,
+        broker_faults.2,
         unclean.len()
     );
     stack.stop_all().await;

@@ -7,9 +7,15 @@
 //! [`CLOSE_TIMEOUT`]. If the wait runs out, nothing is lost: offsets that were not
 //! committed make their records come again, and `processed_events` skips them as
 //! duplicates.
+//!
+//! A close thread that outlived its wait is still inside librdkafka, and may wake up (the
+//! broker answers at last) just as the process exits and its exit handlers tear down what
+//! librdkafka uses. So the process waits for such threads once more, at the very end
+//! ([`finish_abandoned_closes`]), and exits while one runs only if it is still blocked then.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -22,6 +28,9 @@ use super::rebalance::RebalanceTracker;
 /// How long shutdown waits for the final commit and the group leave. Well inside a pod's
 /// grace period, with the HTTP drain and the relay's flush beside it.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Close threads that outlived their wait, for [`finish_abandoned_closes`].
+static ABANDONED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Commits the stored offsets, leaves the group and frees the consumer, waiting at most
 /// `limit`. A thread that outlives the wait stays blocked in librdkafka and ends with the
@@ -40,11 +49,21 @@ pub(super) async fn close_within(
             close_here(consumer);
             let _ = closed_tx.send(committed);
         });
-    if let Err(e) = spawned {
-        warn!(%group, error = %e, "no thread to close the consumer on; it is abandoned, its uncommitted records come again");
-        return;
+    let thread = match spawned {
+        Ok(thread) => thread,
+        Err(e) => {
+            warn!(%group, error = %e, "no thread to close the consumer on; it is abandoned, its uncommitted records come again");
+            return;
+        }
+    };
+    let outcome = tokio::time::timeout(limit, closed).await;
+    if outcome.is_err() {
+        ABANDONED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(thread);
     }
-    match tokio::time::timeout(limit, closed).await {
+    match outcome {
         Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {
             info!(%group, "consumer stopped");
         }
@@ -55,6 +74,37 @@ pub(super) async fn close_within(
         Err(_) => warn!(%group, ?limit,
             "the broker did not answer the final commit and group leave in time; stopping anyway, records since the last commit come again"),
     }
+}
+
+/// Waits at most `limit` for the close threads that outlived their wait to finish, so that
+/// none is inside librdkafka while the process runs its exit handlers. Call it last, just
+/// before the process exits; returns how many still run.
+pub async fn finish_abandoned_closes(limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    let abandoned = std::mem::take(
+        &mut *ABANDONED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let mut still_running = 0;
+    for thread in abandoned {
+        while !thread.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            still_running += 1;
+        }
+    }
+    if still_running > 0 {
+        warn!(
+            still_running,
+            ?limit,
+            "consumer close threads are still blocked on the broker; exiting with them"
+        );
+    }
+    still_running
 }
 
 /// How long the close waits for a read of the group's progress (`stall::ProgressReader`) to

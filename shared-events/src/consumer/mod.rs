@@ -29,6 +29,7 @@ mod records;
 pub mod stall;
 
 use batch::{Applier, Mode, Pending, Verdict, settled_prefix};
+pub use close::finish_abandoned_closes;
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
