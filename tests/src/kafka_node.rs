@@ -28,6 +28,7 @@ auto.create.topics.enable=false
 
 pub struct KafkaNode {
     pub dir: PathBuf,
+    heap_mb: u32,
     process: Option<Child>,
 }
 
@@ -55,15 +56,23 @@ impl KafkaNode {
             .args(["-c", "server.properties"])
             .args(format_args);
         run(format, "formatting a test broker's log directory").await;
-        let mut node = KafkaNode { dir, process: None };
-        node.spawn(heap_mb);
+        let mut node = KafkaNode {
+            dir,
+            heap_mb,
+            process: None,
+        };
+        node.spawn();
         node
     }
 
-    fn spawn(&mut self, heap_mb: u32) {
-        let log = std::fs::File::create(self.dir.join("kafka.log")).unwrap();
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
         let process = java(&self.dir)
-            .arg(format!("-Xmx{heap_mb}m"))
+            .arg(format!("-Xmx{}m", self.heap_mb))
             .args(["-Xms128m", "kafka.Kafka", "server.properties"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -94,6 +103,22 @@ impl KafkaNode {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// SIGKILLs the broker and waits until it is gone; returns its pid.
+    pub async fn kill(&mut self) -> u32 {
+        let mut process = self.process.take().expect("the broker runs");
+        let pid = process.id().expect("the broker runs");
+        process.kill().await.unwrap();
+        pid
+    }
+
+    /// Starts the broker again on its log directory (after [`kill`](Self::kill)); returns
+    /// its pid. The caller waits until it serves.
+    pub fn restart(&mut self) -> u32 {
+        assert!(self.process.is_none(), "the broker still runs");
+        self.spawn();
+        self.process.as_ref().and_then(Child::id).unwrap()
     }
 
     /// Where to look when it misbehaves.

@@ -21,6 +21,7 @@ pub mod client;
 pub mod draw;
 pub mod fault_proxy;
 pub mod invariants;
+pub mod kafka_cluster;
 pub mod kafka_node;
 pub mod local_broker;
 pub mod local_postgres;
@@ -290,7 +291,13 @@ impl Stack {
         service_env: impl Fn(&str) -> Vec<(&'static str, String)>,
     ) -> Stack {
         let admin: AdminClient<DefaultClientContext> = kafka.base().create().unwrap();
-        provision_topics(&admin, &TopicNames::new(prefix.clone()), 3, 1)
+        // Three replicas where the cluster has three brokers (kafka_cluster), else one.
+        let brokers = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_or(1, |metadata| metadata.brokers().len());
+        let replication = brokers.clamp(1, 3) as i32;
+        provision_topics(&admin, &TopicNames::new(prefix.clone()), 3, replication)
             .await
             .expect("the local stack must run: scripts/stack-up");
         let postgres = postgres_url();

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use orderflow_e2e::draw::Draw;
 use orderflow_e2e::invariants::{Verdict, check, settle};
+use orderflow_e2e::kafka_cluster::KafkaCluster;
 use orderflow_e2e::workload::{Workload, inject_poison};
 use orderflow_e2e::{SERVICES, ServiceProcess, Stack, bootstrap_servers};
 use orderflow_e2e::{local_broker, local_postgres};
@@ -26,6 +27,8 @@ use tokio::sync::Mutex;
 
 /// How long PostgreSQL is away once, while orders flow.
 const DATABASE_OUTAGE: Duration = Duration::from_secs(4);
+/// How long a cluster's killed broker stays down, while orders flow.
+const CLUSTER_BROKER_DOWN: Duration = Duration::from_secs(10);
 
 fn setting(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -37,6 +40,7 @@ fn setting(key: &str, default: usize) -> usize {
 /// What one round did and found.
 struct Round {
     seed: u64,
+    brokers: usize,
     accepted: usize,
     load_took: Duration,
     kills: usize,
@@ -62,11 +66,18 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
     let duration = Duration::from_secs(setting("CHAOS_SECONDS", 60) as u64);
     // The first round's seed is the run's; the others are drawn from it, and each is printed.
     let (seed, mut seeds) = Draw::from_env("CHAOS_SEED");
+    // Brokers per round, cycled: "1" (the local stack's), "3" (a cluster), or "1,3".
+    let brokers: Vec<usize> = std::env::var("CHAOS_BROKERS")
+        .unwrap_or_else(|_| "1".to_owned())
+        .split(',')
+        .map(|n| n.trim().parse().expect("CHAOS_BROKERS: counts like 1,3"))
+        .collect();
     let mut done = Vec::new();
     for number in 1..=rounds {
         let round_seed = if number == 1 { seed } else { seeds.seed() };
-        println!("== round {number} of {rounds}");
-        done.push(round(round_seed, orders, duration).await);
+        let brokers = brokers[(number - 1) % brokers.len()];
+        println!("== round {number} of {rounds}, {brokers} broker(s)");
+        done.push(round(round_seed, orders, duration, brokers).await);
         if let Ok(path) = std::env::var("CHAOS_REPORT") {
             // After every round, so that a run cut short still reports what it did.
             std::fs::write(&path, report(&done, rounds, orders, duration)).unwrap();
@@ -111,16 +122,17 @@ fn report(done: &[Round], rounds: usize, orders: usize, duration: Duration) -> S
          Every round starts a stack of its own (two replicas of each of the four services), \
          places a paced mix of orders (completed, declined, out of stock, refused by shipping, \
          cancelled by the customer) and runs the fault schedule its seed draws: a SIGKILL to one \
-         of the eight processes every 2 s (each restarted), the broker killed and restarted \
-         once, PostgreSQL stopped for {DATABASE_OUTAGE:?} once, poison records into every \
+         of the eight processes every 2 s (each restarted); once, the broker SIGKILLed and \
+         restarted (on a cluster of three with replication factor 3 and min.insync.replicas 2: \
+         one broker, drawn, SIGKILLed and restarted {CLUSTER_BROKER_DOWN:?} later); once, PostgreSQL stopped for {DATABASE_OUTAGE:?} once, poison records into every \
          topic. Then it waits until everything settles and checks every invariant \
          (`tests/src/invariants.rs`), and SIGTERMs every process, each of which must exit 0. \
-         `CHAOS_SEED=<seed> CHAOS_ORDERS={orders} CHAOS_SECONDS={} scripts/chaos --rounds 1` \
+         `CHAOS_SEED=<seed> scripts/chaos --rounds 1 --orders {orders} --seconds {} --brokers <brokers>` \
          replays a round's schedule.\n\n\
          **{passed} of {} rounds passed: {accepted} orders accepted, {kills} SIGKILLs, \
-         {} broker restarts and {} database outages, {broken} invariants broken.**\n\n\
-         | round | seed | orders accepted | load took | SIGKILLs | broker restarted | PostgreSQL down | poison records | settled after | invariants | teardown |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         {} broker faults and {} database outages, {broken} invariants broken.**\n\n\
+         | round | seed | brokers | orders accepted | load took | SIGKILLs | broker fault | PostgreSQL down | poison records | settled after | invariants | teardown |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         done.len(),
         orderflow_e2e::env_or("TEST_PROFILE", "debug"),
         chrono::Utc::now().format("%Y-%m-%d"),
@@ -138,9 +150,10 @@ fn report(done: &[Round], rounds: usize, orders: usize, duration: Duration) -> S
             .filter(|l| l.starts_with("ok"))
             .count();
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0?} | {} | {} | {} | {} | {:.0?} | {held}/{} hold | {} |\n",
+            "| {} | {} | {} | {} | {:.0?} | {} | {} | {} | {} | {:.0?} | {held}/{} hold | {} |\n",
             number + 1,
             round.seed,
+            round.brokers,
             round.accepted,
             round.load_took,
             round.kills,
@@ -181,9 +194,75 @@ fn machine() -> String {
     format!("{cores} cores, {memory_gib} GiB")
 }
 
+/// The round's Kafka: the local stack's single broker, or a cluster of three of the round's
+/// own (replication factor 3, `min.insync.replicas` 2).
+enum Brokers {
+    Local,
+    Cluster(KafkaCluster),
+}
+
+impl Brokers {
+    async fn start(count: usize) -> Brokers {
+        match count {
+            1 => Brokers::Local,
+            _ => Brokers::Cluster(KafkaCluster::start("chaos-cluster", count).await),
+        }
+    }
+
+    fn kafka_config(&self) -> KafkaConfig {
+        match self {
+            Brokers::Local => KafkaConfig::local(&bootstrap_servers()),
+            Brokers::Cluster(cluster) => cluster.kafka_config(),
+        }
+    }
+
+    fn service_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Brokers::Local => Vec::new(),
+            Brokers::Cluster(cluster) => {
+                vec![("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap_servers.clone())]
+            }
+        }
+    }
+
+    /// The broker fault, checked: the only broker SIGKILLed and restarted at once (a new
+    /// process serves), or one of the cluster's, drawn, SIGKILLed and restarted after
+    /// [`CLUSTER_BROKER_DOWN`] while the other two lead its partitions.
+    async fn fault(&mut self, draw: &mut Draw) -> String {
+        match self {
+            Brokers::Local => {
+                let before = local_broker::pid().expect("the broker runs");
+                local_broker::restart().await;
+                let after = local_broker::pid().expect("the restarted broker runs");
+                assert_ne!(before, after, "the broker was not restarted");
+                format!("broker restarted (pid {before} -> {after})")
+            }
+            Brokers::Cluster(cluster) => {
+                let victim = draw.below(cluster.size() as u64) as usize;
+                let before = cluster.kill(victim).await;
+                tokio::time::sleep(CLUSTER_BROKER_DOWN).await;
+                let after = cluster.restart(victim).await;
+                assert_ne!(before, after, "broker {} was not restarted", victim + 1);
+                format!(
+                    "broker {} of {} SIGKILLed, back after {CLUSTER_BROKER_DOWN:?} (pid {before} -> {after})",
+                    victim + 1,
+                    cluster.size()
+                )
+            }
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Brokers::Local => 1,
+            Brokers::Cluster(cluster) => cluster.size(),
+        }
+    }
+}
+
 /// One round: a stack of its own, `orders` orders paced over `duration`, the fault schedule
 /// `seed` draws, then the settle and the checker.
-async fn round(seed: u64, orders: usize, duration: Duration) -> Round {
+async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> Round {
     // The schedule is the seed's: which process each SIGKILL hits, and when the broker is
     // restarted, the database stopped and the poison injected (all inside the load, so all
     // must happen).
@@ -194,11 +273,18 @@ async fn round(seed: u64, orders: usize, duration: Duration) -> Round {
     let database_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
     println!(
         "CHAOS_SEED={seed} (set it to replay this round): a SIGKILL every 2 s, the broker \
-         restarted at {broker_at:?}, PostgreSQL down for {DATABASE_OUTAGE:?} at \
+         fault at {broker_at:?}, PostgreSQL down for {DATABASE_OUTAGE:?} at \
          {database_at:?}, poison injected at {poison_at:?}"
     );
-    let stack = Stack::start("chaos", &[("SAGA_DEADLINE_SECS", "600".to_owned())]).await;
-    let kafka = KafkaConfig::local(&bootstrap_servers());
+    let mut brokers = Brokers::start(brokers).await;
+    let kafka = brokers.kafka_config();
+    let stack = Stack::start_with(
+        Stack::new_prefix("chaos"),
+        &kafka,
+        &[("SAGA_DEADLINE_SECS", "600".to_owned())],
+        |_| brokers.service_env(),
+    )
+    .await;
     let workload = Workload::prepare(&stack, "chaos").await;
     let mut replicas = Vec::new();
     for name in SERVICES {
@@ -249,12 +335,9 @@ async fn round(seed: u64, orders: usize, duration: Duration) -> Round {
                 kills.push(format!("{victim_label} at {:.0?}", start.elapsed()));
                 drop((stack, replicas));
                 if broker_restarted.is_none() && start.elapsed() >= broker_at {
-                    let before = local_broker::pid().expect("the broker runs");
                     let began = start.elapsed();
-                    local_broker::restart().await;
-                    let after = local_broker::pid().expect("the restarted broker runs");
-                    assert_ne!(before, after, "the broker was not restarted");
-                    broker_restarted = Some(format!("at {began:.0?} (pid {before} -> {after})"));
+                    let fault = brokers.fault(&mut draw).await;
+                    broker_restarted = Some(format!("{fault} at {began:.0?}"));
                 }
                 if database_down.is_none() && start.elapsed() >= database_at {
                     // No SIGKILL meanwhile: a service started while the database is away
@@ -267,26 +350,27 @@ async fn round(seed: u64, orders: usize, duration: Duration) -> Round {
                     poisoned = inject_poison(&kafka, &prefix).await;
                 }
             }
-            (kills, broker_restarted, database_down, poisoned)
+            (kills, broker_restarted, database_down, poisoned, brokers)
         })
     };
     let placed = load.await.unwrap();
     let load_took = began.elapsed();
     load_done.store(true, Ordering::SeqCst);
-    let (kills, broker_restarted, database_down, poison) = chaos.await.unwrap();
+    let (kills, broker_restarted, database_down, poison, brokers) = chaos.await.unwrap();
+    let brokers_count = brokers.count();
     let database_down = database_down.unwrap_or_else(|| {
         panic!("the schedule's database outage at {database_at:?} did not happen within the load")
     });
     // Every fault the schedule names happened while the load ran.
     let broker_restarted = broker_restarted.unwrap_or_else(|| {
-        panic!("the schedule's broker restart at {broker_at:?} did not happen within the load")
+        panic!("the schedule's broker fault at {broker_at:?} did not happen within the load")
     });
     assert!(
         !poison.is_empty(),
         "the schedule's poison at {poison_at:?} was not injected within the load"
     );
     println!(
-        "load: {} orders accepted; chaos: {} SIGKILLs ({}), broker restarted {broker_restarted}, \
+        "load: {} orders accepted; chaos: {} SIGKILLs ({}), {broker_restarted}, \
          PostgreSQL down for {DATABASE_OUTAGE:?} {database_down}, poison records per topic: {poison:?}",
         placed.len(),
         kills.len(),
@@ -320,8 +404,10 @@ async fn round(seed: u64, orders: usize, duration: Duration) -> Round {
         }
     );
     stack.stop_all().await;
+    drop(brokers);
     Round {
         seed,
+        brokers: brokers_count,
         accepted: placed.len(),
         load_took,
         kills: kills.len(),

@@ -1,0 +1,129 @@
+//! A Kafka cluster of three brokers on this machine, as production runs one: KRaft with
+//! every node its own controller too (a quorum of three, so it outlives one), replication
+//! factor 3 and `min.insync.replicas` 2 for every topic, bounded heaps. The long chaos run
+//! SIGKILLs one broker mid-load and restarts it.
+
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use shared_events::KafkaConfig;
+
+use crate::free_port;
+use crate::kafka_node::KafkaNode;
+
+pub struct KafkaCluster {
+    pub bootstrap_servers: String,
+    nodes: Vec<KafkaNode>,
+    ports: Vec<u16>,
+}
+
+impl KafkaCluster {
+    /// Formats and starts `size` brokers, and waits until all of them serve.
+    pub async fn start(label: &str, size: usize) -> KafkaCluster {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let voters: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
+            .collect();
+        let replication = size.min(3);
+        let min_insync = replication.saturating_sub(1).max(1);
+        let mut nodes = Vec::new();
+        for (i, (port, controller)) in ports.iter().enumerate() {
+            let properties = format!(
+                "node.id={id}
+process.roles=broker,controller
+controller.quorum.voters={voters}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+default.replication.factor={replication}
+min.insync.replicas={min_insync}
+offsets.topic.replication.factor={replication}
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_insync}
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_insync}
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+# Three JVMs beside the services on two cores: few threads each.
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+num.replica.fetchers=1
+",
+                id = i + 1,
+                voters = voters.join(","),
+            );
+            nodes
+                .push(KafkaNode::start(&format!("{label}-{}", i + 1), &properties, &[], 384).await);
+        }
+        let cluster = KafkaCluster {
+            bootstrap_servers: ports
+                .iter()
+                .map(|(port, _)| format!("127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            ports: ports.iter().map(|(port, _)| *port).collect(),
+            nodes,
+        };
+        cluster.wait_for_brokers(size).await;
+        cluster
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig::local(&self.bootstrap_servers)
+    }
+
+    /// SIGKILLs broker `index` (0-based); returns its pid.
+    pub async fn kill(&mut self, index: usize) -> u32 {
+        self.nodes[index].kill().await
+    }
+
+    /// Starts broker `index` again and waits until the cluster counts it; returns its pid.
+    pub async fn restart(&mut self, index: usize) -> u32 {
+        let pid = self.nodes[index].restart();
+        let address = format!("127.0.0.1:{}", self.ports[index]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "broker {} did not come back; see {}",
+                index + 1,
+                self.nodes[index].log().display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.wait_for_brokers(self.size()).await;
+        pid
+    }
+
+    /// Waits (at most two minutes) until the cluster's metadata lists `count` brokers.
+    async fn wait_for_brokers(&self, count: usize) {
+        let admin: AdminClient<DefaultClientContext> = self.kafka_config().base().create().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let listed = admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map_or(0, |metadata| metadata.brokers().len());
+            if listed >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cluster lists {listed} of {count} brokers; see {}",
+                self.nodes[0].log().display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
