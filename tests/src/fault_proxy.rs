@@ -189,3 +189,30 @@ async fn drain_until_closed(mut client: TcpStream, reset: &CancellationToken) {
         }
     }
 }
+
+/// The network fault schedule over `proxies`, each step lasting `each`: `latency` added to
+/// every chunk, then every connection reset at once, then every connection half-open; then
+/// healed. Returns what it did, with the numbers; a step that found no connection to hit
+/// fails the test, since the fault would not have happened.
+pub async fn degrade(proxies: &[&FaultProxy], latency: Duration, each: Duration) -> String {
+    for proxy in proxies {
+        proxy.add_latency(latency);
+    }
+    tokio::time::sleep(each).await;
+    let mut reset = 0;
+    for proxy in proxies {
+        proxy.heal();
+        reset += proxy.reset_all();
+    }
+    assert!(reset > 0, "no connection was open to reset");
+    tokio::time::sleep(each / 2).await;
+    let silenced: usize = proxies.iter().map(|proxy| proxy.go_silent()).sum();
+    assert!(silenced > 0, "no connection was open to silence");
+    tokio::time::sleep(each).await;
+    for proxy in proxies {
+        proxy.heal();
+    }
+    format!(
+        "+{latency:?} for {each:?}, {reset} connections reset, {silenced} half-open for {each:?}"
+    )
+}

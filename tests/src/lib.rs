@@ -25,7 +25,6 @@ pub mod kafka_cluster;
 pub mod kafka_node;
 pub mod local_broker;
 pub mod local_postgres;
-pub mod proxied_broker;
 pub mod secure_broker;
 pub mod workload;
 
@@ -44,6 +43,37 @@ pub fn env_or(key: &str, default: &str) -> String {
 
 pub fn postgres_url() -> String {
     env_or("TEST_POSTGRES_URL", shared_events::settings::LOCAL_POSTGRES)
+}
+
+/// The test PostgreSQL server as the services see it through a [`fault_proxy::FaultProxy`].
+pub struct ProxiedPostgres {
+    pub proxy: fault_proxy::FaultProxy,
+    /// The server's URL with the proxy's address in place of the server's.
+    server: String,
+}
+
+impl ProxiedPostgres {
+    /// The URL of service `name`'s database in the stack on `prefix`, through the proxy.
+    pub fn url_of(&self, prefix: &str, name: &str) -> String {
+        database_url(&self.server, &Stack::database_name(prefix, name))
+    }
+}
+
+/// A proxy in front of the test PostgreSQL server ([`postgres_url`]).
+pub async fn postgres_through() -> ProxiedPostgres {
+    let server = postgres_url();
+    let after_user = server
+        .rsplit_once('@')
+        .map_or(server.as_str(), |(_, rest)| rest);
+    let address = after_user
+        .split(['/', '?'])
+        .next()
+        .expect("a PostgreSQL URL names its server");
+    let proxy = fault_proxy::FaultProxy::start(address).await;
+    ProxiedPostgres {
+        server: server.replacen(address, &proxy.address, 1),
+        proxy,
+    }
 }
 
 pub fn bootstrap_servers() -> String {
@@ -270,6 +300,28 @@ impl Stack {
     pub fn new_prefix(label: &str) -> String {
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         format!("e2e{label}{run_id}-")
+    }
+
+    /// [`start_with`](Self::start_with) on `cluster`'s brokers, which the services reach
+    /// only through its proxies, as they reach PostgreSQL only through `database`'s.
+    pub async fn start_behind_proxies(
+        label: &str,
+        cluster: &kafka_cluster::KafkaCluster,
+        database: &ProxiedPostgres,
+        extra_env: &[(&str, String)],
+    ) -> Stack {
+        let prefix = Self::new_prefix(label);
+        let kafka = cluster.kafka_config();
+        Self::start_with(prefix.clone(), &kafka, extra_env, |name| {
+            vec![
+                (
+                    "KAFKA_BOOTSTRAP_SERVERS",
+                    cluster.service_bootstrap_servers(),
+                ),
+                ("DATABASE_URL", database.url_of(&prefix, name)),
+            ]
+        })
+        .await
     }
 
     /// The database of service `name` in the stack on `prefix`.

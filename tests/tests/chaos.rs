@@ -1,8 +1,11 @@
-//! Chaos with invariants: two replicas of every service take a mix of orders while a random
-//! service process is killed with SIGKILL every 2 s and restarted, the broker is killed and
-//! restarted once, PostgreSQL is stopped for a few seconds once, and poison records (garbage
-//! bytes, an unknown schema id; and in `orders` a valid OrderPlaced with a negative quantity)
-//! are injected into every topic. Once the system settles, the checker
+//! Chaos with invariants: two replicas of every service take a mix of orders on Kafka
+//! brokers of the test's own (one, or a cluster of three), which the services reach, as
+//! PostgreSQL, only through fault proxies, while a random service process is killed with
+//! SIGKILL every 2 s and restarted; once, a broker is SIGKILLed and restarted; once,
+//! PostgreSQL is stopped for a few seconds; once, the network fails (latency, every
+//! connection reset, every connection half-open); and poison records (garbage bytes, an
+//! unknown schema id; and in `orders` a valid OrderPlaced with a negative quantity) are
+//! injected into every topic. Once the system settles, the checker
 //! (`orderflow_e2e::invariants`) asserts every invariant, printing each with its numbers, and
 //! every process must exit 0 on SIGTERM.
 //!
@@ -17,18 +20,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orderflow_e2e::draw::Draw;
+use orderflow_e2e::fault_proxy::{FaultProxy, degrade};
 use orderflow_e2e::invariants::{Verdict, check, settle};
 use orderflow_e2e::kafka_cluster::KafkaCluster;
+use orderflow_e2e::local_postgres;
 use orderflow_e2e::workload::{Workload, inject_poison};
-use orderflow_e2e::{SERVICES, ServiceProcess, Stack, bootstrap_servers};
-use orderflow_e2e::{local_broker, local_postgres};
-use shared_events::KafkaConfig;
+use orderflow_e2e::{SERVICES, ServiceProcess, Stack, postgres_through};
 use tokio::sync::Mutex;
 
 /// How long PostgreSQL is away once, while orders flow.
 const DATABASE_OUTAGE: Duration = Duration::from_secs(4);
 /// How long a cluster's killed broker stays down, while orders flow.
 const CLUSTER_BROKER_DOWN: Duration = Duration::from_secs(10);
+/// The network faults: this much latency for this long, every connection reset, then every
+/// connection half-open for this long.
+const NETWORK_LATENCY: Duration = Duration::from_millis(200);
+const NETWORK_FAULT: Duration = Duration::from_secs(6);
 
 fn setting(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -41,6 +48,7 @@ fn setting(key: &str, default: usize) -> usize {
 struct Round {
     seed: u64,
     brokers: usize,
+    network: String,
     accepted: usize,
     load_took: Duration,
     kills: usize,
@@ -66,7 +74,7 @@ async fn every_invariant_holds_after_kill_9s_a_broker_restart_and_poison() {
     let duration = Duration::from_secs(setting("CHAOS_SECONDS", 60) as u64);
     // The first round's seed is the run's; the others are drawn from it, and each is printed.
     let (seed, mut seeds) = Draw::from_env("CHAOS_SEED");
-    // Brokers per round, cycled: "1" (the local stack's), "3" (a cluster), or "1,3".
+    // Brokers per round, cycled: "1", "3" (a cluster), or "1,3".
     let brokers: Vec<usize> = std::env::var("CHAOS_BROKERS")
         .unwrap_or_else(|_| "1".to_owned())
         .split(',')
@@ -119,25 +127,31 @@ fn report(done: &[Round], rounds: usize, orders: usize, duration: Duration) -> S
         "# Chaos: the long run\n\n\
          Written by `scripts/chaos` (rounds {}/{rounds} done, {orders} orders per round over \
          {duration:?}, {} binaries) on {}, on this machine: {}.\n\n\
-         Every round starts a stack of its own (two replicas of each of the four services), \
-         places a paced mix of orders (completed, declined, out of stock, refused by shipping, \
-         cancelled by the customer) and runs the fault schedule its seed draws: a SIGKILL to one \
-         of the eight processes every 2 s (each restarted); once, the broker SIGKILLed and \
-         restarted (on a cluster of three with replication factor 3 and min.insync.replicas 2: \
-         one broker, drawn, SIGKILLed and restarted {CLUSTER_BROKER_DOWN:?} later); once, PostgreSQL stopped for {DATABASE_OUTAGE:?} once, poison records into every \
-         topic. Then it waits until everything settles and checks every invariant \
+         Every round starts a stack of its own (two replicas of each of the four services) on \
+         Kafka brokers of its own, one or a cluster of three (replication factor 3, \
+         min.insync.replicas 2), which the services reach, as PostgreSQL, only through fault \
+         proxies. It places a paced mix of orders (completed, declined, out of stock, refused by \
+         shipping, cancelled by the customer) and runs the fault schedule its seed draws: a \
+         SIGKILL to one of the eight service processes every 2 s (each restarted); once, a \
+         broker SIGKILLed (of three: one, drawn, restarted {CLUSTER_BROKER_DOWN:?} later while \
+         the others lead its partitions; of one: restarted at once); once, PostgreSQL stopped for \
+         {DATABASE_OUTAGE:?}; once, the network faults (+{NETWORK_LATENCY:?} on every link for \
+         {NETWORK_FAULT:?}, every connection reset, every connection half-open for \
+         {NETWORK_FAULT:?}); once, poison records into every topic. Then it waits until everything settles and checks every invariant \
          (`tests/src/invariants.rs`), and SIGTERMs every process, each of which must exit 0. \
          `CHAOS_SEED=<seed> scripts/chaos --rounds 1 --orders {orders} --seconds {} --brokers <brokers>` \
          replays a round's schedule.\n\n\
          **{passed} of {} rounds passed: {accepted} orders accepted, {kills} SIGKILLs, \
-         {} broker faults and {} database outages, {broken} invariants broken.**\n\n\
-         | round | seed | brokers | orders accepted | load took | SIGKILLs | broker fault | PostgreSQL down | poison records | settled after | invariants | teardown |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         {} broker faults, {} database outages and {} network fault runs, {broken} invariants \
+         broken.**\n\n\
+         | round | seed | brokers | orders accepted | load took | SIGKILLs | broker fault | PostgreSQL down | network faults | poison records | settled after | invariants | teardown |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         done.len(),
         orderflow_e2e::env_or("TEST_PROFILE", "debug"),
         chrono::Utc::now().format("%Y-%m-%d"),
         machine(),
         duration.as_secs(),
+        done.len(),
         done.len(),
         done.len(),
         done.len(),
@@ -150,7 +164,7 @@ fn report(done: &[Round], rounds: usize, orders: usize, duration: Duration) -> S
             .filter(|l| l.starts_with("ok"))
             .count();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0?} | {} | {} | {} | {} | {:.0?} | {held}/{} hold | {} |\n",
+            "| {} | {} | {} | {} | {:.0?} | {} | {} | {} | {} | {} | {:.0?} | {held}/{} hold | {} |\n",
             number + 1,
             round.seed,
             round.brokers,
@@ -159,6 +173,7 @@ fn report(done: &[Round], rounds: usize, orders: usize, duration: Duration) -> S
             round.kills,
             round.broker_restarted,
             round.database_down,
+            round.network,
             round.poison,
             round.settled_after,
             round.verdict.lines.len(),
@@ -194,69 +209,23 @@ fn machine() -> String {
     format!("{cores} cores, {memory_gib} GiB")
 }
 
-/// The round's Kafka: the local stack's single broker, or a cluster of three of the round's
-/// own (replication factor 3, `min.insync.replicas` 2).
-enum Brokers {
-    Local,
-    Cluster(KafkaCluster),
-}
-
-impl Brokers {
-    async fn start(count: usize) -> Brokers {
-        match count {
-            1 => Brokers::Local,
-            _ => Brokers::Cluster(KafkaCluster::start("chaos-cluster", count).await),
-        }
+/// The broker fault, checked (a new process serves): the only broker SIGKILLed and
+/// restarted at once, or one of three, drawn, SIGKILLed and restarted after
+/// [`CLUSTER_BROKER_DOWN`] while the other two lead its partitions.
+async fn broker_fault(cluster: &mut KafkaCluster, draw: &mut Draw) -> String {
+    let victim = draw.below(cluster.size() as u64) as usize;
+    let before = cluster.kill(victim).await;
+    if cluster.size() > 1 {
+        tokio::time::sleep(CLUSTER_BROKER_DOWN).await;
     }
-
-    fn kafka_config(&self) -> KafkaConfig {
-        match self {
-            Brokers::Local => KafkaConfig::local(&bootstrap_servers()),
-            Brokers::Cluster(cluster) => cluster.kafka_config(),
-        }
-    }
-
-    fn service_env(&self) -> Vec<(&'static str, String)> {
-        match self {
-            Brokers::Local => Vec::new(),
-            Brokers::Cluster(cluster) => {
-                vec![("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap_servers.clone())]
-            }
-        }
-    }
-
-    /// The broker fault, checked: the only broker SIGKILLed and restarted at once (a new
-    /// process serves), or one of the cluster's, drawn, SIGKILLed and restarted after
-    /// [`CLUSTER_BROKER_DOWN`] while the other two lead its partitions.
-    async fn fault(&mut self, draw: &mut Draw) -> String {
-        match self {
-            Brokers::Local => {
-                let before = local_broker::pid().expect("the broker runs");
-                local_broker::restart().await;
-                let after = local_broker::pid().expect("the restarted broker runs");
-                assert_ne!(before, after, "the broker was not restarted");
-                format!("broker restarted (pid {before} -> {after})")
-            }
-            Brokers::Cluster(cluster) => {
-                let victim = draw.below(cluster.size() as u64) as usize;
-                let before = cluster.kill(victim).await;
-                tokio::time::sleep(CLUSTER_BROKER_DOWN).await;
-                let after = cluster.restart(victim).await;
-                assert_ne!(before, after, "broker {} was not restarted", victim + 1);
-                format!(
-                    "broker {} of {} SIGKILLed, back after {CLUSTER_BROKER_DOWN:?} (pid {before} -> {after})",
-                    victim + 1,
-                    cluster.size()
-                )
-            }
-        }
-    }
-
-    fn count(&self) -> usize {
-        match self {
-            Brokers::Local => 1,
-            Brokers::Cluster(cluster) => cluster.size(),
-        }
+    let after = cluster.restart(victim).await;
+    assert_ne!(before, after, "broker {} was not restarted", victim + 1);
+    match cluster.size() {
+        1 => format!("broker SIGKILLed and restarted (pid {before} -> {after})"),
+        size => format!(
+            "broker {} of {size} SIGKILLed, back after {CLUSTER_BROKER_DOWN:?} (pid {before} -> {after})",
+            victim + 1
+        ),
     }
 }
 
@@ -271,18 +240,21 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
     let broker_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
     let poison_at = Duration::from_secs(draw.between(seconds / 10, seconds * 3 / 4));
     let database_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
+    let network_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
     println!(
         "CHAOS_SEED={seed} (set it to replay this round): a SIGKILL every 2 s, the broker \
          fault at {broker_at:?}, PostgreSQL down for {DATABASE_OUTAGE:?} at \
-         {database_at:?}, poison injected at {poison_at:?}"
+         {database_at:?}, network faults at {network_at:?}, poison injected at {poison_at:?}"
     );
-    let mut brokers = Brokers::start(brokers).await;
-    let kafka = brokers.kafka_config();
-    let stack = Stack::start_with(
-        Stack::new_prefix("chaos"),
-        &kafka,
+    // The services reach the brokers and PostgreSQL through fault proxies; the test does not.
+    let mut cluster = KafkaCluster::start("chaos", brokers).await;
+    let kafka = cluster.kafka_config();
+    let database = postgres_through().await;
+    let stack = Stack::start_behind_proxies(
+        "chaos",
+        &cluster,
+        &database,
         &[("SAGA_DEADLINE_SECS", "600".to_owned())],
-        |_| brokers.service_env(),
     )
     .await;
     let workload = Workload::prepare(&stack, "chaos").await;
@@ -311,7 +283,7 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
             let start = tokio::time::Instant::now();
             let (mut kills, mut broker_restarted, mut poisoned) =
                 (Vec::new(), None, BTreeMap::new());
-            let mut database_down = None;
+            let (mut database_down, mut network) = (None, None);
             while !load_done.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let pick = draw.below(8) as usize;
@@ -336,7 +308,7 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
                 drop((stack, replicas));
                 if broker_restarted.is_none() && start.elapsed() >= broker_at {
                     let began = start.elapsed();
-                    let fault = brokers.fault(&mut draw).await;
+                    let fault = broker_fault(&mut cluster, &mut draw).await;
                     broker_restarted = Some(format!("{fault} at {began:.0?}"));
                 }
                 if database_down.is_none() && start.elapsed() >= database_at {
@@ -346,18 +318,36 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
                     local_postgres::outage(DATABASE_OUTAGE).await;
                     database_down = Some(format!("at {began:.0?}"));
                 }
+                if network.is_none() && start.elapsed() >= network_at {
+                    let began = start.elapsed();
+                    let proxies: Vec<&FaultProxy> =
+                        cluster.proxies().iter().chain([&database.proxy]).collect();
+                    let faults = degrade(&proxies, NETWORK_LATENCY, NETWORK_FAULT).await;
+                    network = Some(format!("{faults} at {began:.0?}"));
+                }
                 if poisoned.is_empty() && start.elapsed() >= poison_at {
                     poisoned = inject_poison(&kafka, &prefix).await;
                 }
             }
-            (kills, broker_restarted, database_down, poisoned, brokers)
+            (
+                kills,
+                broker_restarted,
+                database_down,
+                network,
+                poisoned,
+                cluster,
+                database,
+            )
         })
     };
     let placed = load.await.unwrap();
     let load_took = began.elapsed();
     load_done.store(true, Ordering::SeqCst);
-    let (kills, broker_restarted, database_down, poison, brokers) = chaos.await.unwrap();
-    let brokers_count = brokers.count();
+    let (kills, broker_restarted, database_down, network, poison, cluster, database) =
+        chaos.await.unwrap();
+    let network = network.unwrap_or_else(|| {
+        panic!("the schedule's network faults at {network_at:?} did not happen within the load")
+    });
     let database_down = database_down.unwrap_or_else(|| {
         panic!("the schedule's database outage at {database_at:?} did not happen within the load")
     });
@@ -371,7 +361,8 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
     );
     println!(
         "load: {} orders accepted; chaos: {} SIGKILLs ({}), {broker_restarted}, \
-         PostgreSQL down for {DATABASE_OUTAGE:?} {database_down}, poison records per topic: {poison:?}",
+         PostgreSQL down for {DATABASE_OUTAGE:?} {database_down}, network: {network}, \
+         poison records per topic: {poison:?}",
         placed.len(),
         kills.len(),
         kills.join(", ")
@@ -404,10 +395,11 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
         }
     );
     stack.stop_all().await;
-    drop(brokers);
+    drop((cluster, database));
     Round {
         seed,
-        brokers: brokers_count,
+        brokers,
+        network,
         accepted: placed.len(),
         load_took,
         kills: kills.len(),

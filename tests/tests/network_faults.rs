@@ -1,5 +1,5 @@
 //! Network faults between the services and what they depend on: every service reaches the
-//! broker (a broker of the test's own, see `ProxiedBroker`) and PostgreSQL only through a
+//! broker (one of the test's own, `KafkaCluster`) and PostgreSQL only through a
 //! fault-injecting proxy. While a mix of orders flows, the links get slow (latency on every
 //! chunk), then every connection is reset at once mid-batch, then every connection goes
 //! half-open (it takes what is sent and never answers, and stays so after the fault ends, as
@@ -11,47 +11,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orderflow_e2e::fault_proxy::FaultProxy;
+use orderflow_e2e::fault_proxy::{FaultProxy, degrade};
 use orderflow_e2e::invariants::{check, settle};
-use orderflow_e2e::proxied_broker::ProxiedBroker;
+use orderflow_e2e::kafka_cluster::KafkaCluster;
 use orderflow_e2e::workload::Workload;
-use orderflow_e2e::{Stack, postgres_url};
-use shared_events::settings::database_url;
-
-/// How long each fault lasts.
-const FAULT: Duration = Duration::from_secs(10);
-/// What the slow link adds to every chunk, either way.
-const LATENCY: Duration = Duration::from_millis(250);
-
-/// The `host:port` of a PostgreSQL URL.
-fn server_address(url: &str) -> &str {
-    let after_user = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
-    after_user
-        .split(['/', '?'])
-        .next()
-        .expect("a PostgreSQL URL names its server")
-}
+use orderflow_e2e::{Stack, postgres_through};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_invariant_holds_after_latency_resets_and_half_open_connections() {
-    let broker = ProxiedBroker::start("network-faults").await;
-    let postgres = postgres_url();
-    let database = FaultProxy::start(server_address(&postgres)).await;
-    let postgres_via_proxy = postgres.replacen(server_address(&postgres), &database.address, 1);
-    let prefix = Stack::new_prefix("net");
-    let mut stack = Stack::start_with(
-        prefix.clone(),
-        &broker.kafka_config(),
+    let broker = KafkaCluster::start("network-faults", 1).await;
+    let database = postgres_through().await;
+    let mut stack = Stack::start_behind_proxies(
+        "net",
+        &broker,
+        &database,
         &[("SAGA_DEADLINE_SECS", "600".to_owned())],
-        |name| {
-            vec![
-                ("KAFKA_BOOTSTRAP_SERVERS", broker.proxy.address.clone()),
-                (
-                    "DATABASE_URL",
-                    database_url(&postgres_via_proxy, &Stack::database_name(&prefix, name)),
-                ),
-            ]
-        },
     )
     .await;
     let workload = Workload::prepare(&stack, "net").await;
@@ -62,39 +36,17 @@ async fn every_invariant_holds_after_latency_resets_and_half_open_connections() 
         duration,
     );
 
-    let proxies = [("broker", &broker.proxy), ("database", &database)];
     let start = tokio::time::Instant::now();
-    let mut faults = Vec::new();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    for (_, proxy) in proxies {
-        proxy.add_latency(LATENCY);
-    }
-    tokio::time::sleep(FAULT).await;
-    for (name, proxy) in proxies {
-        proxy.heal();
-        let reset = proxy.reset_all();
-        assert!(reset > 0, "no {name} connection was open to reset");
-        faults.push(format!(
-            "{name}: {reset} connections reset at {:.0?}",
-            start.elapsed()
-        ));
-    }
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    for (name, proxy) in proxies {
-        let silenced = proxy.go_silent();
-        assert!(silenced > 0, "no {name} connection was open to silence");
-        faults.push(format!(
-            "{name}: {silenced} connections half-open from {:.0?}",
-            start.elapsed()
-        ));
-    }
-    tokio::time::sleep(FAULT).await;
-    for (_, proxy) in proxies {
-        proxy.heal();
-    }
+    let proxies: Vec<&FaultProxy> = broker.proxies().iter().chain([&database.proxy]).collect();
+    let faults = degrade(
+        &proxies,
+        Duration::from_millis(250),
+        Duration::from_secs(10),
+    )
+    .await;
     println!(
-        "faults: {LATENCY:?} latency for {FAULT:?} from 8 s; {}; healed at {:.0?}",
-        faults.join("; "),
+        "faults from 8 s: {faults}; healed at {:.0?}",
         start.elapsed()
     );
 
