@@ -113,12 +113,30 @@ fn run_dir(prefix: &str, name: &str, port: u16) -> PathBuf {
         .join(format!("{prefix}{name}-{port}"))
 }
 
+/// A loopback port that is free now and that this test process hands out once. Not one the
+/// kernel picks (port 0): that comes from the ephemeral range, where the next outgoing
+/// connection of any process may take it before the service binds it, and two calls can get
+/// the same port once the first is released; a service that then fails to bind leaves its
+/// URL to whoever answers there (seen: a stack's PUT answered by another stack's service).
+/// So ports come from below the ephemeral range (32768-60999 on Linux), each test process
+/// counting from a place of its own.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One service process and how to start it again.
@@ -476,9 +494,10 @@ pub async fn put_product(stack: &Stack, product_id: &str, price_minor: i64, avai
         .send()
         .await
         .unwrap();
+    let status = response.status();
     assert!(
-        response.status().is_success(),
-        "{}",
+        status.is_success(),
+        "{status}: {}",
         response.text().await.unwrap()
     );
 }
@@ -493,9 +512,10 @@ pub async fn put_account(stack: &Stack, customer_id: &str, balance_minor: i64) {
         .send()
         .await
         .unwrap();
+    let status = response.status();
     assert!(
-        response.status().is_success(),
-        "{}",
+        status.is_success(),
+        "{status}: {}",
         response.text().await.unwrap()
     );
 }
