@@ -33,8 +33,8 @@ pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 static ABANDONED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Commits the stored offsets, leaves the group and frees the consumer, waiting at most
-/// `limit`. A thread that outlives the wait stays blocked in librdkafka and ends with the
-/// process.
+/// `limit`. A thread that outlives the wait stays blocked in librdkafka; it is kept for
+/// [`finish_abandoned_closes`], which the process waits on before it exits.
 pub(super) async fn close_within(
     consumer: Arc<StreamConsumer<RebalanceTracker>>,
     group: &str,
