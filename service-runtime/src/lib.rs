@@ -23,6 +23,8 @@ pub use maintenance::Maintenance;
 pub use precondition::IfMatch;
 pub use problem::{ErrorChain, FieldErrors, Problem, error_chain_fmt};
 
+use std::time::{Duration, Instant};
+
 /// What a service binary does after parsing its config: start telemetry, build the
 /// application (`build` is not polled before telemetry is up), run until SIGINT/SIGTERM.
 pub async fn run(
@@ -33,15 +35,26 @@ pub async fn run(
     let _telemetry = telemetry::init(defaults.name, telemetry)?;
     let shutdown = shutdown::on_signal();
     let application = build.await?;
+    let signalled = shutdown.clone();
+    let stopping_since = tokio::spawn(async move {
+        signalled.cancelled().await;
+        Instant::now()
+    });
     let stopped = application.run_until_stopped(shutdown).await;
-    // Last: no consumer close may still run inside librdkafka while the process exits.
-    shared_events::consumer::finish_abandoned_closes(ABANDONED_CLOSE_WAIT).await;
+    // The token is cancelled by now, so the task has its instant or is about to.
+    let stopping_since = stopping_since.await.unwrap_or_else(|_| Instant::now());
+    // Last: no consumer close may still run inside librdkafka while the process exits; but
+    // the wait ends with the exit budget, whatever the drain before it took.
+    let left = (stopping_since + EXIT_BUDGET).saturating_duration_since(Instant::now());
+    shared_events::consumer::finish_abandoned_closes(left).await;
     stopped
 }
 
-/// How much longer the exit waits for consumer closes that outlived their own wait: inside
-/// a pod's termination grace period (30 s) with the drain before it.
-const ABANDONED_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long after SIGTERM the process exits at the latest, waits for consumer closes that
+/// outlived their own wait included: with a pod's 5 s `preStop` sleep before it, well
+/// inside the 30 s termination grace period. The relay's drain (10 s) and the consumers'
+/// close (5 s) each end sooner on their own.
+const EXIT_BUDGET: Duration = Duration::from_secs(15);
 
 /// A service binary's whole life: the maintenance subcommand if one was given, else
 /// [`run`] with the application `build` makes.

@@ -63,6 +63,7 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
 
     let mut unclean = Vec::new();
     let mut broker_faults = (0, 0, 0);
+    let mut slowest = Duration::ZERO;
     for round in 0..rounds {
         let victim = SERVICES[draw.below(SERVICES.len() as u64) as usize];
         let broker = match draw.below(10) {
@@ -97,7 +98,10 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
             // SIGTERM lands while the broker is down or recovering.
             tokio::time::sleep(Duration::from_millis(700)).await;
         }
+        let signalled = std::time::Instant::now();
         let outcome = stack.service(victim).stop_and_report().await;
+        let took = signalled.elapsed();
+        slowest = slowest.max(took);
         if broker == Broker::Frozen {
             local_broker::thaw();
         }
@@ -105,8 +109,9 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
             recovering.await.unwrap();
         }
         println!(
-            "round {round:>2}: SIGTERM to {victim:<17} broker {broker:<10} -> {}",
+            "round {round:>2}: SIGTERM to {victim:<17} broker {broker:<10} -> {} after {:.1} s",
             outcome.as_deref().unwrap_or("exit 0"),
+            took.as_secs_f64(),
             broker = format!("{broker:?}")
         );
         if let Some(outcome) = outcome {
@@ -119,11 +124,12 @@ async fn every_sigterm_exits_cleanly_even_with_the_broker_frozen_or_restarting()
     stop_load.store(true, Ordering::Relaxed);
     let placed = load.await.unwrap();
     println!(
-        "{rounds} SIGTERMs ({} with the broker frozen, {} during its restart, {} with it thawed as the close gives up) while {placed} orders were placed: {} unclean exits",
+        "{rounds} SIGTERMs ({} with the broker frozen, {} during its restart, {} with it thawed as the close gives up) while {placed} orders were placed: {} unclean exits, the slowest exit {:.1} s after its SIGTERM",
         broker_faults.0,
         broker_faults.1,
         broker_faults.2,
-        unclean.len()
+        unclean.len(),
+        slowest.as_secs_f64()
     );
     stack.stop_all().await;
     assert!(unclean.is_empty(), "{}", unclean.join("\n"));
