@@ -150,6 +150,18 @@ pub struct ServiceProcess {
     child: Option<Child>,
 }
 
+/// Every thread's backtrace of the running process `pid`, read with gdb (attached, then
+/// detached), or why there is none.
+fn live_backtrace(pid: &str) -> String {
+    match std::process::Command::new("timeout")
+        .args(["60", "gdb", "-batch", "-p", pid, "-ex", "thread apply all bt 30"])
+        .output()
+    {
+        Ok(gdb) => String::from_utf8_lossy(&gdb.stdout).into_owned(),
+        Err(e) => format!("(no backtrace: gdb did not run: {e})"),
+    }
+}
+
 impl ServiceProcess {
     fn spawn(&mut self) {
         // The services log to standard output; with TEST_LOG set, it is the test's.
@@ -211,8 +223,13 @@ impl ServiceProcess {
             .unwrap();
         assert!(status.success());
         let Ok(exit) = tokio::time::timeout(Duration::from_secs(20), child.wait()).await else {
+            // Where it hangs, before it is killed: every thread's backtrace, live.
+            let backtrace = live_backtrace(&pid);
             let _ = child.start_kill();
-            return Some(format!("{} did not stop within 20 s of SIGTERM", self.name));
+            return Some(format!(
+                "{} did not stop within 20 s of SIGTERM; its threads then:\n{backtrace}",
+                self.name
+            ));
         };
         let exit = exit.unwrap();
         if exit.success() {

@@ -1,7 +1,7 @@
 //! Chaos with invariants: two replicas of every service take a mix of orders on Kafka
 //! brokers of the test's own (one, or a cluster of three), which the services reach, as
 //! PostgreSQL, only through fault proxies, while a random service process is killed with
-//! SIGKILL every 2 s and restarted; once, a broker is SIGKILLed and restarted; once,
+//! SIGKILL and restarted, the next 2 s after it serves again; once, a broker is SIGKILLed and restarted; once,
 //! PostgreSQL is stopped for a few seconds; once, the network fails (latency, every
 //! connection reset, every connection half-open); and poison records (garbage bytes, an
 //! unknown schema id; and in `orders` a valid OrderPlaced with a negative quantity) are
@@ -132,7 +132,8 @@ fn report(done: &[Round], rounds: usize, orders: usize, duration: Duration) -> S
          min.insync.replicas 2), which the services reach, as PostgreSQL, only through fault \
          proxies. It places a paced mix of orders (completed, declined, out of stock, refused by \
          shipping, cancelled by the customer) and runs the fault schedule its seed draws: a \
-         SIGKILL to one of the eight service processes every 2 s (each restarted); once, a \
+         SIGKILL to one of the eight service processes 2 s after the last one serves again (each \
+         restarted); once, a \
          broker SIGKILLed (of three: one, drawn, restarted {CLUSTER_BROKER_DOWN:?} later while \
          the others lead its partitions; of one: restarted at once); once, PostgreSQL stopped for \
          {DATABASE_OUTAGE:?}; once, the network faults (+{NETWORK_LATENCY:?} on every link for \
@@ -242,9 +243,10 @@ async fn round(seed: u64, orders: usize, duration: Duration, brokers: usize) -> 
     let database_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
     let network_at = Duration::from_secs(draw.between(seconds / 6, seconds * 3 / 4));
     println!(
-        "CHAOS_SEED={seed} (set it to replay this round): a SIGKILL every 2 s, the broker \
-         fault at {broker_at:?}, PostgreSQL down for {DATABASE_OUTAGE:?} at \
-         {database_at:?}, network faults at {network_at:?}, poison injected at {poison_at:?}"
+        "CHAOS_SEED={seed} (set it to replay this round): a SIGKILL 2 s after the last victim \
+         serves again; from {broker_at:?} on the broker fault, from {database_at:?} PostgreSQL \
+         down for {DATABASE_OUTAGE:?}, from {network_at:?} the network faults, from \
+         {poison_at:?} poison (each at the first SIGKILL after)"
     );
     // The services reach the brokers and PostgreSQL through fault proxies; the test does not.
     let mut cluster = KafkaCluster::start("chaos", brokers).await;
