@@ -13,6 +13,7 @@ pub mod error;
 pub mod handler;
 pub mod http;
 pub mod metrics;
+pub mod operate;
 pub mod orders;
 pub mod store;
 
@@ -83,6 +84,15 @@ pub struct Config {
         default_value_t = 2_000
     )]
     pub overload_orders_in_flight: u32,
+    /// Seconds an order in flight may go without an event before `GET /sagas/stuck` lists
+    /// it: a few times the saga's normal p99.
+    #[arg(
+        long = "stuck-after-secs",
+        env = "STUCK_AFTER_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub stuck_after_secs: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -137,6 +147,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         names: plumbing.names.clone(),
         codec: plumbing.codec.clone(),
     });
+    let operate = operate::OperateState {
+        pool: plumbing.pool.clone(),
+        kafka: plumbing.config.kafka.clone(),
+        names: plumbing.names.clone(),
+        stuck_after: Duration::from_secs(config.stuck_after_secs),
+    };
     let api = http::ApiState {
         pool: plumbing.pool,
         outbox: plumbing.outbox,
@@ -146,7 +162,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         .with_consumer(handler)?
         .with_routes(http::routes(api))
         .with_routes(console::routes(live.clone()))
-        .with_openapi(http::ApiDoc::openapi())
+        .with_routes(operate::routes(operate))
+        .with_openapi(api_doc())
         .with_task("saga deadline watcher", |token| watcher.run(token))
         .with_task("console live feed", |token| live.run(token))
         .with_overload_probe(OverloadProbe {
@@ -160,6 +177,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             column: "created_at",
             retention: Duration::from_secs(config.idempotency_key_retention_hours * 3_600),
         }))
+}
+
+/// The OpenAPI document of the service's own routes.
+fn api_doc() -> utoipa::openapi::OpenApi {
+    let mut doc = http::ApiDoc::openapi();
+    doc.merge(operate::ApiDoc::openapi());
+    doc
 }
 
 /// `order-service rebuild-view`: replaces the projection with one folded from the history.

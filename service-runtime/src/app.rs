@@ -209,7 +209,7 @@ impl Application {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: plumbing.config.kafka.clone(),
-                group_id: format!("{}{}", plumbing.config.kafka.topic_prefix, self.name),
+                group_id: plumbing.config.kafka.group_of(self.name),
                 retry: plumbing.config.retry.clone(),
                 batching: plumbing.config.consumer.clone(),
             },

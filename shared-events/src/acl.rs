@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::contracts::topics_of;
-use crate::topology::ServiceTopology;
+use crate::topology::{SERVICES, ServiceTopology};
 use crate::{Topic, TopicNames};
 
 /// What a grant is on.
@@ -22,11 +22,13 @@ pub enum ResourceType {
 }
 
 /// An operation a grant allows. `Write` and `Read` each imply `Describe`, which is all the
-/// services' metadata and offset lookups need.
+/// services' metadata and offset lookups need; `Describe` alone lets the saga's operator
+/// read another group's committed offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Operation {
     Read,
     Write,
+    Describe,
 }
 
 /// One resource a service may act on.
@@ -63,8 +65,9 @@ impl ServiceTopology {
     }
 
     /// Everything this service's Kafka user needs, and nothing more, with topics and its
-    /// consumer group named as in a deployment using `names`.
-    pub fn grants(&self, names: &TopicNames) -> [Grant; 2] {
+    /// consumer group named as in a deployment using `names`: what it writes, what it
+    /// reads, and (the saga's operator only) the groups whose progress it describes.
+    pub fn grants(&self, names: &TopicNames) -> Vec<Grant> {
         let topic = |name: String| Resource {
             resource_type: ResourceType::Topic,
             name,
@@ -85,13 +88,17 @@ impl ServiceTopology {
             .into_iter()
             .map(|t| topic(names.name(t)))
             .collect();
-        reads.push(Resource {
+        let group = |service: &ServiceTopology| Resource {
             resource_type: ResourceType::Group,
-            name: names.name_for_base(self.name),
-        });
+            name: names.name_for_base(service.name),
+        };
+        reads.push(group(self));
+        if self.operates_the_saga {
+            reads.extend(Topic::ALL.map(|t| topic(names.dead_letter(t))));
+        }
         writes.sort();
         reads.sort();
-        [
+        let mut grants = vec![
             Grant {
                 principal: self.name,
                 operation: Operation::Write,
@@ -102,7 +109,19 @@ impl ServiceTopology {
                 operation: Operation::Read,
                 resources: reads,
             },
-        ]
+        ];
+        if self.operates_the_saga {
+            grants.push(Grant {
+                principal: self.name,
+                operation: Operation::Describe,
+                resources: SERVICES
+                    .iter()
+                    .filter(|s| s.name != self.name)
+                    .map(group)
+                    .collect(),
+            });
+        }
+        grants
     }
 }
 
@@ -133,6 +152,7 @@ impl fmt::Display for Operation {
         f.write_str(match self {
             Operation::Read => "Read",
             Operation::Write => "Write",
+            Operation::Describe => "Describe",
         })
     }
 }
@@ -149,7 +169,7 @@ impl fmt::Display for ResourceType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{BILLING_SERVICE, SERVICES};
+    use crate::topology::{BILLING_SERVICE, ORDER_SERVICE};
 
     fn names(grant: &Grant) -> Vec<&str> {
         grant.resources.iter().map(|r| r.name.as_str()).collect()
@@ -157,10 +177,12 @@ mod tests {
 
     #[test]
     fn billing_may_write_payments_and_read_what_it_hears_and_nothing_else() {
-        let [write, read] = BILLING_SERVICE.grants(&TopicNames::new("staging-"));
+        let [write, read] = &BILLING_SERVICE.grants(&TopicNames::new("staging-"))[..] else {
+            panic!("billing has a write and a read grant, nothing else");
+        };
         assert_eq!(write.operation, Operation::Write);
         assert_eq!(
-            names(&write),
+            names(write),
             [
                 "staging-inventory.dlq",
                 "staging-orders.dlq",
@@ -169,7 +191,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&read),
+            names(read),
             [
                 "staging-inventory",
                 "staging-orders",
@@ -178,6 +200,38 @@ mod tests {
             ]
         );
         assert_eq!(read.resources[3].resource_type, ResourceType::Group);
+    }
+
+    #[test]
+    fn the_saga_s_operator_also_reads_every_dead_letter_and_describes_the_other_groups() {
+        let grants = ORDER_SERVICE.grants(&TopicNames::new("staging-"));
+        let [_, read, describe] = &grants[..] else {
+            panic!("order-service has a write, a read and a describe grant: {grants:?}");
+        };
+        for dlq in [
+            "staging-catalog.dlq",
+            "staging-inventory.dlq",
+            "staging-orders.dlq",
+            "staging-payments.dlq",
+            "staging-shipments.dlq",
+        ] {
+            assert!(names(read).contains(&dlq), "{dlq}: {read:?}");
+        }
+        assert_eq!(describe.operation, Operation::Describe);
+        assert_eq!(
+            names(describe),
+            [
+                "staging-billing-service",
+                "staging-inventory-service",
+                "staging-shipping-service"
+            ]
+        );
+        assert!(
+            describe
+                .resources
+                .iter()
+                .all(|r| r.resource_type == ResourceType::Group)
+        );
     }
 
     #[test]
@@ -200,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_kafka_acls_arguments_name_every_resource() {
-        let [write, _] = BILLING_SERVICE.grants(&TopicNames::default());
+        let write = &BILLING_SERVICE.grants(&TopicNames::default())[0];
         assert_eq!(
             write.kafka_acls_arguments().join(" "),
             "--add --allow-principal User:billing-service --operation Write \

@@ -93,6 +93,12 @@ impl KafkaConfig {
         }
     }
 
+    /// The consumer group of `service`: named after it, under the topic prefix, so that
+    /// stacks sharing a cluster share no group.
+    pub fn group_of(&self, service: &str) -> String {
+        format!("{}{service}", self.topic_prefix)
+    }
+
     pub fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
@@ -116,6 +122,9 @@ impl KafkaConfig {
             .set("batch.size", "1000000")
             .set("queue.buffering.max.messages", "100000")
             .set("compression.type", "lz4")
+            // Named, not left to the default: `key_position` computes where a key's
+            // records go from it (crc32 of the key).
+            .set("partitioner", "consistent_random")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
         config
     }

@@ -11,6 +11,7 @@ pub mod database;
 pub mod dead_letter;
 mod error;
 pub mod kafka;
+pub mod key_position;
 pub mod metrics;
 pub mod migrations;
 pub mod outbox;

@@ -13,6 +13,10 @@ pub struct ServiceTopology {
     /// The event types it also reads without a consumer group, to watch the flow:
     /// order-service's console feed taps its own events beside those it receives.
     pub watches: &'static [&'static str],
+    /// Whether it operates the saga: it finds stuck orders and shows why (`GET
+    /// /sagas/stuck`), so it reads every dead-letter topic and every service's consumer
+    /// group progress.
+    pub operates_the_saga: bool,
 }
 
 pub const ORDER_SERVICE: ServiceTopology = ServiceTopology {
@@ -40,6 +44,7 @@ pub const ORDER_SERVICE: ServiceTopology = ServiceTopology {
         "OrderCompleted",
         "OrderCancelled",
     ],
+    operates_the_saga: true,
 };
 
 pub const BILLING_SERVICE: ServiceTopology = ServiceTopology {
@@ -52,6 +57,7 @@ pub const BILLING_SERVICE: ServiceTopology = ServiceTopology {
         "OrderCompleted",
     ],
     watches: &[],
+    operates_the_saga: false,
 };
 
 pub const INVENTORY_SERVICE: ServiceTopology = ServiceTopology {
@@ -64,6 +70,7 @@ pub const INVENTORY_SERVICE: ServiceTopology = ServiceTopology {
     ],
     receives: &["OrderPlaced", "PaymentAuthorized", "ShipmentFailed"],
     watches: &[],
+    operates_the_saga: false,
 };
 
 pub const SHIPPING_SERVICE: ServiceTopology = ServiceTopology {
@@ -71,6 +78,7 @@ pub const SHIPPING_SERVICE: ServiceTopology = ServiceTopology {
     sends: &["ShipmentScheduled", "ShipmentFailed"],
     receives: &["OrderPlaced", "StockReserved", "OrderCancellationRequested"],
     watches: &[],
+    operates_the_saga: false,
 };
 
 pub const SERVICES: [ServiceTopology; 4] = [

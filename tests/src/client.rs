@@ -143,3 +143,42 @@ pub async fn metric(base_url: &str, name: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// `GET /sagas/stuck` (as an operator): the orders in flight idle past the threshold.
+pub async fn stuck_sagas(stack: &Stack) -> Value {
+    let url = format!("{}/sagas/stuck", stack.url("order-service"));
+    let (status, listing) = get_json(&url).await;
+    assert_eq!(status, StatusCode::OK, "{listing:#}");
+    listing
+}
+
+/// The order's entry in `GET /sagas/stuck`, if it is listed.
+pub async fn stuck_entry(stack: &Stack, order_id: &str) -> Option<Value> {
+    stuck_sagas(stack).await["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|saga| saga["order_id"] == order_id)
+        .cloned()
+}
+
+/// Polls `GET /sagas/stuck` until it lists the order (30 s at most); returns the listing.
+pub async fn wait_until_stuck(stack: &Stack, order_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listing = stuck_sagas(stack).await;
+        if listing["sagas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|saga| saga["order_id"] == order_id)
+        {
+            return listing;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{order_id} never listed as stuck: {listing:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

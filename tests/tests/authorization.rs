@@ -195,6 +195,7 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             format!("/shipments/{order}"),
             None,
         ),
+        admin_route(Method::GET, "order-service", "/sagas/stuck".into(), None),
         customer_route(
             Method::POST,
             "order-service",

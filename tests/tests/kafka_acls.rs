@@ -3,11 +3,12 @@
 //! authorizes (KRaft's StandardAuthorizer, nothing allowed without an ACL): the saga runs
 //! to each outcome, and a service's credentials cannot publish another's events. Before,
 //! all four shared one identity, so a compromised billing-service could publish
-//! `ShipmentScheduled`.
+//! `ShipmentScheduled`. order-service, which operates the saga, reads the other groups'
+//! progress and the dead letters for `GET /sagas/stuck` with the grants it has for that.
 
 use std::time::Duration;
 
-use orderflow_e2e::client::{order_body, place, wait_for_status};
+use orderflow_e2e::client::{order_body, place, stuck_entry, wait_for_status, wait_until_stuck};
 use orderflow_e2e::secure_broker::{ADMIN, SecureBroker};
 use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -28,7 +29,8 @@ async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_give
         .collect();
     futures::future::join_all(grants.iter().map(|arguments| broker.kafka_acls(arguments))).await;
 
-    let mut stack = Stack::start_with(prefix, &broker.kafka_config(ADMIN), &[], |name| {
+    let stuck_after = [("STUCK_AFTER_SECS", "2".to_owned())];
+    let mut stack = Stack::start_with(prefix, &broker.kafka_config(ADMIN), &stuck_after, |name| {
         broker.service_env(name)
     })
     .await;
@@ -68,6 +70,26 @@ async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_give
             ))
         ),
         "billing-service could write {shipments}: {forged:?}"
+    );
+
+    // order-service, the saga's operator, reads the evidence of a stuck order under its own
+    // user: inventory's group progress on the order's partitions and the dead letters.
+    stack.service("inventory-service").stop().await;
+    let stuck = place(&stack, &body).await;
+    wait_for_status(&stack, &stuck, "PAYMENT_AUTHORIZED").await;
+    let listing = wait_until_stuck(&stack, &stuck).await;
+    assert_eq!(
+        listing["evidence_unavailable"],
+        serde_json::json!([]),
+        "{listing:#}"
+    );
+    let entry = stuck_entry(&stack, &stuck).await.unwrap();
+    assert!(
+        !entry["awaiting"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{entry:#}"
     );
     stack.stop_all().await;
 }

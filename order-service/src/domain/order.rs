@@ -12,6 +12,10 @@ use uuid::Uuid;
 
 use super::events::{OrderEvent, Placed};
 
+mod awaiting;
+
+pub use awaiting::AwaitedStep;
+
 /// Where an order stands, as clients see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -136,7 +136,8 @@ pub async fn lock_all(
     order_ids: impl IntoIterator<Item = Uuid>,
 ) -> Result<BTreeMap<Uuid, LoadedOrder>, Error> {
     let ids: Vec<Uuid> = order_ids.into_iter().collect();
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        ViewRow,
         r#"SELECT order_id, snapshot AS "snapshot: Json<serde_json::Value>", version,
                   placed_at, updated_at
            FROM orders_view WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
@@ -146,35 +147,74 @@ pub async fn lock_all(
     .await?;
     let mut orders = BTreeMap::new();
     for row in rows {
-        let (order_id, version, placed_at, updated_at) =
-            (row.order_id, row.version, row.placed_at, row.updated_at);
-        let snapshot = row
-            .snapshot
-            .and_then(|Json(value)| serde_json::from_value::<Snapshot>(value).ok())
-            .filter(|s| s.format == SNAPSHOT_FORMAT);
-        let loaded = match snapshot {
-            Some(snapshot) => LoadedOrder {
-                placed: placed_metadata(
-                    &snapshot.order,
-                    snapshot.placed_event_id,
-                    placed_at,
-                    snapshot.placed_by,
-                ),
-                order: snapshot.order,
-                stored: version,
-                updated_at,
-                appended: Vec::new(),
-            },
-            None => load(&mut *tx, order_id)
-                .await?
-                .ok_or_else(|| Error::CorruptHistory {
-                    order_id,
-                    reason: "a projection row without events".to_owned(),
-                })?,
-        };
-        orders.insert(order_id, loaded);
+        orders.insert(row.order_id, loaded(&mut *tx, row).await?);
     }
     Ok(orders)
+}
+
+/// Orders in flight whose last event happened before `cutoff`, the longest idle first, at
+/// most `limit`, without locking (the partial index `orders_view_in_flight_by_progress`
+/// holds just the orders in flight).
+pub async fn idle_since(
+    conn: &mut PgConnection,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<LoadedOrder>, Error> {
+    let rows = sqlx::query_as!(
+        ViewRow,
+        r#"SELECT order_id, snapshot AS "snapshot: Json<serde_json::Value>", version,
+                  placed_at, updated_at
+           FROM orders_view
+           WHERE status NOT IN ('COMPLETED', 'CANCELLED') AND updated_at < $1
+           ORDER BY updated_at LIMIT $2"#,
+        cutoff,
+        limit,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut orders = Vec::with_capacity(rows.len());
+    for row in rows {
+        orders.push(loaded(&mut *conn, row).await?);
+    }
+    Ok(orders)
+}
+
+/// What a command needs of an `orders_view` row.
+struct ViewRow {
+    order_id: Uuid,
+    snapshot: Option<Json<serde_json::Value>>,
+    version: i32,
+    placed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The order of a projection row: from its snapshot, or folded from its history where the
+/// snapshot is missing or stale.
+async fn loaded(conn: &mut PgConnection, row: ViewRow) -> Result<LoadedOrder, Error> {
+    let snapshot = row
+        .snapshot
+        .and_then(|Json(value)| serde_json::from_value::<Snapshot>(value).ok())
+        .filter(|s| s.format == SNAPSHOT_FORMAT);
+    match snapshot {
+        Some(snapshot) => Ok(LoadedOrder {
+            placed: placed_metadata(
+                &snapshot.order,
+                snapshot.placed_event_id,
+                row.placed_at,
+                snapshot.placed_by,
+            ),
+            order: snapshot.order,
+            stored: row.version,
+            updated_at: row.updated_at,
+            appended: Vec::new(),
+        }),
+        None => load(conn, row.order_id)
+            .await?
+            .ok_or_else(|| Error::CorruptHistory {
+                order_id: row.order_id,
+                reason: "a projection row without events".to_owned(),
+            }),
+    }
 }
 
 /// Locks one order; `None` if unknown.

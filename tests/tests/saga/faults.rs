@@ -58,7 +58,7 @@ pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
     ),
 ];
 
-async fn seed(stack: &Stack, tag: &str) -> (String, String) {
+pub(crate) async fn seed(stack: &Stack, tag: &str) -> (String, String) {
     let product = format!("{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let customer = format!("{product}-customer");
     put_product(stack, &product, 400, 10).await;

@@ -3,7 +3,8 @@
 //!
 //! Two stacks, each started on first use: `steady` (long saga deadline, exporting spans to
 //! an OTLP receiver this test runs) for scenarios that run side by side, and `faults`
-//! (short deadline) for scenarios that stop and restart services, run one at a time.
+//! (short deadline) for scenarios that stop and restart services, run one at a time, with
+//! those of operating stuck sagas (`operate`).
 
 /// A scenario with its listed name, which is the path of the function it runs (e.g.
 /// `saga::faults::cancel_after_payment_refunds`): a name cannot drift from its code.
@@ -18,6 +19,7 @@ macro_rules! scenario {
 }
 
 mod faults;
+mod operate;
 mod otlp;
 mod steady;
 
@@ -71,7 +73,10 @@ impl Stacks {
                 Mutex::new(
                     Stack::start(
                         "f",
-                        &[("SAGA_DEADLINE_SECS", faults::NO_DEADLINE_SECS.to_string())],
+                        &[
+                            ("SAGA_DEADLINE_SECS", faults::NO_DEADLINE_SECS.to_string()),
+                            ("STUCK_AFTER_SECS", operate::STUCK_AFTER_SECS.to_string()),
+                        ],
                     )
                     .await,
                 )
@@ -122,7 +127,7 @@ fn main() {
             Box::pin(async move { scenario(stacks.steady().await).await })
         }));
     }
-    for &(name, scenario, deadline_secs) in faults::SCENARIOS {
+    for &(name, scenario, deadline_secs) in faults::SCENARIOS.iter().chain(operate::SCENARIOS) {
         trials.push(trial(name, handle, &stacks, move |stacks| {
             Box::pin(async move {
                 // One at a time: they stop and start the stack's services.

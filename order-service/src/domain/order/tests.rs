@@ -223,3 +223,110 @@ fn a_failed_shipment_is_followed_by_compensations_then_the_outcome() {
         ]
     );
 }
+
+fn stock_rejected() -> OrderEvent {
+    OrderEvent::StockRejected {
+        product_id: "p1".into(),
+        reason: "none left".into(),
+    }
+}
+
+fn shipment_failed() -> OrderEvent {
+    OrderEvent::ShipmentFailed {
+        reason: "no carrier".into(),
+    }
+}
+
+fn cancellation() -> OrderEvent {
+    OrderEvent::OrderCancellationRequested {
+        reason: "customer".into(),
+    }
+}
+
+fn owed(order: &Order) -> Vec<(&'static str, &'static str)> {
+    order
+        .awaiting()
+        .into_iter()
+        .map(|step| (step.name(), step.owed_by().name))
+        .collect()
+}
+
+#[test]
+fn on_the_way_forward_the_order_awaits_one_step_from_its_owner() {
+    assert_eq!(
+        owed(&order_after(&[])),
+        [("PaymentAuthorized", "billing-service")]
+    );
+    assert_eq!(
+        owed(&order_after(&[charged()])),
+        [("StockReserved", "inventory-service")]
+    );
+    assert_eq!(
+        owed(&order_after(&[charged(), reserved()])),
+        [("ShipmentScheduled", "shipping-service")]
+    );
+    assert!(
+        owed(&order_after(&[
+            charged(),
+            reserved(),
+            shipped(),
+            OrderEvent::OrderCompleted
+        ]))
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_failed_saga_awaits_each_compensation_still_owed() {
+    assert_eq!(
+        owed(&order_after(&[charged(), stock_rejected()])),
+        [("PaymentRefunded", "billing-service")]
+    );
+    assert_eq!(
+        owed(&order_after(&[charged(), reserved(), shipment_failed()])),
+        [
+            ("PaymentRefunded", "billing-service"),
+            ("StockReleased", "inventory-service")
+        ]
+    );
+    assert_eq!(
+        owed(&order_after(&[
+            charged(),
+            reserved(),
+            shipment_failed(),
+            refunded()
+        ])),
+        [("StockReleased", "inventory-service")]
+    );
+}
+
+#[test]
+fn a_cancellation_awaits_shipping_s_answer_before_the_compensations() {
+    // Billing has not answered the order yet: it is owed first, whatever else happened.
+    assert_eq!(
+        owed(&order_after(&[cancellation()])),
+        [("PaymentAuthorized", "billing-service")]
+    );
+    assert_eq!(
+        owed(&order_after(&[charged(), reserved(), cancellation()])),
+        [("ShipmentScheduled", "shipping-service")]
+    );
+    // Inventory has not answered the payment yet; billing's refund waits for shipping.
+    assert_eq!(
+        owed(&order_after(&[charged(), cancellation()])),
+        [
+            ("ShipmentScheduled", "shipping-service"),
+            ("StockReserved", "inventory-service")
+        ]
+    );
+    let cancelled = order_after(&[
+        charged(),
+        cancellation(),
+        stock_rejected(),
+        refunded(),
+        OrderEvent::OrderCancelled {
+            reason: "cancelled: customer".into(),
+        },
+    ]);
+    assert!(owed(&cancelled).is_empty());
+}

@@ -1,0 +1,255 @@
+//! `GET /sagas/stuck`: orders in flight that made no progress for longer than the
+//! threshold, each with what it waits for, who owes it, and the evidence an operator checks
+//! first: the owing group's position on the order's partitions, and this order's records in
+//! the dead-letter topics.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use service_runtime::{Admin, Problem};
+use shared_events::dead_letter::{DeadLetter, read_dead_letters};
+use shared_events::key_position::{GroupProgress, KeyPosition};
+use shared_events::{Topic, contracts, topology};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::OperateState;
+use crate::domain::{AwaitedStep, OrderStatus};
+use crate::store::{self, LoadedOrder};
+
+/// Most orders one listing returns, the longest idle first.
+const LISTED: i64 = 100;
+/// How long a listing waits for the broker's evidence before it answers without it.
+const EVIDENCE_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StuckSagas {
+    /// An order in flight is stuck once its last event is older than this.
+    pub stuck_after_secs: u64,
+    /// The longest idle first, at most 100.
+    pub sagas: Vec<StuckSaga>,
+    /// Why some evidence is missing (the broker did not answer), if it is.
+    pub evidence_unavailable: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StuckSaga {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    /// When its last event happened: the last progress.
+    pub idle_since: DateTime<Utc>,
+    pub idle_secs: i64,
+    pub awaiting: Vec<AwaitedView>,
+    /// Records of this order in the dead-letter topics.
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AwaitedView {
+    /// Any one of these ends the wait.
+    pub events: Vec<&'static str>,
+    /// The service that owes them.
+    pub service: &'static str,
+    /// That service's consumer group on the partitions of this order, one per topic it reads.
+    pub partitions: Vec<PartitionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionView {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset; absent if it never committed one.
+    pub committed: Option<i64>,
+    /// The log end: the offset the next record gets.
+    pub end: i64,
+    /// Records the group has not committed yet.
+    pub lag: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub original_topic: Option<String>,
+    pub consumer_group: Option<String>,
+    pub error_class: Option<String>,
+    /// Why the consumer gave up on the record.
+    pub reason: Option<String>,
+}
+
+/// Orders in flight that made no progress for longer than the stuck threshold, with what
+/// each waits for and the evidence.
+#[utoipa::path(get, path = "/sagas/stuck", tag = "operate",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, body = StuckSagas),
+        (status = 403, description = "Not an operator", content_type = "application/problem+json"),
+    ))]
+pub(super) async fn stuck_sagas(
+    _admin: Admin,
+    State(state): State<OperateState>,
+) -> Result<Json<StuckSagas>, Problem> {
+    let cutoff = Utc::now() - state.stuck_after;
+    let orders = {
+        let mut conn = state.pool.acquire().await.map_err(crate::Error::from)?;
+        shared_events::database::bounded(store::idle_since(&mut conn, cutoff, LISTED)).await?
+    };
+    let evidence = Evidence::gather(&state, &orders).await;
+    let now = Utc::now();
+    let sagas = orders
+        .iter()
+        .map(|loaded| StuckSaga {
+            order_id: loaded.order.id,
+            status: loaded.order.status(),
+            idle_since: loaded.updated_at,
+            idle_secs: (now - loaded.updated_at).num_seconds(),
+            awaiting: loaded
+                .order
+                .awaiting()
+                .into_iter()
+                .map(|step| evidence.awaited(loaded.order.id, step))
+                .collect(),
+            dead_letters: evidence.dead_letters_of(loaded.order.id),
+        })
+        .collect();
+    Ok(Json(StuckSagas {
+        stuck_after_secs: state.stuck_after.as_secs(),
+        sagas,
+        evidence_unavailable: evidence.unavailable,
+    }))
+}
+
+/// What the broker says about the listed orders, read once per listing: each owing
+/// group's progress, and the dead-letter topics.
+struct Evidence {
+    groups: HashMap<&'static str, GroupProgress>,
+    dead_letters: HashMap<Uuid, Vec<DeadLetterView>>,
+    unavailable: Vec<String>,
+}
+
+impl Evidence {
+    async fn gather(state: &OperateState, orders: &[LoadedOrder]) -> Self {
+        let owing: BTreeSet<&'static str> = orders
+            .iter()
+            .flat_map(|loaded| loaded.order.awaiting())
+            .map(|step| step.owed_by().name)
+            .collect();
+        let wanted: BTreeSet<Uuid> = orders.iter().map(|loaded| loaded.order.id).collect();
+        let (kafka, names) = (state.kafka.clone(), state.names.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let mut evidence = Evidence {
+                groups: HashMap::new(),
+                dead_letters: HashMap::new(),
+                unavailable: Vec::new(),
+            };
+            if wanted.is_empty() {
+                return evidence;
+            }
+            for service in owing {
+                let topics = topics_read_by(service, &names);
+                match GroupProgress::read(&kafka, &kafka.group_of(service), &topics) {
+                    Ok(progress) => {
+                        evidence.groups.insert(service, progress);
+                    }
+                    Err(e) => evidence
+                        .unavailable
+                        .push(format!("{service}'s consumer group: {e}")),
+                }
+            }
+            for topic in Topic::ALL {
+                let dlq = names.dead_letter(topic);
+                match read_dead_letters(&kafka, &dlq) {
+                    Ok(letters) => evidence.keep_dead_letters(&dlq, letters, &wanted),
+                    Err(e) => evidence.unavailable.push(format!("{dlq}: {e}")),
+                }
+            }
+            evidence
+        });
+        let failed = |why: String| Evidence {
+            groups: HashMap::new(),
+            dead_letters: HashMap::new(),
+            unavailable: vec![why],
+        };
+        // The listing matters most when the broker is the trouble: it never waits for it
+        // past the bound (the reads go on in the background until their own timeouts).
+        match tokio::time::timeout(EVIDENCE_LIMIT, read).await {
+            Ok(Ok(evidence)) => evidence,
+            Ok(Err(e)) => failed(format!("reading the evidence failed: {e}")),
+            Err(_) => failed(format!(
+                "the broker did not give the evidence within {EVIDENCE_LIMIT:?}"
+            )),
+        }
+    }
+
+    fn keep_dead_letters(&mut self, dlq: &str, letters: Vec<DeadLetter>, wanted: &BTreeSet<Uuid>) {
+        for letter in letters {
+            let Some(order_id) = letter.key.as_deref().and_then(|k| k.parse().ok()) else {
+                continue;
+            };
+            if !wanted.contains(&order_id) {
+                continue;
+            }
+            self.dead_letters
+                .entry(order_id)
+                .or_default()
+                .push(DeadLetterView {
+                    topic: dlq.to_owned(),
+                    partition: letter.partition,
+                    offset: letter.offset,
+                    original_topic: letter.original_topic,
+                    consumer_group: letter.consumer_group,
+                    error_class: letter.error_class,
+                    reason: letter.error_message,
+                });
+        }
+    }
+
+    fn awaited(&self, order_id: Uuid, step: AwaitedStep) -> AwaitedView {
+        let service = step.owed_by().name;
+        let key = order_id.to_string();
+        let partitions = self
+            .groups
+            .get(service)
+            .map(|progress| progress.of_key(key.as_bytes()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|position: KeyPosition| PartitionView {
+                lag: position.lag(),
+                topic: position.topic,
+                partition: position.partition,
+                committed: position.committed,
+                end: position.end,
+            })
+            .collect();
+        AwaitedView {
+            events: step.events.to_vec(),
+            service,
+            partitions,
+        }
+    }
+
+    fn dead_letters_of(&self, order_id: Uuid) -> Vec<DeadLetterView> {
+        self.dead_letters
+            .get(&order_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The topics `service`'s consumer reads, under this stack's names (from the topology).
+fn topics_read_by(service: &str, names: &shared_events::TopicNames) -> Vec<String> {
+    let receives = topology::SERVICES
+        .iter()
+        .find(|s| s.name == service)
+        .map_or(&[][..], |s| s.receives);
+    contracts::topics_of(receives)
+        .expect("the topology names contract event types")
+        .into_iter()
+        .map(|topic| names.name(topic))
+        .collect()
+}
