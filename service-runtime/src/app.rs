@@ -11,6 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use prometheus_client::registry::Registry;
+use shared_events::stopping::grace_over;
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
     PruneTarget, RegistryCodec, TopicNames,
@@ -62,6 +63,11 @@ impl BackgroundTask {
         }
     }
 }
+
+/// How long a background task may take to stop after shutdown before it is dropped (see
+/// `shared_events::stopping`): the relay's drain (10 s) and the consumers' close fit
+/// inside, a task stuck on a database call that does not answer does not.
+const TASK_GRACE: Duration = Duration::from_secs(12);
 
 /// A built service, bound to its port, ready to run.
 pub struct Application {
@@ -295,8 +301,20 @@ impl Application {
         ];
         let mut tasks = JoinSet::new();
         for task in background.into_iter().chain(self.background) {
-            let handle = (task.start)(shutdown.clone());
-            tasks.spawn(async move { (task.name, handle.await) });
+            let mut handle = (task.start)(shutdown.clone());
+            let stopping = shutdown.clone();
+            tasks.spawn(async move {
+                let joined = tokio::select! {
+                    joined = &mut handle => joined,
+                    () = grace_over(&stopping, TASK_GRACE) => {
+                        handle.abort();
+                        tracing::warn!(task = task.name, grace = ?TASK_GRACE,
+                            "did not stop within its grace after shutdown; dropped");
+                        Ok(Ok(()))
+                    }
+                };
+                (task.name, joined)
+            });
         }
         let router = self
             .router

@@ -21,6 +21,7 @@ pub mod retry;
 pub mod saga_state;
 pub mod schema_resolution;
 pub mod settings;
+pub mod stopping;
 pub mod tap;
 pub mod topics;
 pub mod topology;

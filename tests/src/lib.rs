@@ -154,7 +154,15 @@ pub struct ServiceProcess {
 /// detached), or why there is none.
 fn live_backtrace(pid: &str) -> String {
     match std::process::Command::new("timeout")
-        .args(["60", "gdb", "-batch", "-p", pid, "-ex", "thread apply all bt 30"])
+        .args([
+            "60",
+            "gdb",
+            "-batch",
+            "-p",
+            pid,
+            "-ex",
+            "thread apply all bt 30",
+        ])
         .output()
     {
         Ok(gdb) => String::from_utf8_lossy(&gdb.stdout).into_owned(),

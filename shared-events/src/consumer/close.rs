@@ -29,12 +29,13 @@ use super::rebalance::RebalanceTracker;
 /// grace period, with the HTTP drain and the relay's flush beside it.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Close threads that outlived their wait, for [`finish_abandoned_closes`].
-static ABANDONED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+/// Every close thread started, for [`finish_abandoned_closes`]: registered before the wait,
+/// so that one whose wait is dropped (its task cut at shutdown) is still waited for.
+static CLOSE_THREADS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Commits the stored offsets, leaves the group and frees the consumer, waiting at most
-/// `limit`. A thread that outlives the wait stays blocked in librdkafka; it is kept for
-/// [`finish_abandoned_closes`], which the process waits on before it exits.
+/// `limit`. A thread that outlives the wait stays blocked in librdkafka;
+/// [`finish_abandoned_closes`], which the process waits on before it exits, waits for it.
 pub(super) async fn close_within(
     consumer: Arc<StreamConsumer<RebalanceTracker>>,
     group: &str,
@@ -49,21 +50,18 @@ pub(super) async fn close_within(
             close_here(consumer);
             let _ = closed_tx.send(committed);
         });
-    let thread = match spawned {
-        Ok(thread) => thread,
+    match spawned {
+        Ok(thread) => {
+            let mut threads = close_threads();
+            threads.retain(|earlier| !earlier.is_finished());
+            threads.push(thread);
+        }
         Err(e) => {
             warn!(%group, error = %e, "no thread to close the consumer on; it is abandoned, its uncommitted records come again");
             return;
         }
-    };
-    let outcome = tokio::time::timeout(limit, closed).await;
-    if outcome.is_err() {
-        ABANDONED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(thread);
     }
-    match outcome {
+    match tokio::time::timeout(limit, closed).await {
         Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {
             info!(%group, "consumer stopped");
         }
@@ -76,18 +74,21 @@ pub(super) async fn close_within(
     }
 }
 
-/// Waits at most `limit` for the close threads that outlived their wait to finish, so that
-/// none is inside librdkafka while the process runs its exit handlers. Call it last, just
-/// before the process exits; returns how many still run.
+fn close_threads() -> std::sync::MutexGuard<'static, Vec<JoinHandle<()>>> {
+    CLOSE_THREADS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits at most `limit` for the close threads still running (those that outlived their
+/// wait, or whose wait was dropped) to finish, so that none is inside librdkafka while the
+/// process runs its exit handlers. Call it last, just before the process exits; returns
+/// how many still run.
 pub async fn finish_abandoned_closes(limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
-    let abandoned = std::mem::take(
-        &mut *ABANDONED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    );
+    let threads = std::mem::take(&mut *close_threads());
     let mut still_running = 0;
-    for thread in abandoned {
+    for thread in threads {
         while !thread.is_finished() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -45,8 +45,14 @@ use crate::kafka::KafkaConfig;
 use crate::metrics::{EventMetrics, RecordLabels, TopicLabels};
 use crate::outbox::Outbox;
 use crate::retry::RetryConfig;
+use crate::stopping::grace_over;
 use crate::topics::TopicNames;
 use crate::{Error, ErrorClass};
+
+/// How long the batch in hand may go on after shutdown before it is dropped (its records
+/// come again): a healthy batch takes milliseconds, one stuck on a database call that does
+/// not answer would hold the exit for that call's bound (30 s).
+const BATCH_GRACE: Duration = Duration::from_secs(3);
 
 /// How the runner batches records.
 #[derive(Debug, Clone, clap::Args)]
@@ -183,12 +189,21 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         })
     }
 
-    /// Consumes until `shutdown` is cancelled. The batch in hand is finished (or left for
-    /// redelivery) before returning; the stored offsets are committed and the group left,
-    /// within a bounded wait.
+    /// Consumes until `shutdown` is cancelled. The batch in hand is finished, or dropped
+    /// for redelivery if it takes longer than [`BATCH_GRACE`]; the stored offsets are
+    /// committed and the group left, within a bounded wait.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut judge = StallJudge::new(self.stall_after);
-        while let Ended::Stalled(stall) = self.consume(&shutdown, &mut judge).await {
+        loop {
+            let ended = tokio::select! {
+                ended = self.consume(&shutdown, &mut judge) => ended,
+                () = grace_over(&shutdown, BATCH_GRACE) => {
+                    warn!(group = %self.group_id, grace = ?BATCH_GRACE,
+                        "the batch in hand did not finish in its grace after shutdown; dropped, its records come again");
+                    Ended::Stopped
+                }
+            };
+            let Ended::Stalled(stall) = ended else { break };
             match stall {
                 Stall::Partitions(partitions) => {
                     let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
