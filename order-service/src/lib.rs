@@ -147,6 +147,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         names: plumbing.names.clone(),
         codec: plumbing.codec.clone(),
     });
+    let stuck_metrics = operate::StuckMetrics::default();
+    app.register_metrics(|registry| stuck_metrics.register(registry));
+    let stuck_watch = operate::StuckWatch {
+        pool: plumbing.pool.clone(),
+        stuck_after: Duration::from_secs(config.stuck_after_secs),
+        metrics: stuck_metrics,
+    };
     let operate = operate::OperateState {
         pool: plumbing.pool.clone(),
         kafka: plumbing.config.kafka.clone(),
@@ -166,6 +173,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         .with_openapi(api_doc())
         .with_task("saga deadline watcher", |token| watcher.run(token))
         .with_task("console live feed", |token| live.run(token))
+        .with_task("stuck saga count", |token| stuck_watch.run(token))
         .with_overload_probe(OverloadProbe {
             name: "sagas in flight",
             rows_sql: "SELECT 1 FROM orders_view

@@ -1,6 +1,8 @@
-//! Operating the saga (admin only): finding the orders that are stuck and why.
+//! Operating the saga (admin only): finding the orders that are stuck and why, and
+//! counting them for alerts.
 
 mod stuck;
+mod watch;
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use shared_events::{KafkaConfig, TopicNames};
 use sqlx::PgPool;
 
 pub use stuck::{AwaitedView, DeadLetterView, PartitionView, StuckSaga, StuckSagas};
+pub use watch::{StuckMetrics, StuckWatch};
 
 #[derive(Clone)]
 pub struct OperateState {

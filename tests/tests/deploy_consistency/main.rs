@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use shared_events::Topic;
 
+mod alerts;
 mod compose;
 mod overlays;
 
@@ -374,4 +375,21 @@ fn the_local_stack_compose_and_the_dev_overlay_run_one_kafka_version() {
         problems.len() == 1 && problems[0].contains("apache/kafka:3.9.1"),
         "a stale compose image is not reported: {problems:#?}"
     );
+}
+
+#[test]
+fn the_kubernetes_alerts_are_the_compose_alerts() {
+    let file = alerts::rule_file_groups();
+    assert!(
+        file.as_array().is_some_and(|groups| !groups.is_empty()),
+        "no rule groups: {file:#}"
+    );
+    let rule = alerts::prometheus_rule_groups();
+    let problems = alerts::alert_problems(&file, rule.as_ref());
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // A threshold changed in one copy only is caught.
+    let mut drifted = rule.unwrap();
+    drifted[0]["rules"][0]["expr"] = "max by (awaiting) (orderflow_sagas_stuck) > 5".into();
+    assert_eq!(alerts::alert_problems(&file, Some(&drifted)).len(), 1);
 }

@@ -65,6 +65,14 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
             stuck["dead_letters"].as_array().unwrap().is_empty(),
             "{stuck:#}"
         );
+        // The gauges alerts read count it too (refreshed every 5 s).
+        let (stuck, on_stock) = ("orderflow_sagas_stuck", "awaiting=\"StockReserved\"");
+        eventually_metric(stack, stuck, on_stock, |v| v >= 1.0).await;
+        let oldest = metric(stack, "orderflow_sagas_stuck_oldest_idle_seconds", "").await;
+        assert!(
+            oldest >= STUCK_AFTER_SECS as f64 - 1.0,
+            "oldest idle {oldest}"
+        );
 
         stack.service("inventory-service").start().await;
         client::wait_for_status(stack, &order_id, "COMPLETED").await;
@@ -72,5 +80,44 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
             client::stuck_entry(stack, &order_id).await.is_none(),
             "still listed once completed"
         );
+        eventually_metric(stack, stuck, on_stock, |v| v == 0.0).await;
     })
+}
+
+/// The value of order-service's sample of metric `name` whose labels include `label`
+/// (e.g. `awaiting="StockReserved"`; every sample carries a `service` label too); 0 when
+/// absent.
+async fn metric(stack: &Stack, name: &str, label: &str) -> f64 {
+    let text = metrics_text(stack).await;
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .find_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics_text(stack: &Stack) -> String {
+    let url = format!("{}/metrics", stack.url("order-service"));
+    let response = orderflow_e2e::http().get(url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// Polls [`metric`] until `wanted` holds (15 s at most: the gauges refresh every 5 s).
+async fn eventually_metric(stack: &Stack, name: &str, label: &str, wanted: impl Fn(f64) -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let value = metric(stack, name, label).await;
+        if wanted(value) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let exposed: Vec<String> = metrics_text(stack)
+                .await
+                .lines()
+                .filter(|line| line.contains(name))
+                .map(str::to_owned)
+                .collect();
+            panic!("{name} {label} stayed at {value}; exposed: {exposed:#?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -18,6 +18,13 @@ impl AwaitedStep {
     pub const SHIPMENT: Self = Self::of(&["ShipmentScheduled", "ShipmentFailed"]);
     pub const REFUND: Self = Self::of(&["PaymentRefunded"]);
     pub const RELEASE: Self = Self::of(&["StockReleased"]);
+    pub const ALL: [Self; 5] = [
+        Self::PAYMENT,
+        Self::STOCK,
+        Self::SHIPMENT,
+        Self::REFUND,
+        Self::RELEASE,
+    ];
 
     const fn of(events: &'static [&'static str]) -> Self {
         Self { events }
