@@ -215,7 +215,7 @@ impl Application {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: plumbing.config.kafka.clone(),
-                group_id: plumbing.config.kafka.group_of(self.name),
+                group_id: plumbing.names.group_of(self.name),
                 retry: plumbing.config.retry.clone(),
                 batching: plumbing.config.consumer.clone(),
             },

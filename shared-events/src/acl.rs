@@ -90,7 +90,7 @@ impl ServiceTopology {
             .collect();
         let group = |service: &ServiceTopology| Resource {
             resource_type: ResourceType::Group,
-            name: names.name_for_base(service.name),
+            name: names.group_of(service.name),
         };
         reads.push(group(self));
         if self.operates_the_saga {

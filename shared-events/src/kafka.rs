@@ -93,12 +93,6 @@ impl KafkaConfig {
         }
     }
 
-    /// The consumer group of `service`: named after it, under the topic prefix, so that
-    /// stacks sharing a cluster share no group.
-    pub fn group_of(&self, service: &str) -> String {
-        format!("{}{service}", self.topic_prefix)
-    }
-
     pub fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use rdkafka::consumer::BaseConsumer;
 
 use crate::consumer::gate::TopicPartition;
-use crate::consumer::stall::{Progress, read_progress};
+use crate::consumer::stall::{Progress, partitions_of, progress_of};
 use crate::{Error, KafkaConfig};
 
 /// The partition librdkafka's `consistent_random` partitioner gives a record with `key`.
@@ -65,14 +65,16 @@ impl GroupProgress {
             .set("group.id", group)
             .create()
             .map_err(Error::Kafka)?;
-        let readings = read_progress(&client, topics)?;
+        let all = partitions_of(&client, topics)?;
+        // Counted from the metadata, not from the readings, which leave out a partition
+        // the broker gave no end for: a wrong count would compute a wrong partition.
         let mut partitions: HashMap<String, i32> = HashMap::new();
-        for (partition, _) in &readings {
-            *partitions.entry(partition.topic.clone()).or_default() += 1;
+        for element in all.elements() {
+            *partitions.entry(element.topic().to_owned()).or_default() += 1;
         }
         Ok(Self {
             partitions,
-            progress: readings.into_iter().collect(),
+            progress: progress_of(&client, all)?.into_iter().collect(),
         })
     }
 

@@ -68,6 +68,12 @@ impl TopicNames {
         format!("{}{base}", self.prefix)
     }
 
+    /// The consumer group of `service`: named after it, under the prefix, so that stacks
+    /// sharing a cluster share no group.
+    pub fn group_of(&self, service: &str) -> String {
+        self.name_for_base(service)
+    }
+
     /// The topic a broker-side name stands for, if it is one of ours (not a DLQ).
     pub fn parse(&self, name: &str) -> Option<Topic> {
         let base = name.strip_prefix(&self.prefix)?;

@@ -42,7 +42,7 @@ async fn the_computed_partition_is_where_the_producer_put_the_key_and_the_group_
     }
 
     // The group commits past the first record of one key's partition, nothing elsewhere.
-    let group = stack.kafka.group_of("key-position-test");
+    let group = stack.names.group_of("key-position-test");
     let (key, partition, offset) = delivered[0].clone();
     let committer: BaseConsumer = stack
         .kafka

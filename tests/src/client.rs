@@ -130,6 +130,12 @@ pub async fn product(stack: &Stack, product_id: &str) -> Value {
 
 /// A counter's value summed over its label sets, from a service's `/metrics`.
 pub async fn metric(base_url: &str, name: &str) -> f64 {
+    metric_where(base_url, name, "").await
+}
+
+/// [`metric`] summed over the label sets that include `label` (e.g.
+/// `awaiting="StockReserved"`).
+pub async fn metric_where(base_url: &str, name: &str, label: &str) -> f64 {
     let text = crate::http()
         .get(format!("{base_url}/metrics"))
         .send()
@@ -140,6 +146,7 @@ pub async fn metric(base_url: &str, name: &str) -> f64 {
         .unwrap();
     text.lines()
         .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter(|line| line.contains(label))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -152,9 +159,9 @@ pub async fn stuck_sagas(stack: &Stack) -> Value {
     listing
 }
 
-/// The order's entry in `GET /sagas/stuck`, if it is listed.
-pub async fn stuck_entry(stack: &Stack, order_id: &str) -> Option<Value> {
-    stuck_sagas(stack).await["sagas"]
+/// The order's entry in a `GET /sagas/stuck` listing, if it is listed.
+pub fn stuck_entry_in(listing: &Value, order_id: &str) -> Option<Value> {
+    listing["sagas"]
         .as_array()
         .unwrap()
         .iter()
@@ -162,17 +169,17 @@ pub async fn stuck_entry(stack: &Stack, order_id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// The order's entry in `GET /sagas/stuck`, if it is listed.
+pub async fn stuck_entry(stack: &Stack, order_id: &str) -> Option<Value> {
+    stuck_entry_in(&stuck_sagas(stack).await, order_id)
+}
+
 /// Polls `GET /sagas/stuck` until it lists the order (30 s at most); returns the listing.
 pub async fn wait_until_stuck(stack: &Stack, order_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let listing = stuck_sagas(stack).await;
-        if listing["sagas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|saga| saga["order_id"] == order_id)
-        {
+        if stuck_entry_in(&listing, order_id).is_some() {
             return listing;
         }
         assert!(

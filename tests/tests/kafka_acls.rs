@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use orderflow_e2e::client::{order_body, place, stuck_entry, wait_for_status, wait_until_stuck};
+use orderflow_e2e::client::{order_body, place, stuck_entry_in, wait_for_status, wait_until_stuck};
 use orderflow_e2e::secure_broker::{ADMIN, SecureBroker};
 use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -83,7 +83,7 @@ async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_give
         serde_json::json!([]),
         "{listing:#}"
     );
-    let entry = stuck_entry(&stack, &stuck).await.unwrap();
+    let entry = stuck_entry_in(&listing, &stuck).unwrap();
     assert!(
         !entry["awaiting"][0]["partitions"]
             .as_array()

@@ -81,6 +81,19 @@ struct Facts {
     shipment_failed: Option<String>,
 }
 
+impl Facts {
+    /// Billing has nothing left to give back once it declined or refunded.
+    fn billing_settled(&self) -> bool {
+        self.declined.is_some() || self.refunded
+    }
+
+    /// Inventory holds nothing once it rejected or released, or when payment was declined
+    /// (it reserves only paid orders).
+    fn inventory_settled(&self) -> bool {
+        self.declined.is_some() || self.stock_rejected.is_some() || self.released
+    }
+}
+
 /// An order, as its history says it is. Serializable so that its state after the last event
 /// can be kept as a snapshot beside the projection (a cache: the history stays the truth).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,16 +233,11 @@ impl Order {
                 });
             }
             recorded.push(OrderEvent::OrderCompleted);
-        } else if let Some(reason) = after.failure() {
-            // Billing has nothing left to give back once it declined or refunded; inventory
-            // holds nothing once it rejected or released, or when payment was declined (it
-            // reserves only paid orders).
-            let billing_settled = facts.declined.is_some() || facts.refunded;
-            let inventory_settled =
-                facts.declined.is_some() || facts.stock_rejected.is_some() || facts.released;
-            if billing_settled && inventory_settled {
-                recorded.push(OrderEvent::OrderCancelled { reason });
-            }
+        } else if let Some(reason) = after.failure()
+            && facts.billing_settled()
+            && facts.inventory_settled()
+        {
+            recorded.push(OrderEvent::OrderCancelled { reason });
         }
         recorded
     }

@@ -3,7 +3,7 @@
 //! first: the owing group's position on the order's partitions, and this order's records in
 //! the dead-letter topics.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use axum::Json;
@@ -11,9 +11,10 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service_runtime::{Admin, Problem};
+use shared_events::Topic;
 use shared_events::dead_letter::{DeadLetter, read_dead_letters};
 use shared_events::key_position::{GroupProgress, KeyPosition};
-use shared_events::{Topic, contracts, topology};
+use shared_events::topology::ServiceTopology;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -126,6 +127,7 @@ pub(super) async fn stuck_sagas(
 
 /// What the broker says about the listed orders, read once per listing: each owing
 /// group's progress, and the dead-letter topics.
+#[derive(Default)]
 struct Evidence {
     groups: HashMap<&'static str, GroupProgress>,
     dead_letters: HashMap<Uuid, Vec<DeadLetterView>>,
@@ -134,25 +136,25 @@ struct Evidence {
 
 impl Evidence {
     async fn gather(state: &OperateState, orders: &[LoadedOrder]) -> Self {
-        let owing: BTreeSet<&'static str> = orders
+        let owing: BTreeMap<&'static str, &'static ServiceTopology> = orders
             .iter()
             .flat_map(|loaded| loaded.order.awaiting())
-            .map(|step| step.owed_by().name)
+            .map(|step| (step.owed_by().name, step.owed_by()))
             .collect();
         let wanted: BTreeSet<Uuid> = orders.iter().map(|loaded| loaded.order.id).collect();
         let (kafka, names) = (state.kafka.clone(), state.names.clone());
         let read = tokio::task::spawn_blocking(move || {
-            let mut evidence = Evidence {
-                groups: HashMap::new(),
-                dead_letters: HashMap::new(),
-                unavailable: Vec::new(),
-            };
+            let mut evidence = Evidence::default();
             if wanted.is_empty() {
                 return evidence;
             }
-            for service in owing {
-                let topics = topics_read_by(service, &names);
-                match GroupProgress::read(&kafka, &kafka.group_of(service), &topics) {
+            for (service, topology) in owing {
+                let topics: Vec<String> = topology
+                    .consumes()
+                    .into_iter()
+                    .map(|topic| names.name(topic))
+                    .collect();
+                match GroupProgress::read(&kafka, &names.group_of(service), &topics) {
                     Ok(progress) => {
                         evidence.groups.insert(service, progress);
                     }
@@ -171,9 +173,8 @@ impl Evidence {
             evidence
         });
         let failed = |why: String| Evidence {
-            groups: HashMap::new(),
-            dead_letters: HashMap::new(),
             unavailable: vec![why],
+            ..Evidence::default()
         };
         // The listing matters most when the broker is the trouble: it never waits for it
         // past the bound (the reads go on in the background until their own timeouts).
@@ -239,17 +240,4 @@ impl Evidence {
             .cloned()
             .unwrap_or_default()
     }
-}
-
-/// The topics `service`'s consumer reads, under this stack's names (from the topology).
-fn topics_read_by(service: &str, names: &shared_events::TopicNames) -> Vec<String> {
-    let receives = topology::SERVICES
-        .iter()
-        .find(|s| s.name == service)
-        .map_or(&[][..], |s| s.receives);
-    contracts::topics_of(receives)
-        .expect("the topology names contract event types")
-        .into_iter()
-        .map(|topic| names.name(topic))
-        .collect()
 }

@@ -151,12 +151,29 @@ pub fn read_progress<C: ConsumerContext>(
     client: &impl Consumer<C>,
     topics: &[String],
 ) -> Result<Vec<(TopicPartition, Progress)>, Error> {
+    progress_of(client, partitions_of(client, topics)?)
+}
+
+/// Every partition of `topics`, from the broker's metadata.
+pub fn partitions_of<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topics: &[String],
+) -> Result<TopicPartitionList, Error> {
     let mut partitions = TopicPartitionList::new();
     for topic in topics {
         for partition in crate::kafka::partition_ids(client, topic, READ_TIMEOUT)? {
             partitions.add_partition(topic, partition);
         }
     }
+    Ok(partitions)
+}
+
+/// The committed offset of `client`'s group and the end of each of `partitions`; a
+/// partition the broker gave no end for is left out.
+pub fn progress_of<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    partitions: TopicPartitionList,
+) -> Result<Vec<(TopicPartition, Progress)>, Error> {
     // One ListOffsets for every partition's end (timestamp -1 asks for the latest offset)
     // instead of one request per partition: requests on the member's connection wait behind
     // its long-polling fetch, each up to fetch.wait.max.ms.

@@ -38,7 +38,7 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
         let listing = client::wait_until_stuck(stack, &order_id).await;
         assert_eq!(listing["stuck_after_secs"], STUCK_AFTER_SECS, "{listing:#}");
         assert_eq!(listing["evidence_unavailable"], json!([]), "{listing:#}");
-        let stuck = client::stuck_entry(stack, &order_id).await.unwrap();
+        let stuck = client::stuck_entry_in(&listing, &order_id).unwrap();
         assert_eq!(stuck["status"], "PAYMENT_AUTHORIZED", "{stuck:#}");
         assert!(
             stuck["idle_secs"].as_i64().unwrap() >= STUCK_AFTER_SECS as i64 - 1,
@@ -68,7 +68,11 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
         // The gauges alerts read count it too (refreshed every 5 s).
         let (stuck, on_stock) = ("orderflow_sagas_stuck", "awaiting=\"StockReserved\"");
         eventually_metric(stack, stuck, on_stock, |v| v >= 1.0).await;
-        let oldest = metric(stack, "orderflow_sagas_stuck_oldest_idle_seconds", "").await;
+        let oldest = client::metric(
+            stack.url("order-service"),
+            "orderflow_sagas_stuck_oldest_idle_seconds",
+        )
+        .await;
         assert!(
             oldest >= STUCK_AFTER_SECS as f64 - 1.0,
             "oldest idle {oldest}"
@@ -84,40 +88,19 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
     })
 }
 
-/// The value of order-service's sample of metric `name` whose labels include `label`
-/// (e.g. `awaiting="StockReserved"`; every sample carries a `service` label too); 0 when
-/// absent.
-async fn metric(stack: &Stack, name: &str, label: &str) -> f64 {
-    let text = metrics_text(stack).await;
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
-        .find_map(|line| line.rsplit_once(' ')?.1.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics_text(stack: &Stack) -> String {
-    let url = format!("{}/metrics", stack.url("order-service"));
-    let response = orderflow_e2e::http().get(url).send().await.unwrap();
-    response.text().await.unwrap()
-}
-
-/// Polls [`metric`] until `wanted` holds (15 s at most: the gauges refresh every 5 s).
+/// Polls order-service's [`client::metric_where`] until `wanted` holds (15 s at most: the
+/// gauges refresh every 5 s).
 async fn eventually_metric(stack: &Stack, name: &str, label: &str, wanted: impl Fn(f64) -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let value = metric(stack, name, label).await;
+        let value = client::metric_where(stack.url("order-service"), name, label).await;
         if wanted(value) {
             return;
         }
-        if tokio::time::Instant::now() >= deadline {
-            let exposed: Vec<String> = metrics_text(stack)
-                .await
-                .lines()
-                .filter(|line| line.contains(name))
-                .map(str::to_owned)
-                .collect();
-            panic!("{name} {label} stayed at {value}; exposed: {exposed:#?}");
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} {label} stayed at {value}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

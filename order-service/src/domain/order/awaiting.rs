@@ -65,7 +65,7 @@ impl Order {
             return vec![next];
         }
         let failure_heard = facts.stock_rejected.is_some() || facts.shipment_failed.is_some();
-        let billing = if facts.declined.is_some() || facts.refunded {
+        let billing = if facts.billing_settled() {
             None
         } else if !facts.charged {
             Some(AwaitedStep::PAYMENT)
@@ -74,11 +74,7 @@ impl Order {
         } else {
             Some(AwaitedStep::SHIPMENT)
         };
-        let inventory = if !facts.charged
-            || facts.declined.is_some()
-            || facts.stock_rejected.is_some()
-            || facts.released
-        {
+        let inventory = if facts.inventory_settled() || !facts.charged {
             // Unpaid: inventory has nothing to act on, billing is owed first.
             None
         } else if !facts.reserved {

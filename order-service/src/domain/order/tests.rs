@@ -86,10 +86,7 @@ fn a_decline_cancels_at_once() {
 
 #[test]
 fn a_stock_rejection_cancels_only_after_the_refund() {
-    let rejected = OrderEvent::StockRejected {
-        product_id: "p1".into(),
-        reason: "none left".into(),
-    };
+    let rejected = stock_rejected();
     let order = order_after(&[charged()]);
     assert_eq!(order.react(rejected.clone()), vec![rejected.clone()]);
     let order = order_after(&[charged(), rejected]);
