@@ -6,4 +6,4 @@ pub mod order;
 pub mod validation;
 
 pub use events::{Line, OrderEvent, Placed, StepKind};
-pub use order::{AwaitedStep, CancelRefused, Order, OrderStatus};
+pub use order::{AwaitedStep, CancelRefused, OperatorRefused, Order, OrderStatus};

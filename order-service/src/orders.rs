@@ -1,17 +1,17 @@
 //! The order commands: place an order, record a fact another service reported, request a
-//! cancellation, enforce the saga deadline. Each works on a locked [`LoadedOrder`]: the
-//! domain decides, the decided events are appended to the order's history, and the events
-//! order-service publishes are returned, for the caller to append to the outbox in the same
-//! transaction.
+//! cancellation, enforce the saga deadline, nudge or cancel as an operator. Each works on a
+//! locked [`LoadedOrder`]: the domain decides, the decided events are appended to the
+//! order's history, and the events order-service publishes are returned, for the caller to
+//! append to the outbox in the same transaction.
 
 use chrono::{DateTime, Utc};
-use shared_events::{Event, EventMetadata};
+use shared_events::{Event, EventMetadata, Outbox};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{CancelRefused, Order, OrderEvent, OrderStatus, Placed};
+use crate::domain::{CancelRefused, OperatorRefused, Order, OrderEvent, OrderStatus, Placed};
 use crate::error::Error;
-use crate::store::{self, LoadedOrder};
+use crate::store::{self, LoadedOrder, RecordedEvent};
 
 /// What a cancellation request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,125 @@ pub async fn enforce_deadline(
     let published = append(&mut loaded, &cause, vec![event], false);
     store::record(tx, [&loaded]).await?;
     Ok(Some(published))
+}
+
+/// What an operator's action did: the order's status after it, and the event it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operated {
+    pub status: OrderStatus,
+    pub event_id: Uuid,
+    pub event_type: String,
+}
+
+/// Why an operator's action did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorRefusal {
+    UnknownOrder,
+    /// The order's state makes the action meaningless.
+    Meaningless(OperatorRefused),
+    /// The event to republish has not left the outbox yet: the relay will deliver it.
+    StillQueued {
+        event_type: String,
+    },
+}
+
+/// An operator's cancellation of a stuck order: recorded with who and why, then the same
+/// `OrderCancellationRequested` a deadline sends, which every service compensates. Returns
+/// the events to publish with the answer.
+pub async fn cancel_by_operator(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    operator: &str,
+    reason: &str,
+) -> Result<Result<(Operated, Vec<Event>), OperatorRefusal>, Error> {
+    let Some(mut loaded) = store::lock(tx, order_id).await? else {
+        return Ok(Err(OperatorRefusal::UnknownOrder));
+    };
+    if let Err(refused) = loaded.order.operator_may_cancel() {
+        return Ok(Err(OperatorRefusal::Meaningless(refused)));
+    }
+    let noted = OrderEvent::CancelledByOperator {
+        operator: operator.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let request = OrderEvent::OrderCancellationRequested {
+        reason: format!("cancelled by the operator {operator}: {reason}"),
+    };
+    let cause = loaded.placed.clone();
+    let published = append(&mut loaded, &cause, vec![noted, request], false);
+    store::record(tx, [&loaded]).await?;
+    let sent = &published[0].metadata;
+    let operated = Operated {
+        status: loaded.order.status(),
+        event_id: sent.event_id,
+        event_type: sent.event_type.clone(),
+    };
+    Ok(Ok((operated, published)))
+}
+
+/// An operator's nudge: queues the latest event order-service published for the order
+/// again, under its own event id, so that a delivery lost or skipped happens again without
+/// side effects (every consumer dedupes it by that id); recorded with who and why.
+pub async fn nudge(
+    tx: &mut PgConnection,
+    outbox: &Outbox,
+    order_id: Uuid,
+    operator: &str,
+    reason: &str,
+) -> Result<Result<Operated, OperatorRefusal>, Error> {
+    let Some(mut loaded) = store::lock(tx, order_id).await? else {
+        return Ok(Err(OperatorRefusal::UnknownOrder));
+    };
+    if let Err(refused) = loaded.order.operator_may_nudge() {
+        return Ok(Err(OperatorRefusal::Meaningless(refused)));
+    }
+    let history = store::history(&mut *tx, order_id).await?;
+    let latest = history
+        .iter()
+        .rev()
+        .find_map(|recorded| as_published(&loaded.order, recorded))
+        .ok_or_else(|| Error::CorruptHistory {
+            order_id,
+            reason: "no event order-service published, not even OrderPlaced".to_owned(),
+        })?;
+    let event_type = latest.event_type().to_owned();
+    if !outbox.republish(tx, &latest).await? {
+        return Ok(Err(OperatorRefusal::StillQueued { event_type }));
+    }
+    let noted = OrderEvent::NudgedByOperator {
+        operator: operator.to_owned(),
+        reason: reason.to_owned(),
+        event_id: latest.metadata.event_id,
+        event_type: event_type.clone(),
+    };
+    let cause = loaded.placed.clone();
+    append(&mut loaded, &cause, vec![noted], false);
+    store::record(tx, [&loaded]).await?;
+    Ok(Ok(Operated {
+        status: loaded.order.status(),
+        event_id: latest.metadata.event_id,
+        event_type,
+    }))
+}
+
+/// The event as order-service published it, rebuilt from the history (metadata and
+/// payload alike), if it published this one.
+fn as_published(order: &Order, recorded: &RecordedEvent) -> Option<Event> {
+    if recorded.producer != PRODUCER {
+        return None;
+    }
+    let payload = recorded.event.to_contract(&order.placed)?;
+    let metadata = EventMetadata {
+        event_id: recorded.event_id,
+        event_type: recorded.event_type.clone(),
+        occurred_at: recorded.occurred_at,
+        order_id: Some(order.id),
+        correlation_id: order.id,
+        causation_id: recorded.causation_id,
+        producer: recorded.producer.clone(),
+        saga_deadline: Some(order.placed.saga_deadline),
+    };
+    Some(Event { metadata, payload })
 }
 
 /// Appends `events` to the order. If `first_is_fact`, the first was reported by another

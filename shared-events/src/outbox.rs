@@ -130,6 +130,28 @@ impl Outbox {
         self.insert(tx, &records).await
     }
 
+    /// Queues an event that was published before, under its own event id, so that a
+    /// delivery that was lost or skipped happens again (the consumers dedupe it by that id).
+    /// Returns `false`, queuing nothing, while the event still waits in the outbox.
+    pub async fn republish(&self, tx: &mut PgConnection, event: &Event) -> Result<bool, Error> {
+        let record = self.record(event).await?;
+        let queued = sqlx::query!(
+            "INSERT INTO outbox (event_id, event_type, topic, record_key, payload, traceparent, tracestate)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (event_id) DO NOTHING",
+            record.event_id,
+            record.event_type,
+            record.topic,
+            record.key,
+            record.payload,
+            record.traceparent,
+            record.tracestate,
+        )
+        .execute(tx)
+        .await?;
+        Ok(queued.rows_affected() == 1)
+    }
+
     /// Commits `tx` and wakes this process's relay. (A relay in another replica finds the
     /// rows on its next poll.)
     pub async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {

@@ -151,6 +151,27 @@ pub async fn metric_where(base_url: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// `POST /sagas/{order_id}/{action}` (as the operator, [`crate::auth::OPERATOR`]) with a
+/// reason: `nudge` or `cancel`.
+pub async fn operate(
+    stack: &Stack,
+    order_id: &str,
+    action: &str,
+    reason: &str,
+) -> (StatusCode, Value) {
+    let response = crate::http()
+        .post(format!(
+            "{}/sagas/{order_id}/{action}",
+            stack.url("order-service")
+        ))
+        .json(&json!({ "reason": reason }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// `GET /sagas/stuck` (as an operator): the orders in flight idle past the threshold.
 pub async fn stuck_sagas(stack: &Stack) -> Value {
     let url = format!("{}/sagas/stuck", stack.url("order-service"));

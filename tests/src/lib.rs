@@ -25,6 +25,7 @@ pub mod kafka_cluster;
 pub mod kafka_node;
 pub mod local_broker;
 pub mod local_postgres;
+pub mod offsets;
 pub mod secure_broker;
 pub mod workload;
 

@@ -26,6 +26,8 @@ struct Route {
     body: Option<Value>,
     /// Only an admin may call it.
     admin_only: bool,
+    /// What an admin gets, on an admin route.
+    admin_gets: Expect,
     /// What a token of a customer other than alice (who owns what the route names) gets.
     other_customer: Expect,
 }
@@ -120,6 +122,7 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
         path,
         body,
         admin_only: false,
+        admin_gets: Expect::Success,
         other_customer,
     };
     let admin_route = |method: Method, service, path: String, body| Route {
@@ -128,7 +131,19 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
         path,
         body,
         admin_only: true,
+        admin_gets: Expect::Success,
         other_customer: Expect::Status(StatusCode::FORBIDDEN),
+    };
+    // The order completed: an operator is let through, and told the action means nothing
+    // now (409).
+    let operator_action = |action: &str| Route {
+        admin_gets: Expect::Allowed,
+        ..admin_route(
+            Method::POST,
+            "order-service",
+            format!("/sagas/{order}/{action}"),
+            Some(json!({"reason": "authorization check"})),
+        )
     };
     let routes = [
         customer_route(
@@ -196,6 +211,8 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             None,
         ),
         admin_route(Method::GET, "order-service", "/sagas/stuck".into(), None),
+        operator_action("nudge"),
+        operator_action("cancel"),
         customer_route(
             Method::POST,
             "order-service",
@@ -238,7 +255,7 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
                 Some(&admin_scope_only),
                 Expect::Status(StatusCode::FORBIDDEN),
             ));
-            cases.push(("admin", Some(&admin), Expect::Success));
+            cases.push(("admin", Some(&admin), route.admin_gets));
         } else if route.path.ends_with("/cancel") {
             // The order has shipped: the owner is let through, and told it is too late.
             cases.push(("the customer", Some(&alice), Expect::Allowed));

@@ -78,6 +78,20 @@ pub enum OrderEvent {
     OrderCancelled {
         reason: String,
     },
+    /// An operator republished the order's latest published event (same event id) to heal a
+    /// lost or skipped delivery. Recorded, never published.
+    NudgedByOperator {
+        operator: String,
+        reason: String,
+        event_id: Uuid,
+        event_type: String,
+    },
+    /// An operator cancelled the stuck order; the `OrderCancellationRequested` that follows
+    /// does the work. Recorded, never published.
+    CancelledByOperator {
+        operator: String,
+        reason: String,
+    },
 }
 
 /// What a step does in the saga, for whoever reads a timeline.
@@ -92,9 +106,17 @@ pub enum StepKind {
     Compensation,
     /// How the order ended, or a cancellation that came too late.
     Outcome,
+    /// An operator acted on the saga (nudged or cancelled it): not the saga's own progress.
+    Operation,
 }
 
 impl OrderEvent {
+    /// Whether it is the saga's own (a fact or a decision), not an operator's note about it:
+    /// only those count as progress for finding stuck orders.
+    pub fn is_saga_event(&self) -> bool {
+        self.step_kind() != StepKind::Operation
+    }
+
     pub fn step_kind(&self) -> StepKind {
         match self {
             OrderEvent::OrderPlaced(_)
@@ -111,6 +133,9 @@ impl OrderEvent {
             OrderEvent::CancellationRejected { .. }
             | OrderEvent::OrderCompleted
             | OrderEvent::OrderCancelled { .. } => StepKind::Outcome,
+            OrderEvent::NudgedByOperator { .. } | OrderEvent::CancelledByOperator { .. } => {
+                StepKind::Operation
+            }
         }
     }
 
@@ -129,6 +154,8 @@ impl OrderEvent {
             OrderEvent::CancellationRejected { .. } => "CancellationRejected",
             OrderEvent::OrderCompleted => "OrderCompleted",
             OrderEvent::OrderCancelled { .. } => "OrderCancelled",
+            OrderEvent::NudgedByOperator { .. } => "NudgedByOperator",
+            OrderEvent::CancelledByOperator { .. } => "CancelledByOperator",
         }
     }
 
@@ -160,6 +187,15 @@ impl OrderEvent {
             | OrderEvent::CancellationRejected { reason }
             | OrderEvent::OrderCancelled { reason } => reason.clone(),
             OrderEvent::OrderCompleted => String::new(),
+            OrderEvent::NudgedByOperator {
+                operator,
+                reason,
+                event_type,
+                event_id,
+            } => format!("{operator} republished {event_type} {event_id}: {reason}"),
+            OrderEvent::CancelledByOperator { operator, reason } => {
+                format!("{operator} cancelled it: {reason}")
+            }
         }
     }
 

@@ -68,6 +68,17 @@ pub enum CancelRefused {
     AlreadyCancelled,
 }
 
+/// Why an operator's action on the order would mean nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorRefused {
+    /// Completed or cancelled: nothing waits.
+    Over,
+    /// The shipment was scheduled: too late to cancel.
+    Shipped,
+    /// The saga already failed or was cancelled; compensations are under way.
+    AlreadyCancelling,
+}
+
 /// What the saga's facts say so far; each fact is reported once per order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Facts {
@@ -138,7 +149,10 @@ impl Order {
         self.recorded.push(event.event_type().to_owned());
         let facts = &mut self.facts;
         match event {
-            OrderEvent::OrderPlaced(_) | OrderEvent::CancellationRejected { .. } => {}
+            OrderEvent::OrderPlaced(_)
+            | OrderEvent::CancellationRejected { .. }
+            | OrderEvent::NudgedByOperator { .. }
+            | OrderEvent::CancelledByOperator { .. } => {}
             OrderEvent::PaymentAuthorized { .. } => facts.charged = true,
             OrderEvent::PaymentDeclined { reason } => facts.declined = Some(reason.clone()),
             OrderEvent::PaymentRefunded { .. } => facts.refunded = true,
@@ -256,6 +270,29 @@ impl Order {
         Ok(Some(OrderEvent::OrderCancellationRequested {
             reason: reason.to_owned(),
         }))
+    }
+
+    /// Whether an operator's cancellation means anything: not once the order shipped or
+    /// ended, nor while compensations are already under way (a stuck compensation needs a
+    /// nudge or a redrive, not another cancellation).
+    pub fn operator_may_cancel(&self) -> Result<(), OperatorRefused> {
+        match self.request_cancellation("") {
+            Err(CancelRefused::AlreadyShipped) => Err(OperatorRefused::Shipped),
+            Err(CancelRefused::AlreadyCancelled) => Err(OperatorRefused::Over),
+            Ok(_) if self.status() == OrderStatus::Cancelling => {
+                Err(OperatorRefused::AlreadyCancelling)
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Whether a nudge means anything: only while the saga waits for someone.
+    pub fn operator_may_nudge(&self) -> Result<(), OperatorRefused> {
+        if self.status().is_terminal() {
+            Err(OperatorRefused::Over)
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether the saga deadline has passed with the order still in flight and nobody yet

@@ -30,6 +30,7 @@ pub struct OrderView {
     /// Why the order was cancelled, or why a cancellation was rejected.
     pub outcome_reason: Option<String>,
     pub placed_at: DateTime<Utc>,
+    /// When the saga last moved (an operator's action does not count).
     pub updated_at: DateTime<Utc>,
     pub saga_deadline: DateTime<Utc>,
     /// Every step of the saga, oldest first.

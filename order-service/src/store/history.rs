@@ -99,7 +99,8 @@ pub struct LoadedOrder {
     pub stored: i32,
     /// Metadata of the `OrderPlaced` event, the cause of commands that have no other.
     pub placed: EventMetadata,
-    /// When the last event, stored or appended, happened.
+    /// When the last saga event, stored or appended, happened: the last progress (an
+    /// operator's action is not).
     pub updated_at: DateTime<Utc>,
     /// Appended and not yet written, each with the metadata it is recorded under.
     pub appended: Vec<(EventMetadata, OrderEvent)>,
@@ -109,7 +110,9 @@ impl LoadedOrder {
     /// Appends `event` (in memory) and applies it to the order.
     pub fn append(&mut self, metadata: EventMetadata, event: OrderEvent) {
         self.order.apply(&event);
-        self.updated_at = metadata.occurred_at;
+        if event.is_saga_event() {
+            self.updated_at = metadata.occurred_at;
+        }
         self.appended.push((metadata, event));
     }
 }
@@ -235,6 +238,11 @@ fn fold(order_id: Uuid, history: &[RecordedEvent]) -> Result<Option<LoadedOrder>
     let (Some(first), Some(last)) = (history.first(), history.last()) else {
         return Ok(None);
     };
+    let last_progress = history
+        .iter()
+        .rev()
+        .find(|r| r.event.is_saga_event())
+        .unwrap_or(first);
     let order =
         Order::from_history(order_id, history.iter().map(|r| &r.event)).ok_or_else(|| {
             Error::CorruptHistory {
@@ -252,7 +260,7 @@ fn fold(order_id: Uuid, history: &[RecordedEvent]) -> Result<Option<LoadedOrder>
         order,
         stored: last.sequence + 1,
         placed,
-        updated_at: last.occurred_at,
+        updated_at: last_progress.occurred_at,
         appended: Vec::new(),
     }))
 }
@@ -277,8 +285,8 @@ fn placed_metadata(
 
 /// Writes `orders`: their appended events to the history and their `orders_view` rows, all
 /// in one statement. A row is a function of the history alone (`version` is the number of
-/// events, `updated_at` the time of the last, `snapshot` the order after it), so a rebuild
-/// yields the same row.
+/// events, `updated_at` the time of the last saga event, `snapshot` the order after it), so
+/// a rebuild yields the same row.
 pub async fn record<'a>(
     tx: &mut PgConnection,
     orders: impl IntoIterator<Item = &'a LoadedOrder>,

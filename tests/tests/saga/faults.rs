@@ -68,7 +68,12 @@ pub(crate) async fn seed(stack: &Stack, tag: &str) -> (String, String) {
 }
 
 /// Nothing was kept: the customer has their money and the product its stock.
-async fn assert_compensated(stack: &Stack, product: &str, customer: &str, order: &Value) {
+pub(crate) async fn assert_compensated(
+    stack: &Stack,
+    product: &str,
+    customer: &str,
+    order: &Value,
+) {
     let account = client::account(stack, customer).await;
     assert_eq!(account["balance_minor"], 10_000, "{account:#}\n{order:#}");
     assert_eq!(account["holds"], json!([]));

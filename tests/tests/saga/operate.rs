@@ -1,26 +1,39 @@
-//! Operating stuck sagas (`GET /sagas/stuck`): scenarios that hold an order at a step by
-//! stopping the service that owes it, on the faults stack (whose stuck threshold is
-//! [`STUCK_AFTER_SECS`]).
+//! Operating stuck sagas (`GET /sagas/stuck`, and the operator's nudge and cancel):
+//! scenarios that hold an order at a step by stopping the service that owes it, on the
+//! faults stack (whose stuck threshold is [`STUCK_AFTER_SECS`]).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use orderflow_e2e::Stack;
+use orderflow_e2e::auth::OPERATOR;
 use orderflow_e2e::client::{self, order_body};
-use serde_json::json;
+use orderflow_e2e::{Stack, offsets, timeline_types};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared_events::Topic;
 
 use crate::FaultScenario;
-use crate::faults::{NO_DEADLINE_SECS, seed};
+use crate::faults::{NO_DEADLINE_SECS, assert_compensated, seed};
 
 /// order-service's STUCK_AFTER_SECS on the faults stack: an order idle this long is stuck.
 pub const STUCK_AFTER_SECS: u64 = 3;
 
 type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[scenario!(
-    an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_moves,
-    NO_DEADLINE_SECS
-)];
+pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
+    scenario!(
+        an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_moves,
+        NO_DEADLINE_SECS
+    ),
+    scenario!(
+        a_nudge_heals_a_delivery_the_group_skipped_and_charges_once_however_often_repeated,
+        NO_DEADLINE_SECS
+    ),
+    scenario!(
+        an_operator_cancels_a_stuck_order_and_every_step_is_compensated,
+        NO_DEADLINE_SECS
+    ),
+];
 
 fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_moves(
     stack: &mut Stack,
@@ -100,6 +113,150 @@ async fn eventually_metric(stack: &Stack, name: &str, label: &str, wanted: impl 
         assert!(
             tokio::time::Instant::now() < deadline,
             "{name} {label} stayed at {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Billing's group is moved past the order's `OrderPlaced` while billing is down, as a
+/// mistaken offset reset would: the order waits for a payment nobody will ask for, and the
+/// evidence shows the group with nothing left to read. Two nudges republish the event under
+/// its own id; billing charges once.
+fn a_nudge_heals_a_delivery_the_group_skipped_and_charges_once_however_often_repeated(
+    stack: &mut Stack,
+) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "nudge").await;
+        stack.service("billing-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
+        let orders_lag = |listing: &Value| {
+            let stuck = client::stuck_entry_in(listing, &order_id)?;
+            let awaiting = stuck["awaiting"].as_array()?.first()?.clone();
+            let orders = awaiting["partitions"]
+                .as_array()?
+                .iter()
+                .find(|p| p["topic"].as_str().unwrap().ends_with("orders"))?
+                .clone();
+            orders["lag"].as_i64()
+        };
+        let listing = eventually_listed(stack, |l| orders_lag(l).is_some_and(|lag| lag >= 1)).await;
+        let stuck = client::stuck_entry_in(&listing, &order_id).unwrap();
+        assert_eq!(stuck["status"], "PENDING", "{stuck:#}");
+        assert_eq!(
+            stuck["awaiting"][0]["service"], "billing-service",
+            "{stuck:#}"
+        );
+
+        offsets::skip_to_end(&stack.prefix, "billing-service", Topic::Orders, &order_id);
+        stack.service("billing-service").start().await;
+        // Still stuck, and the group has passed the record: a nudge's case.
+        eventually_listed(stack, |l| orders_lag(l) == Some(0)).await;
+        let placed_id = client::order(stack, &order_id).await["timeline"][0]["event_id"].clone();
+
+        stack.service("billing-service").stop().await;
+        for nudge in 1..=2 {
+            let reason = format!("billing's group skipped OrderPlaced ({nudge})");
+            let (status, action) = client::operate(stack, &order_id, "nudge", &reason).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{action:#}");
+            assert_eq!(action["event_type"], "OrderPlaced", "{action:#}");
+            assert_eq!(action["event_id"], placed_id, "{action:#}");
+            // Published again (the outbox row is gone) before the next nudge.
+            eventually_listed(stack, |l| orders_lag(l) == Some(nudge)).await;
+        }
+        stack.service("billing-service").start().await;
+        let order = client::wait_for_status(stack, &order_id, "COMPLETED").await;
+
+        let account = client::account(stack, &customer).await;
+        assert_eq!(
+            account["balance_minor"],
+            10_000 - 400,
+            "charged once: {account:#}"
+        );
+        let nudges: Vec<&Value> = order["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|step| step["event_type"] == "NudgedByOperator")
+            .collect();
+        assert_eq!(nudges.len(), 2, "{order:#}");
+        for nudge in nudges {
+            assert_eq!(nudge["kind"], "operation", "{nudge:#}");
+            let detail = nudge["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(OPERATOR) && detail.contains("skipped OrderPlaced"),
+                "{detail}"
+            );
+        }
+        assert_refused(stack, &order_id, "nudge", "/problems/order-over").await;
+        assert_refused(stack, &order_id, "cancel", "/problems/order-shipped").await;
+    })
+}
+
+/// An order waits on a stopped inventory-service; the operator cancels it, with a reason.
+/// Once inventory is back, every step is compensated, and the history says who did it.
+fn an_operator_cancels_a_stuck_order_and_every_step_is_compensated(stack: &mut Stack) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "opcancel").await;
+        stack.service("inventory-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
+        client::wait_for_status(stack, &order_id, "PAYMENT_AUTHORIZED").await;
+
+        let (status, problem) = client::operate(stack, &order_id, "cancel", "  ").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+        let (status, action) =
+            client::operate(stack, &order_id, "cancel", "inventory is down for hours").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{action:#}");
+        assert_eq!(action["status"], "CANCELLING", "{action:#}");
+        assert_eq!(
+            action["event_type"], "OrderCancellationRequested",
+            "{action:#}"
+        );
+        assert_refused(stack, &order_id, "cancel", "/problems/order-cancelling").await;
+
+        stack.service("inventory-service").start().await;
+        let order = client::wait_for_status(stack, &order_id, "CANCELLED").await;
+        assert_compensated(stack, &product, &customer, &order).await;
+        let types = timeline_types(&order);
+        let noted = types.iter().position(|t| t == "CancelledByOperator");
+        let requested = types.iter().position(|t| t == "OrderCancellationRequested");
+        assert!(noted.is_some() && noted < requested, "{types:?}");
+        let reason = order["outcome_reason"].as_str().unwrap();
+        assert!(
+            reason.contains(OPERATOR) && reason.contains("inventory is down for hours"),
+            "{reason}"
+        );
+        assert_refused(stack, &order_id, "cancel", "/problems/order-over").await;
+        assert_refused(stack, &order_id, "nudge", "/problems/order-over").await;
+        let unknown = uuid::Uuid::new_v4().to_string();
+        let (status, _) = client::operate(stack, &unknown, "nudge", "no such order").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+}
+
+/// The action is refused with 409 and the problem type `kind`, and changes nothing.
+async fn assert_refused(stack: &Stack, order_id: &str, action: &str, kind: &str) {
+    let before = client::order(stack, order_id).await;
+    let (status, problem) = client::operate(stack, order_id, action, "meaningless now").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{action}: {problem:#}");
+    assert_eq!(problem["type"], kind, "{action}: {problem:#}");
+    let after = client::order(stack, order_id).await;
+    assert_eq!(
+        before["timeline"], after["timeline"],
+        "{action} changed the history"
+    );
+}
+
+/// Polls `GET /sagas/stuck` until `wanted` holds of the listing (30 s at most).
+async fn eventually_listed(stack: &Stack, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listing = client::stuck_sagas(stack).await;
+        if wanted(&listing) {
+            return listing;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listing never became as wanted: {listing:#}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }

@@ -327,3 +327,60 @@ fn a_cancellation_awaits_shipping_s_answer_before_the_compensations() {
     ]);
     assert!(owed(&cancelled).is_empty());
 }
+
+fn nudged() -> OrderEvent {
+    OrderEvent::NudgedByOperator {
+        operator: "ops".into(),
+        reason: "lost delivery".into(),
+        event_id: Uuid::nil(),
+        event_type: "OrderPlaced".into(),
+    }
+}
+
+#[test]
+fn an_operator_s_note_changes_nothing_the_saga_decides() {
+    let noted = order_after(&[charged(), nudged(), nudged()]);
+    let plain = order_after(&[charged()]);
+    assert_eq!(noted.status(), plain.status());
+    assert_eq!(noted.awaiting(), plain.awaiting());
+    assert_eq!(noted.react(reserved()), plain.react(reserved()));
+    assert!(!nudged().is_saga_event());
+    assert_eq!(nudged().step_kind(), StepKind::Operation);
+    assert!(charged().is_saga_event());
+}
+
+#[test]
+fn an_operator_may_nudge_only_while_the_saga_waits() {
+    assert_eq!(order_after(&[]).operator_may_nudge(), Ok(()));
+    assert_eq!(
+        order_after(&[stock_rejected()]).operator_may_nudge(),
+        Ok(())
+    );
+    let completed = order_after(&[charged(), reserved(), shipped(), OrderEvent::OrderCompleted]);
+    assert_eq!(completed.operator_may_nudge(), Err(OperatorRefused::Over));
+}
+
+#[test]
+fn an_operator_may_cancel_only_an_order_moving_forward() {
+    assert_eq!(order_after(&[charged()]).operator_may_cancel(), Ok(()));
+    assert_eq!(
+        order_after(&[charged(), reserved(), shipped()]).operator_may_cancel(),
+        Err(OperatorRefused::Shipped)
+    );
+    // Compensations under way, whether a cancellation or a refusal started them.
+    for failed in [cancellation(), stock_rejected()] {
+        assert_eq!(
+            order_after(&[charged(), failed]).operator_may_cancel(),
+            Err(OperatorRefused::AlreadyCancelling)
+        );
+    }
+    let cancelled = order_after(&[
+        OrderEvent::PaymentDeclined {
+            reason: "no".into(),
+        },
+        OrderEvent::OrderCancelled {
+            reason: "no".into(),
+        },
+    ]);
+    assert_eq!(cancelled.operator_may_cancel(), Err(OperatorRefused::Over));
+}
