@@ -5,6 +5,7 @@
 //! append to the outbox in the same transaction.
 
 use chrono::{DateTime, Utc};
+use shared_events::contracts::DeadLetterPosition;
 use shared_events::{Event, EventMetadata, Outbox};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -125,6 +126,34 @@ pub enum OperatorRefusal {
     StillQueued {
         event_type: String,
     },
+    /// order-service cannot read the order's history back: it must be repaired first.
+    Unreadable {
+        reason: String,
+    },
+}
+
+/// The order locked for an operator's action, or why there is none to act on.
+async fn lock_for_operator(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Result<LoadedOrder, OperatorRefusal>, Error> {
+    match store::lock(tx, order_id).await {
+        Ok(Some(loaded)) => Ok(Ok(loaded)),
+        Ok(None) => Ok(Err(OperatorRefusal::UnknownOrder)),
+        Err(Error::CorruptHistory { reason, .. }) => {
+            Ok(Err(OperatorRefusal::Unreadable { reason }))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Whether an operator may act on the order at all: it exists and reads back. (A redrive
+/// asks before it reads the dead letters, to hold no lock meanwhile.)
+pub async fn operable(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Result<(), OperatorRefusal>, Error> {
+    Ok(lock_for_operator(tx, order_id).await?.map(drop))
 }
 
 /// An operator's cancellation of a stuck order: recorded with who and why, then the same
@@ -136,8 +165,9 @@ pub async fn cancel_by_operator(
     operator: &str,
     reason: &str,
 ) -> Result<Result<(Operated, Vec<Event>), OperatorRefusal>, Error> {
-    let Some(mut loaded) = store::lock(tx, order_id).await? else {
-        return Ok(Err(OperatorRefusal::UnknownOrder));
+    let mut loaded = match lock_for_operator(tx, order_id).await? {
+        Ok(loaded) => loaded,
+        Err(refusal) => return Ok(Err(refusal)),
     };
     if let Err(refused) = loaded.order.operator_may_cancel() {
         return Ok(Err(OperatorRefusal::Meaningless(refused)));
@@ -171,8 +201,9 @@ pub async fn nudge(
     operator: &str,
     reason: &str,
 ) -> Result<Result<Operated, OperatorRefusal>, Error> {
-    let Some(mut loaded) = store::lock(tx, order_id).await? else {
-        return Ok(Err(OperatorRefusal::UnknownOrder));
+    let mut loaded = match lock_for_operator(tx, order_id).await? {
+        Ok(loaded) => loaded,
+        Err(refusal) => return Ok(Err(refusal)),
     };
     if let Err(refused) = loaded.order.operator_may_nudge() {
         return Ok(Err(OperatorRefusal::Meaningless(refused)));
@@ -206,10 +237,42 @@ pub async fn nudge(
     }))
 }
 
+/// An operator's redrive of dead letters of the order: recorded with who and why, and
+/// published for the services that own their topics to carry out. Returns the events to
+/// publish with the answer.
+pub async fn request_redrive(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    operator: &str,
+    reason: &str,
+    dead_letters: Vec<DeadLetterPosition>,
+) -> Result<Result<(Operated, Vec<Event>), OperatorRefusal>, Error> {
+    let mut loaded = match lock_for_operator(tx, order_id).await? {
+        Ok(loaded) => loaded,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let requested = OrderEvent::DeadLetterRedriveRequested {
+        operator: operator.to_owned(),
+        reason: reason.to_owned(),
+        dead_letters,
+    };
+    let cause = loaded.placed.clone();
+    let published = append(&mut loaded, &cause, vec![requested], false);
+    store::record(tx, [&loaded]).await?;
+    let sent = &published[0].metadata;
+    let operated = Operated {
+        status: loaded.order.status(),
+        event_id: sent.event_id,
+        event_type: sent.event_type.clone(),
+    };
+    Ok(Ok((operated, published)))
+}
+
 /// The event as order-service published it, rebuilt from the history (metadata and
 /// payload alike), if it published this one.
 fn as_published(order: &Order, recorded: &RecordedEvent) -> Option<Event> {
-    if recorded.producer != PRODUCER {
+    // An operator's request is no step of the saga a consumer could have missed.
+    if recorded.producer != PRODUCER || !recorded.event.is_saga_event() {
         return None;
     }
     let payload = recorded.event.to_contract(&order.placed)?;

@@ -9,7 +9,7 @@ use shared_events::contracts::{CONTRACTS, Contract};
 use shared_events::dead_letter::headers as dlq;
 use shared_events::outbox::headers;
 use shared_events::topics::DLQ_SUFFIX;
-use shared_events::topology::{SERVICES, ServiceTopology};
+use shared_events::topology::{HEARD_BY_EVERY_SERVICE, SERVICES, ServiceTopology};
 use shared_events::{ErrorClass, Topic};
 
 const KAFKA_BINDING: &str = "0.5.0";
@@ -139,16 +139,42 @@ fn add_operations(operations: &mut Map<String, Value>, service: &ServiceTopology
                 }},
             }),
         );
+        add_dead_lettering(operations, service, topic);
+    }
+    let heard = on_topic(HEARD_BY_EVERY_SERVICE);
+    if !heard.is_empty() {
         operations.insert(
-            format!("{}.deadLetter.{}", service.name, topic.base_name()),
+            format!("{}.receive.{}", service.name, topic.base_name()),
             json!({
-                "action": "send",
-                "channel": {"$ref": format!("#/channels/{}", dead_letter_name(topic))},
-                "summary": format!("{} sets aside what it can never process from {}.", service.name, topic.base_name()),
-                "messages": [{"$ref": format!("#/channels/{}/messages/DeadLetter", dead_letter_name(topic))}],
+                "action": "receive",
+                "channel": {"$ref": format!("#/channels/{}", topic.base_name())},
+                "summary": format!("{} carries out its share of an operator's request: it copies back the dead letters of the topics it publishes to.", service.name),
+                "messages": heard,
+                "bindings": {"kafka": {
+                    "groupId": {"type": "string", "const": format!("{}-redrive", service.name), "description": "Prefixed like the topics."},
+                    "bindingVersion": KAFKA_BINDING,
+                }},
             }),
         );
+        add_dead_lettering(operations, service, topic);
     }
+}
+
+/// `service` sets aside what it can never process from `topic`.
+fn add_dead_lettering(
+    operations: &mut Map<String, Value>,
+    service: &ServiceTopology,
+    topic: Topic,
+) {
+    operations.insert(
+        format!("{}.deadLetter.{}", service.name, topic.base_name()),
+        json!({
+            "action": "send",
+            "channel": {"$ref": format!("#/channels/{}", dead_letter_name(topic))},
+            "summary": format!("{} sets aside what it can never process from {}.", service.name, topic.base_name()),
+            "messages": [{"$ref": format!("#/channels/{}/messages/DeadLetter", dead_letter_name(topic))}],
+        }),
+    );
 }
 
 fn message(contract: &Contract) -> Value {

@@ -11,7 +11,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use prometheus_client::registry::Registry;
+use shared_events::redrive::Redriver;
 use shared_events::stopping::grace_over;
+use shared_events::topology::{self, ServiceTopology};
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
     PruneTarget, RegistryCodec, TopicNames,
@@ -126,6 +128,10 @@ impl Application {
             .connect_with(options)
             .await?;
         let names = TopicNames::new(config.kafka.topic_prefix.clone());
+        // Its plain readers (dead letters, the console's tap) name its own group, the one
+        // group its broker user may use.
+        let mut config = config;
+        config.kafka.reader_group = names.group_of(defaults.name);
         let codec = RegistryCodec::connect(&config.registry, &names).await?;
         let mut registry = Registry::with_labels(
             [(
@@ -154,7 +160,7 @@ impl Application {
             metrics,
             config,
         };
-        Ok(Self {
+        let app = Self {
             name: defaults.name,
             registry,
             listener,
@@ -166,7 +172,45 @@ impl Application {
             overload_probes: Vec::new(),
             background: Vec::new(),
             prune_targets: vec![PruneTarget::processed_events(&plumbing_retention)],
-        })
+        };
+        // Every service of the saga carries out its share of operators' redrive requests.
+        match topology::SERVICES.iter().find(|s| s.name == defaults.name) {
+            Some(service) => app.with_redriver(service),
+            None => Ok(app),
+        }
+    }
+
+    /// Adds the consumer that redrives, on an operator's request, the dead letters of the
+    /// topics `service` publishes to ([`shared_events::redrive`]), in a group of its own.
+    fn with_redriver(self, service: &ServiceTopology) -> anyhow::Result<Self> {
+        let redriver = Redriver::new(self.plumbing.config.kafka.clone(), service);
+        let group_id = self.plumbing.names.redrive_group_of(self.name);
+        let consumer = self.consumer(group_id, redriver)?;
+        Ok(self.with_task("redrive consumer", |token| async move {
+            Ok(consumer.run(token).await?)
+        }))
+    }
+
+    /// An idempotent consumer in `group_id` running `handler` on the plumbing.
+    fn consumer<H: EventHandler>(
+        &self,
+        group_id: String,
+        handler: H,
+    ) -> anyhow::Result<IdempotentConsumer<H>> {
+        let plumbing = &self.plumbing;
+        Ok(IdempotentConsumer::new(
+            ConsumerSettings {
+                kafka: plumbing.config.kafka.clone(),
+                group_id,
+                retry: plumbing.config.retry.clone(),
+                batching: plumbing.config.consumer.clone(),
+            },
+            plumbing.pool.clone(),
+            plumbing.codec.clone(),
+            plumbing.outbox.clone(),
+            handler,
+            plumbing.metrics.clone(),
+        )?)
     }
 
     pub fn plumbing(&self) -> &Plumbing {
@@ -211,20 +255,7 @@ impl Application {
     /// sharing a cluster share no group, so one's stuck or departed members cannot hold up
     /// another's partitions.
     pub fn with_consumer<H: EventHandler>(self, handler: H) -> anyhow::Result<Self> {
-        let plumbing = &self.plumbing;
-        let consumer = IdempotentConsumer::new(
-            ConsumerSettings {
-                kafka: plumbing.config.kafka.clone(),
-                group_id: plumbing.names.group_of(self.name),
-                retry: plumbing.config.retry.clone(),
-                batching: plumbing.config.consumer.clone(),
-            },
-            plumbing.pool.clone(),
-            plumbing.codec.clone(),
-            plumbing.outbox.clone(),
-            handler,
-            plumbing.metrics.clone(),
-        )?;
+        let consumer = self.consumer(self.plumbing.names.group_of(self.name), handler)?;
         Ok(self.with_task(
             "consumer",
             |token| async move { Ok(consumer.run(token).await?) },

@@ -1,7 +1,8 @@
 //! What each service may do on the broker, derived from the topology, so that a service's
 //! Kafka identity can do its part of the saga and nothing else: write the topics of the
 //! events it sends and the dead-letter topics of those it consumes, read the topics of the
-//! events it receives or watches, and use its own consumer group. Billing's credentials cannot publish
+//! events it receives or watches and the operators' requests, read the dead letters of its
+//! own topics (to redrive them), and use its own consumer groups. Billing's credentials cannot publish
 //! `ShipmentScheduled`, nor read the orders' topic as order-service's group.
 //!
 //! The prod overlay's Strimzi `KafkaUser`s are generated from here (`orderflow-admin
@@ -11,7 +12,7 @@
 use std::fmt;
 
 use crate::contracts::topics_of;
-use crate::topology::{SERVICES, ServiceTopology};
+use crate::topology::{HEARD_BY_EVERY_SERVICE, SERVICES, ServiceTopology};
 use crate::{Topic, TopicNames};
 
 /// What a grant is on.
@@ -78,7 +79,9 @@ impl ServiceTopology {
             .map(|t| names.name(t))
             .map(topic)
             .collect();
-        let consumed = self.consumes();
+        // Its redrive consumer (crate::redrive) is a consumer too: of the operators' topic.
+        let mut consumed = self.consumes();
+        consumed.extend(topics_of(HEARD_BY_EVERY_SERVICE).expect("contract event types"));
         writes.extend(consumed.iter().map(|t| topic(names.dead_letter(*t))));
         let mut read_topics = consumed;
         read_topics.extend(self.watched_topics());
@@ -93,9 +96,18 @@ impl ServiceTopology {
             name: names.group_of(service.name),
         };
         reads.push(group(self));
-        if self.operates_the_saga {
-            reads.extend(Topic::ALL.map(|t| topic(names.dead_letter(t))));
-        }
+        reads.push(Resource {
+            resource_type: ResourceType::Group,
+            name: names.redrive_group_of(self.name),
+        });
+        // The dead letters it redrives: those of the topics it publishes to; the saga's
+        // operator reads them all, to show them.
+        let redriven = if self.operates_the_saga {
+            Topic::ALL.to_vec()
+        } else {
+            self.publishes_to()
+        };
+        reads.extend(redriven.into_iter().map(|t| topic(names.dead_letter(t))));
         writes.sort();
         reads.sort();
         let mut grants = vec![
@@ -185,21 +197,30 @@ mod tests {
             names(write),
             [
                 "staging-inventory.dlq",
+                "staging-operations.dlq",
                 "staging-orders.dlq",
                 "staging-payments",
                 "staging-shipments.dlq"
             ]
         );
+        // What it hears, the operators' requests, and its own dead letters to redrive.
         assert_eq!(
             names(read),
             [
                 "staging-inventory",
+                "staging-operations",
                 "staging-orders",
+                "staging-payments.dlq",
                 "staging-shipments",
-                "staging-billing-service"
+                "staging-billing-service",
+                "staging-billing-service-redrive"
             ]
         );
-        assert_eq!(read.resources[3].resource_type, ResourceType::Group);
+        assert!(
+            read.resources[5..]
+                .iter()
+                .all(|r| r.resource_type == ResourceType::Group)
+        );
     }
 
     #[test]
@@ -214,6 +235,7 @@ mod tests {
             "staging-orders.dlq",
             "staging-payments.dlq",
             "staging-shipments.dlq",
+            "staging-operations.dlq",
         ] {
             assert!(names(read).contains(&dlq), "{dlq}: {read:?}");
         }
@@ -258,7 +280,8 @@ mod tests {
         assert_eq!(
             write.kafka_acls_arguments().join(" "),
             "--add --allow-principal User:billing-service --operation Write \
-             --topic inventory.dlq --topic orders.dlq --topic payments --topic shipments.dlq"
+             --topic inventory.dlq --topic operations.dlq --topic orders.dlq --topic payments \
+             --topic shipments.dlq"
         );
     }
 }

@@ -149,6 +149,40 @@ pub async fn replay_dead_letters(
     selected: Option<&[(i32, i64)]>,
 ) -> Result<usize, Error> {
     let producer: FutureProducer = kafka.idempotent_producer().create().map_err(Error::Kafka)?;
+    let to_send = {
+        let (kafka, topic) = (kafka.clone(), dlq_topic.to_owned());
+        let selected = selected.map(<[(i32, i64)]>::to_vec);
+        // The scan blocks (a plain consumer's poll): off the async threads.
+        tokio::task::spawn_blocking(move || read_for_replay(&kafka, &topic, selected.as_deref()))
+            .await
+            .map_err(|e| Error::Timeout(format!("reading {dlq_topic} for a replay: {e}")))??
+    };
+    let timeout = Duration::from_millis(u64::from(kafka.message_timeout_ms));
+    for (topic, key, payload, record_headers) in &to_send {
+        let record = record(
+            topic,
+            key.as_deref(),
+            payload.as_deref(),
+            record_headers.clone(),
+        );
+        producer
+            .send(record, timeout)
+            .await
+            .map_err(|(e, _)| Error::Kafka(e))?;
+    }
+    Ok(to_send.len())
+}
+
+/// A record to send again: topic, key, value and headers.
+type Replay = (String, Option<Vec<u8>>, Option<Vec<u8>>, OwnedHeaders);
+
+/// The selected dead letters of `dlq_topic` (all when `None`) as records for their
+/// original topic, with the `dlq.` headers replaced by where they were replayed from.
+fn read_for_replay(
+    kafka: &KafkaConfig,
+    dlq_topic: &str,
+    selected: Option<&[(i32, i64)]>,
+) -> Result<Vec<Replay>, Error> {
     let mut to_send = Vec::new();
     scan_topic(kafka, dlq_topic, |message| {
         let wanted = selected.is_none_or(|s| s.contains(&(message.partition(), message.offset())));
@@ -170,20 +204,7 @@ pub async fn replay_dead_letters(
         }
         Ok(())
     })?;
-    let timeout = Duration::from_millis(u64::from(kafka.message_timeout_ms));
-    for (topic, key, payload, record_headers) in &to_send {
-        let record = record(
-            topic,
-            key.as_deref(),
-            payload.as_deref(),
-            record_headers.clone(),
-        );
-        producer
-            .send(record, timeout)
-            .await
-            .map_err(|(e, _)| Error::Kafka(e))?;
-    }
-    Ok(to_send.len())
+    Ok(to_send)
 }
 
 /// A record of raw bytes; Kafka allows records without key or value.

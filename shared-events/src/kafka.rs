@@ -73,7 +73,15 @@ pub struct KafkaConfig {
     pub debug: Option<String>,
     #[command(flatten)]
     pub security: KafkaSecurity,
+    /// The consumer group the plain readers ([`KafkaConfig::reader`]) name. They never join
+    /// it nor commit, but librdkafka looks its coordinator up, which a broker with ACLs
+    /// allows only on a group the user has rights to: a service sets its own group here.
+    #[arg(skip = READER_GROUP.to_owned())]
+    pub reader_group: String,
 }
+
+/// [`KafkaConfig::reader_group`] of the tools, whose user may use any group.
+const READER_GROUP: &str = "orderflow-reader";
 
 impl KafkaConfig {
     /// The dev and test profile: short session and poll timeouts, so that a killed
@@ -90,6 +98,7 @@ impl KafkaConfig {
             message_timeout_ms: 30_000,
             debug: None,
             security: KafkaSecurity::default(),
+            reader_group: READER_GROUP.to_owned(),
         }
     }
 
@@ -123,12 +132,12 @@ impl KafkaConfig {
         config
     }
 
-    /// A consumer for tools that assign partitions themselves and commit nothing. librdkafka
-    /// wants a group id for any consumer; an assigning one never joins the group.
+    /// A consumer for readers that assign partitions themselves and commit nothing: an
+    /// assigning consumer never joins its group ([`KafkaConfig::reader_group`]).
     pub fn reader(&self) -> ClientConfig {
         let mut config = self.base();
         config
-            .set("group.id", "orderflow-reader")
+            .set("group.id", &self.reader_group)
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         config

@@ -15,6 +15,7 @@ pub mod key_position;
 pub mod metrics;
 pub mod migrations;
 pub mod outbox;
+pub mod redrive;
 pub mod relay;
 pub mod retention;
 pub mod retry;

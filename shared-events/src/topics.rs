@@ -16,15 +16,18 @@ pub enum Topic {
     Inventory,
     Shipments,
     Catalog,
+    /// An operator's requests to every service (see [`crate::redrive`]).
+    Operations,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Orders,
         Topic::Payments,
         Topic::Inventory,
         Topic::Shipments,
         Topic::Catalog,
+        Topic::Operations,
     ];
 
     pub fn base_name(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Topic {
             Topic::Inventory => "inventory",
             Topic::Shipments => "shipments",
             Topic::Catalog => "catalog",
+            Topic::Operations => "operations",
         }
     }
 }
@@ -72,6 +76,12 @@ impl TopicNames {
     /// sharing a cluster share no group.
     pub fn group_of(&self, service: &str) -> String {
         self.name_for_base(service)
+    }
+
+    /// The consumer group in which `service` carries out operators' redrive requests
+    /// (see [`crate::redrive`]), apart from its saga consumer's.
+    pub fn redrive_group_of(&self, service: &str) -> String {
+        self.group_of(&format!("{service}-redrive"))
     }
 
     /// The topic a broker-side name stands for, if it is one of ours (not a DLQ).
@@ -137,7 +147,9 @@ mod tests {
                 "shipments",
                 "shipments.dlq",
                 "catalog",
-                "catalog.dlq"
+                "catalog.dlq",
+                "operations",
+                "operations.dlq"
             ]
         );
     }

@@ -26,6 +26,7 @@ pub const ORDER_SERVICE: ServiceTopology = ServiceTopology {
         "OrderCancellationRequested",
         "OrderCompleted",
         "OrderCancelled",
+        "DeadLetterRedriveRequested",
     ],
     receives: &[
         "PaymentAuthorized",
@@ -88,6 +89,10 @@ pub const SERVICES: [ServiceTopology; 4] = [
     SHIPPING_SERVICE,
 ];
 
+/// What every service hears besides its own `receives`, in a consumer group of its own
+/// ([`crate::redrive`]): an operator's requests, each carried out by the service it falls to.
+pub const HEARD_BY_EVERY_SERVICE: &[&str] = &["DeadLetterRedriveRequested"];
+
 /// The service that publishes `event_type`.
 pub fn sender_of(event_type: &str) -> Option<&'static ServiceTopology> {
     SERVICES.iter().find(|s| s.sends.contains(&event_type))
@@ -95,9 +100,10 @@ pub fn sender_of(event_type: &str) -> Option<&'static ServiceTopology> {
 
 /// The services that handle `event_type`.
 pub fn receivers_of(event_type: &str) -> impl Iterator<Item = &'static ServiceTopology> {
+    let everyone = HEARD_BY_EVERY_SERVICE.contains(&event_type);
     SERVICES
         .iter()
-        .filter(move |s| s.receives.contains(&event_type))
+        .filter(move |s| everyone || s.receives.contains(&event_type))
 }
 
 #[cfg(test)]

@@ -152,19 +152,29 @@ pub async fn metric_where(base_url: &str, name: &str, label: &str) -> f64 {
 }
 
 /// `POST /sagas/{order_id}/{action}` (as the operator, [`crate::auth::OPERATOR`]) with a
-/// reason: `nudge` or `cancel`.
+/// reason: `redrive` (all of the order's dead letters), `nudge` or `cancel`.
 pub async fn operate(
     stack: &Stack,
     order_id: &str,
     action: &str,
     reason: &str,
 ) -> (StatusCode, Value) {
+    operate_with(stack, order_id, action, &json!({ "reason": reason })).await
+}
+
+/// [`operate`] with a body of the caller's.
+pub async fn operate_with(
+    stack: &Stack,
+    order_id: &str,
+    action: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     let response = crate::http()
         .post(format!(
             "{}/sagas/{order_id}/{action}",
             stack.url("order-service")
         ))
-        .json(&json!({ "reason": reason }))
+        .json(body)
         .send()
         .await
         .unwrap();

@@ -4,15 +4,20 @@
 //! to each outcome, and a service's credentials cannot publish another's events. Before,
 //! all four shared one identity, so a compromised billing-service could publish
 //! `ShipmentScheduled`. order-service, which operates the saga, reads the other groups'
-//! progress and the dead letters for `GET /sagas/stuck` with the grants it has for that.
+//! progress and the dead letters for `GET /sagas/stuck` with the grants it has for that,
+//! and a redrive is carried out by the one service that may write the topic.
 
 use std::time::Duration;
 
-use orderflow_e2e::client::{order_body, place, stuck_entry_in, wait_for_status, wait_until_stuck};
+use orderflow_e2e::client::{
+    operate, order_body, place, stuck_entry_in, wait_for_status, wait_until_stuck,
+};
 use orderflow_e2e::secure_broker::{ADMIN, SecureBroker};
 use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use shared_events::dead_letter::read_dead_letters;
 use shared_events::topology::SERVICES;
 use shared_events::{Topic, TopicNames};
 
@@ -72,6 +77,30 @@ async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_give
         "billing-service could write {shipments}: {forged:?}"
     );
 
+    // A poison record on payments, dead-lettered by the two groups that hear payments, is
+    // redriven: billing, which alone writes payments, reads its two dead letters back under
+    // its own user and copies them back, where both groups dead-letter each again.
+    let admin: FutureProducer = broker.kafka_config(ADMIN).base().create().unwrap();
+    let payments = names.name(Topic::Payments);
+    let poison = FutureRecord::to(&payments)
+        .key(&completed)
+        .payload("not Avro")
+        .headers(OwnedHeaders::new().insert(Header {
+            key: "event_type",
+            value: Some("PaymentAuthorized"),
+        }));
+    admin.send(poison, Duration::from_secs(10)).await.unwrap();
+    wait_for_dead_letters(&broker, &names.dead_letter(Topic::Payments), &completed, 2).await;
+    let (status, action) = operate(&stack, &completed, "redrive", "ACL check").await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{action:#}");
+    wait_for_dead_letters(
+        &broker,
+        &names.dead_letter(Topic::Payments),
+        &completed,
+        2 + 4,
+    )
+    .await;
+
     // order-service, the saga's operator, reads the evidence of a stuck order under its own
     // user: inventory's group progress on the order's partitions and the dead letters.
     stack.service("inventory-service").stop().await;
@@ -92,4 +121,24 @@ async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_give
         "{entry:#}"
     );
     stack.stop_all().await;
+}
+
+/// Waits (30 s at most) until `dlq` holds `count` records of `order_id`.
+async fn wait_for_dead_letters(broker: &SecureBroker, dlq: &str, order_id: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let letters = read_dead_letters(&broker.kafka_config(ADMIN), dlq).unwrap();
+        let of_order = letters
+            .iter()
+            .filter(|letter| letter.key.as_deref() == Some(order_id))
+            .count();
+        if of_order == count {
+            return;
+        }
+        assert!(
+            of_order < count && tokio::time::Instant::now() < deadline,
+            "{of_order} dead letters of {order_id} in {dlq}, not {count}: {letters:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

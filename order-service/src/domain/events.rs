@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::contracts::{
-    Address, OrderCancellationRequested, OrderCancelled, OrderCompleted, OrderLine, OrderPlaced,
+    Address, DeadLetterPosition, DeadLetterRedriveRequested, OrderCancellationRequested,
+    OrderCancelled, OrderCompleted, OrderLine, OrderPlaced,
 };
 use shared_events::{EventPayload, Money};
 use uuid::Uuid;
@@ -92,6 +93,13 @@ pub enum OrderEvent {
         operator: String,
         reason: String,
     },
+    /// An operator asked for dead letters of the order to be redriven: published for the
+    /// services that own their topics to carry out.
+    DeadLetterRedriveRequested {
+        operator: String,
+        reason: String,
+        dead_letters: Vec<DeadLetterPosition>,
+    },
 }
 
 /// What a step does in the saga, for whoever reads a timeline.
@@ -133,9 +141,9 @@ impl OrderEvent {
             OrderEvent::CancellationRejected { .. }
             | OrderEvent::OrderCompleted
             | OrderEvent::OrderCancelled { .. } => StepKind::Outcome,
-            OrderEvent::NudgedByOperator { .. } | OrderEvent::CancelledByOperator { .. } => {
-                StepKind::Operation
-            }
+            OrderEvent::NudgedByOperator { .. }
+            | OrderEvent::CancelledByOperator { .. }
+            | OrderEvent::DeadLetterRedriveRequested { .. } => StepKind::Operation,
         }
     }
 
@@ -156,6 +164,7 @@ impl OrderEvent {
             OrderEvent::OrderCancelled { .. } => "OrderCancelled",
             OrderEvent::NudgedByOperator { .. } => "NudgedByOperator",
             OrderEvent::CancelledByOperator { .. } => "CancelledByOperator",
+            OrderEvent::DeadLetterRedriveRequested { .. } => "DeadLetterRedriveRequested",
         }
     }
 
@@ -195,6 +204,17 @@ impl OrderEvent {
             } => format!("{operator} republished {event_type} {event_id}: {reason}"),
             OrderEvent::CancelledByOperator { operator, reason } => {
                 format!("{operator} cancelled it: {reason}")
+            }
+            OrderEvent::DeadLetterRedriveRequested {
+                operator,
+                reason,
+                dead_letters,
+            } => {
+                let letters: Vec<String> = dead_letters
+                    .iter()
+                    .map(|l| format!("{}.dlq {}:{}", l.topic, l.partition, l.offset))
+                    .collect();
+                format!("{operator} redrove {}: {reason}", letters.join(", "))
             }
         }
     }
@@ -264,6 +284,15 @@ impl OrderEvent {
             }),
             OrderEvent::OrderCancelled { reason } => EventPayload::OrderCancelled(OrderCancelled {
                 reason: reason.clone(),
+            }),
+            OrderEvent::DeadLetterRedriveRequested {
+                operator,
+                reason,
+                dead_letters,
+            } => EventPayload::DeadLetterRedriveRequested(DeadLetterRedriveRequested {
+                operator: operator.clone(),
+                reason: reason.clone(),
+                dead_letters: dead_letters.clone(),
             }),
             _ => return None,
         })

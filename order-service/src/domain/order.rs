@@ -152,7 +152,8 @@ impl Order {
             OrderEvent::OrderPlaced(_)
             | OrderEvent::CancellationRejected { .. }
             | OrderEvent::NudgedByOperator { .. }
-            | OrderEvent::CancelledByOperator { .. } => {}
+            | OrderEvent::CancelledByOperator { .. }
+            | OrderEvent::DeadLetterRedriveRequested { .. } => {}
             OrderEvent::PaymentAuthorized { .. } => facts.charged = true,
             OrderEvent::PaymentDeclined { reason } => facts.declined = Some(reason.clone()),
             OrderEvent::PaymentRefunded { .. } => facts.refunded = true,

@@ -1,7 +1,8 @@
-//! An operator's actions on one order (admin only): nudge it (`POST
-//! /sagas/{order_id}/nudge`) or cancel it (`POST /sagas/{order_id}/cancel`). Each names the
-//! operator (the token's subject) and the reason in the order's history, is safe to repeat,
-//! and answers 409 when the order's state makes it meaningless.
+//! An operator's actions on one order (admin only): redrive its dead letters (`POST
+//! /sagas/{order_id}/redrive`), nudge it (`POST /sagas/{order_id}/nudge`) or cancel it
+//! (`POST /sagas/{order_id}/cancel`). Each names the operator (the token's subject) and the
+//! reason in the order's history, is safe to repeat, and answers 409 when the order's state
+//! makes it meaningless.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,6 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::OperateState;
+use super::dead_letters::{DeadLetterId, DeadLetterView};
 use crate::domain::validation::MAX_NOTE;
 use crate::domain::{OperatorRefused, OrderStatus};
 use crate::orders::{self, Operated, OperatorRefusal};
@@ -25,16 +27,113 @@ pub struct OperatorRequest {
     pub reason: String,
 }
 
+/// Why, and which dead letters: all of the order's when none are named.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// 1 to 500 characters.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+    /// The dead letters to redrive, as `GET /sagas/stuck` lists them.
+    pub dead_letters: Option<Vec<DeadLetterId>>,
+}
+
 /// What the action did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OperatorAction {
     pub order_id: Uuid,
     /// The order's status after the action.
     pub status: OrderStatus,
-    /// The event the action sent: the one republished by a nudge, the
-    /// `OrderCancellationRequested` of a cancellation.
+    /// The event the action sent: the `DeadLetterRedriveRequested` of a redrive, the event
+    /// a nudge republished, the `OrderCancellationRequested` of a cancellation.
     pub event_id: Uuid,
     pub event_type: String,
+    /// The dead letters a redrive sends back to their topics (none for the other actions).
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+/// Sends dead letters of the order back to their topics, once their cause is fixed: each is
+/// copied back by the service that publishes its topic, under its own event id, so the
+/// consumers that already have it skip it.
+#[utoipa::path(post, path = "/sagas/{order_id}/redrive", tag = "operate",
+    security(("bearer" = ["admin"])),
+    params(("order_id" = Uuid, Path)),
+    request_body = RedriveRequest,
+    responses(
+        (status = 202, body = OperatorAction, description = "The redrive is requested"),
+        (status = 400, description = "The order id is not a UUID, or malformed JSON", content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", content_type = "application/problem+json"),
+        (status = 404, description = "No such order", content_type = "application/problem+json"),
+        (status = 409, description = "The order has no dead letters, or its history cannot be read", content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
+        (status = 422, description = "No reason, one over 500 characters, or a dead letter that is not the order's", content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not list the dead letters in time", content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(name = "redrive_saga", skip_all, fields(%order_id))]
+pub(super) async fn redrive(
+    Admin(operator): Admin,
+    State(state): State<OperateState>,
+    ValidPath(order_id): ValidPath<Uuid>,
+    ValidJson(request): ValidJson<RedriveRequest>,
+) -> Result<(StatusCode, Json<OperatorAction>), Problem> {
+    let reason = checked_reason(&request.reason)?;
+    {
+        let mut tx = state.pool.begin().await?;
+        let operable = orders::operable(&mut tx, order_id).await?;
+        operable.map_err(|refusal| refused(order_id, refusal))?;
+    }
+    let letters = state.dead_letters_of(order_id).await?;
+    let chosen = choose(letters, request.dead_letters)?;
+    let positions = chosen
+        .iter()
+        .filter_map(|letter| letter.position(&state.names))
+        .collect();
+    let mut tx = state.pool.begin().await?;
+    let outcome =
+        orders::request_redrive(&mut tx, order_id, operator.subject(), &reason, positions).await?;
+    let (operated, published) = outcome.map_err(|refusal| refused(order_id, refusal))?;
+    state.outbox.append(&mut tx, &published).await?;
+    state.outbox.commit(tx).await?;
+    tracing::info!(%order_id, operator = operator.subject(), reason, redriven = chosen.len(), "operator asked for a redrive");
+    Ok(accepted(order_id, operated, chosen))
+}
+
+/// The dead letters `wanted` names (all when `None`) among the order's `letters`: 409 if
+/// the order has none, 422 for one that is not the order's.
+fn choose(
+    letters: Vec<DeadLetterView>,
+    wanted: Option<Vec<DeadLetterId>>,
+) -> Result<Vec<DeadLetterView>, Problem> {
+    if letters.is_empty() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "/problems/no-dead-letters",
+            "The order has no dead letters",
+        )
+        .detail("no record of this order is in a dead-letter topic: nothing to redrive"));
+    }
+    let Some(wanted) = wanted else {
+        return Ok(letters);
+    };
+    let mut errors = FieldErrors::default();
+    errors.check(
+        !wanted.is_empty(),
+        "dead_letters",
+        "name at least one, or leave it out for all",
+    );
+    for (i, id) in wanted.iter().enumerate() {
+        errors.check(
+            letters.iter().any(|letter| letter.is(id)),
+            &format!("dead_letters[{i}]"),
+            "not a dead letter of this order",
+        );
+    }
+    errors.into_result()?;
+    Ok(letters
+        .into_iter()
+        .filter(|letter| wanted.iter().any(|id| letter.is(id)))
+        .collect())
 }
 
 /// Republishes the order's latest event under its own event id, so that a delivery that
@@ -50,7 +149,7 @@ pub struct OperatorAction {
         (status = 404, description = "No such order", content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
-        (status = 409, description = "The order is over, or its latest event is still queued", content_type = "application/problem+json"),
+        (status = 409, description = "The order is over, its latest event is still queued, or its history cannot be read", content_type = "application/problem+json"),
         (status = 422, description = "No reason, or one over 500 characters", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "nudge_saga", skip_all, fields(%order_id))]
@@ -60,7 +159,7 @@ pub(super) async fn nudge(
     ValidPath(order_id): ValidPath<Uuid>,
     ValidJson(request): ValidJson<OperatorRequest>,
 ) -> Result<(StatusCode, Json<OperatorAction>), Problem> {
-    let reason = checked_reason(request)?;
+    let reason = checked_reason(&request.reason)?;
     let mut tx = state.pool.begin().await?;
     let outcome = orders::nudge(
         &mut tx,
@@ -73,7 +172,7 @@ pub(super) async fn nudge(
     let operated = outcome.map_err(|refusal| refused(order_id, refusal))?;
     state.outbox.commit(tx).await?;
     tracing::info!(%order_id, operator = operator.subject(), reason, event_id = %operated.event_id, "operator nudged the saga");
-    Ok(accepted(order_id, operated))
+    Ok(accepted(order_id, operated, Vec::new()))
 }
 
 /// Cancels a stuck order now, as its saga deadline would: every completed step is
@@ -89,7 +188,7 @@ pub(super) async fn nudge(
         (status = 404, description = "No such order", content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
-        (status = 409, description = "Shipped, over, or already cancelling", content_type = "application/problem+json"),
+        (status = 409, description = "Shipped, over, already cancelling, or its history cannot be read", content_type = "application/problem+json"),
         (status = 422, description = "No reason, or one over 500 characters", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "cancel_saga", skip_all, fields(%order_id))]
@@ -99,7 +198,7 @@ pub(super) async fn cancel(
     ValidPath(order_id): ValidPath<Uuid>,
     ValidJson(request): ValidJson<OperatorRequest>,
 ) -> Result<(StatusCode, Json<OperatorAction>), Problem> {
-    let reason = checked_reason(request)?;
+    let reason = checked_reason(&request.reason)?;
     let mut tx = state.pool.begin().await?;
     let outcome =
         orders::cancel_by_operator(&mut tx, order_id, operator.subject(), &reason).await?;
@@ -107,11 +206,11 @@ pub(super) async fn cancel(
     state.outbox.append(&mut tx, &published).await?;
     state.outbox.commit(tx).await?;
     tracing::info!(%order_id, operator = operator.subject(), reason, "operator cancelled the saga");
-    Ok(accepted(order_id, operated))
+    Ok(accepted(order_id, operated, Vec::new()))
 }
 
-fn checked_reason(request: OperatorRequest) -> Result<String, Problem> {
-    let reason = request.reason.trim().to_owned();
+fn checked_reason(reason: &str) -> Result<String, Problem> {
+    let reason = reason.trim().to_owned();
     let mut errors = FieldErrors::default();
     errors.check(!reason.is_empty(), "reason", "must say why");
     errors.check(
@@ -123,12 +222,17 @@ fn checked_reason(request: OperatorRequest) -> Result<String, Problem> {
     Ok(reason)
 }
 
-fn accepted(order_id: Uuid, operated: Operated) -> (StatusCode, Json<OperatorAction>) {
+fn accepted(
+    order_id: Uuid,
+    operated: Operated,
+    dead_letters: Vec<DeadLetterView>,
+) -> (StatusCode, Json<OperatorAction>) {
     let action = OperatorAction {
         order_id,
         status: operated.status,
         event_id: operated.event_id,
         event_type: operated.event_type,
+        dead_letters,
     };
     (StatusCode::ACCEPTED, Json(action))
 }
@@ -154,6 +258,13 @@ fn refused(order_id: Uuid, refusal: OperatorRefusal) -> Problem {
             "compensations are under way; if one is stuck, nudge the order or redrive its \
              dead letters",
         ),
+        OperatorRefusal::Unreadable { reason } => conflict(
+            "/problems/unreadable-history",
+            "The order's history cannot be read",
+        )
+        .detail(format!(
+            "{reason}; repair it first (the order's dead letters would fail again)"
+        )),
         OperatorRefusal::StillQueued { event_type } => conflict(
             "/problems/event-still-queued",
             "The latest event is still queued",

@@ -4,28 +4,24 @@
 //! the dead-letter topics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service_runtime::{Admin, Problem};
-use shared_events::Topic;
-use shared_events::dead_letter::{DeadLetter, read_dead_letters};
 use shared_events::key_position::{GroupProgress, KeyPosition};
 use shared_events::topology::ServiceTopology;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::OperateState;
+use super::dead_letters::{self, DeadLetterView};
+use super::{EVIDENCE_LIMIT, OperateState};
 use crate::domain::{AwaitedStep, OrderStatus};
-use crate::store::{self, LoadedOrder};
+use crate::store::{self, LoadedOrder, Unreadable};
 
 /// Most orders one listing returns, the longest idle first.
 const LISTED: i64 = 100;
-/// How long a listing waits for the broker's evidence before it answers without it.
-const EVIDENCE_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StuckSagas {
@@ -47,6 +43,10 @@ pub struct StuckSaga {
     pub awaiting: Vec<AwaitedView>,
     /// Records of this order in the dead-letter topics.
     pub dead_letters: Vec<DeadLetterView>,
+    /// Why order-service cannot read the order's history, if it cannot (then nothing is
+    /// known of what it awaits): every fact reported for it is dead-lettered until the
+    /// history is repaired, after which a redrive sends them again.
+    pub unreadable: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,18 +71,6 @@ pub struct PartitionView {
     pub lag: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeadLetterView {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub original_topic: Option<String>,
-    pub consumer_group: Option<String>,
-    pub error_class: Option<String>,
-    /// Why the consumer gave up on the record.
-    pub reason: Option<String>,
-}
-
 /// Orders in flight that made no progress for longer than the stuck threshold, with what
 /// each waits for and the evidence.
 #[utoipa::path(get, path = "/sagas/stuck", tag = "operate",
@@ -104,18 +92,31 @@ pub(super) async fn stuck_sagas(
     let now = Utc::now();
     let sagas = orders
         .iter()
-        .map(|loaded| StuckSaga {
-            order_id: loaded.order.id,
-            status: loaded.order.status(),
-            idle_since: loaded.updated_at,
-            idle_secs: (now - loaded.updated_at).num_seconds(),
-            awaiting: loaded
-                .order
-                .awaiting()
-                .into_iter()
-                .map(|step| evidence.awaited(loaded.order.id, step))
-                .collect(),
-            dead_letters: evidence.dead_letters_of(loaded.order.id),
+        .map(|idle| match idle {
+            Ok(loaded) => StuckSaga {
+                order_id: loaded.order.id,
+                status: loaded.order.status(),
+                idle_since: loaded.updated_at,
+                idle_secs: (now - loaded.updated_at).num_seconds(),
+                awaiting: loaded
+                    .order
+                    .awaiting()
+                    .into_iter()
+                    .map(|step| evidence.awaited(loaded.order.id, step))
+                    .collect(),
+                dead_letters: evidence.dead_letters_of(loaded.order.id),
+                unreadable: None,
+            },
+            Err(unreadable) => StuckSaga {
+                order_id: unreadable.order_id,
+                // Written by this service from a status it knew: parses unless edited too.
+                status: OrderStatus::parse(&unreadable.status).unwrap_or(OrderStatus::Pending),
+                idle_since: unreadable.updated_at,
+                idle_secs: (now - unreadable.updated_at).num_seconds(),
+                awaiting: Vec::new(),
+                dead_letters: evidence.dead_letters_of(unreadable.order_id),
+                unreadable: Some(unreadable.reason.clone()),
+            },
         })
         .collect();
     Ok(Json(StuckSagas {
@@ -135,13 +136,20 @@ struct Evidence {
 }
 
 impl Evidence {
-    async fn gather(state: &OperateState, orders: &[LoadedOrder]) -> Self {
+    async fn gather(state: &OperateState, orders: &[Result<LoadedOrder, Unreadable>]) -> Self {
         let owing: BTreeMap<&'static str, &'static ServiceTopology> = orders
             .iter()
+            .flatten()
             .flat_map(|loaded| loaded.order.awaiting())
             .map(|step| (step.owed_by().name, step.owed_by()))
             .collect();
-        let wanted: BTreeSet<Uuid> = orders.iter().map(|loaded| loaded.order.id).collect();
+        let wanted: BTreeSet<Uuid> = orders
+            .iter()
+            .map(|idle| match idle {
+                Ok(loaded) => loaded.order.id,
+                Err(unreadable) => unreadable.order_id,
+            })
+            .collect();
         let (kafka, names) = (state.kafka.clone(), state.names.clone());
         let read = tokio::task::spawn_blocking(move || {
             let mut evidence = Evidence::default();
@@ -163,13 +171,9 @@ impl Evidence {
                         .push(format!("{service}'s consumer group: {e}")),
                 }
             }
-            for topic in Topic::ALL {
-                let dlq = names.dead_letter(topic);
-                match read_dead_letters(&kafka, &dlq) {
-                    Ok(letters) => evidence.keep_dead_letters(&dlq, letters, &wanted),
-                    Err(e) => evidence.unavailable.push(format!("{dlq}: {e}")),
-                }
-            }
+            let (dead_letters, unavailable) = dead_letters::scan(&kafka, &names, &wanted);
+            evidence.dead_letters = dead_letters;
+            evidence.unavailable.extend(unavailable);
             evidence
         });
         let failed = |why: String| Evidence {
@@ -184,29 +188,6 @@ impl Evidence {
             Err(_) => failed(format!(
                 "the broker did not give the evidence within {EVIDENCE_LIMIT:?}"
             )),
-        }
-    }
-
-    fn keep_dead_letters(&mut self, dlq: &str, letters: Vec<DeadLetter>, wanted: &BTreeSet<Uuid>) {
-        for letter in letters {
-            let Some(order_id) = letter.key.as_deref().and_then(|k| k.parse().ok()) else {
-                continue;
-            };
-            if !wanted.contains(&order_id) {
-                continue;
-            }
-            self.dead_letters
-                .entry(order_id)
-                .or_default()
-                .push(DeadLetterView {
-                    topic: dlq.to_owned(),
-                    partition: letter.partition,
-                    offset: letter.offset,
-                    original_topic: letter.original_topic,
-                    consumer_group: letter.consumer_group,
-                    error_class: letter.error_class,
-                    reason: letter.error_message,
-                });
         }
     }
 

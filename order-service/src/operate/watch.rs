@@ -21,9 +21,14 @@ const REFRESH: Duration = Duration::from_secs(5);
 /// Most stuck orders counted: past it, something big is down and the alert fires anyway.
 const COUNTED: i64 = 1_000;
 
+/// The `awaiting` of a stuck order whose history does not read back: nothing is known of
+/// what it awaits, and it needs a repair, then a redrive.
+const UNREADABLE: &str = "unreadable_history";
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AwaitingLabels {
-    /// The first event type of the awaited step, e.g. `StockReserved`.
+    /// The first event type of the awaited step, e.g. `StockReserved`, or
+    /// `unreadable_history`.
     pub awaiting: &'static str,
 }
 
@@ -37,7 +42,7 @@ impl StuckMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "sagas_stuck",
-            "Orders in flight without an event for longer than STUCK_AFTER_SECS, by the step they wait for (an order waiting for two counts in both; at most 1000 counted)",
+            "Orders in flight without an event for longer than STUCK_AFTER_SECS, by the step they wait for (an order waiting for two counts in both; one whose history does not read back counts as unreadable_history; at most 1000 counted)",
             self.stuck.clone(),
         );
         registry.register(
@@ -77,20 +82,29 @@ impl StuckWatch {
         for step in AwaitedStep::ALL {
             let waiting = stuck
                 .iter()
+                .flatten()
                 .filter(|loaded| loaded.order.awaiting().contains(&step))
                 .count();
-            self.metrics
-                .stuck
-                .get_or_create(&AwaitingLabels {
-                    awaiting: step.name(),
-                })
-                .set(waiting as i64);
+            self.set_stuck(step.name(), waiting);
         }
+        let unreadable = stuck.iter().filter(|idle| idle.is_err()).count();
+        self.set_stuck(UNREADABLE, unreadable);
         // The listing is oldest first.
-        let oldest = stuck
-            .first()
-            .map_or(0, |loaded| (now - loaded.updated_at).num_seconds().max(0));
+        let oldest = stuck.first().map_or(0, |idle| {
+            let updated_at = match idle {
+                Ok(loaded) => loaded.updated_at,
+                Err(unreadable) => unreadable.updated_at,
+            };
+            (now - updated_at).num_seconds().max(0)
+        });
         self.metrics.oldest_idle.set(oldest);
         Ok(())
+    }
+
+    fn set_stuck(&self, awaiting: &'static str, count: usize) {
+        self.metrics
+            .stuck
+            .get_or_create(&AwaitingLabels { awaiting })
+            .set(count as i64);
     }
 }

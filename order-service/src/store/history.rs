@@ -155,18 +155,28 @@ pub async fn lock_all(
     Ok(orders)
 }
 
-/// Orders in flight whose last event happened before `cutoff`, the longest idle first, at
-/// most `limit`, without locking (the partial index `orders_view_in_flight_by_progress`
-/// holds just the orders in flight).
+/// An order whose history does not read back (a bug or a manual edit): what its
+/// projection row still says. Every fact reported for it is dead-lettered until it is
+/// repaired, so it is stuck by definition.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub order_id: Uuid,
+    pub status: String,
+    pub updated_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Orders in flight whose last saga event happened before `cutoff`, the longest idle first,
+/// at most `limit`, without locking (the partial index `orders_view_in_flight_by_progress`
+/// holds just the orders in flight). One whose history does not read back is listed too.
 pub async fn idle_since(
     conn: &mut PgConnection,
     cutoff: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<LoadedOrder>, Error> {
-    let rows = sqlx::query_as!(
-        ViewRow,
+) -> Result<Vec<Result<LoadedOrder, Unreadable>>, Error> {
+    let rows = sqlx::query!(
         r#"SELECT order_id, snapshot AS "snapshot: Json<serde_json::Value>", version,
-                  placed_at, updated_at
+                  placed_at, updated_at, status
            FROM orders_view
            WHERE status NOT IN ('COMPLETED', 'CANCELLED') AND updated_at < $1
            ORDER BY updated_at LIMIT $2"#,
@@ -177,7 +187,23 @@ pub async fn idle_since(
     .await?;
     let mut orders = Vec::with_capacity(rows.len());
     for row in rows {
-        orders.push(loaded(&mut *conn, row).await?);
+        let view = ViewRow {
+            order_id: row.order_id,
+            snapshot: row.snapshot,
+            version: row.version,
+            placed_at: row.placed_at,
+            updated_at: row.updated_at,
+        };
+        orders.push(match loaded(&mut *conn, view).await {
+            Ok(order) => Ok(order),
+            Err(Error::CorruptHistory { order_id, reason }) => Err(Unreadable {
+                order_id,
+                status: row.status,
+                updated_at: row.updated_at,
+                reason,
+            }),
+            Err(other) => return Err(other),
+        });
     }
     Ok(orders)
 }

@@ -8,7 +8,7 @@ pub mod upcaster;
 
 pub use catalog::{CatalogRow, catalog_prices, upsert_catalog};
 pub use history::{
-    LoadedOrder, RecordedEvent, histories, history, idle_since, lock, lock_all, rebuild_view,
-    record,
+    LoadedOrder, RecordedEvent, Unreadable, histories, history, idle_since, lock, lock_all,
+    rebuild_view, record,
 };
 pub use idempotency::{claim_idempotency_key, idempotent_request};

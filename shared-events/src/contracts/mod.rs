@@ -110,6 +110,7 @@ event_contracts! {
     ShipmentScheduled => Shipments,
     ShipmentFailed => Shipments,
     ProductUpserted => Catalog,
+    DeadLetterRedriveRequested => Operations,
 }
 
 /// An event: metadata plus payload. In Avro, `metadata` is the first field of the record and

@@ -120,3 +120,19 @@ pub struct ProductUpserted {
     pub unit_price: Money,
     pub available_quantity: i32,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRedriveRequested {
+    pub operator: String,
+    pub reason: String,
+    pub dead_letters: Vec<DeadLetterPosition>,
+}
+
+/// Where a dead letter sits: the record at `offset` on `partition` of `<topic>.dlq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterPosition {
+    /// The topic the record failed on, without the deployment's prefix (e.g. `payments`).
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}

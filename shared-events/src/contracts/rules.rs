@@ -3,7 +3,8 @@
 //! that decodes but breaks one is poison, dead-lettered as `invalid_event`, so that no
 //! handler ever has to decide what a negative reservation would mean.
 
-use super::{EventPayload, Money, OrderLine, StockLine};
+use super::{DeadLetterPosition, EventPayload, Money, OrderLine, StockLine};
+use crate::topics::Topic;
 
 impl EventPayload {
     /// Why this payload cannot be true, if it cannot.
@@ -18,6 +19,9 @@ impl EventPayload {
             EventPayload::ProductUpserted(product) => (product.available_quantity < 0)
                 .then(|| "available_quantity is negative".to_owned())
                 .or_else(|| positive("unit_price", &product.unit_price)),
+            EventPayload::DeadLetterRedriveRequested(request) => {
+                dead_letters(&request.dead_letters)
+            }
             _ => None,
         }
     }
@@ -55,6 +59,26 @@ fn order_lines(lines: &[OrderLine], total: &Money) -> Option<String> {
             "total is {} but its lines add up to {sum}",
             total.amount_minor
         )
+    })
+}
+
+fn dead_letters(positions: &[DeadLetterPosition]) -> Option<String> {
+    if positions.is_empty() {
+        return Some("a redrive of no dead letters".to_owned());
+    }
+    positions.iter().enumerate().find_map(|(i, position)| {
+        if !Topic::ALL.iter().any(|t| t.base_name() == position.topic) {
+            Some(format!(
+                "dead_letters[{i}].topic {} is none of ours",
+                position.topic
+            ))
+        } else if position.partition < 0 || position.offset < 0 {
+            Some(format!(
+                "dead_letters[{i}] has a negative partition or offset"
+            ))
+        } else {
+            None
+        }
     })
 }
 

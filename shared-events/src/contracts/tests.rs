@@ -136,6 +136,18 @@ fn samples() -> Vec<Event> {
                 available_quantity: 12,
             },
         ),
+        caused(
+            DeadLetterRedriveRequested {
+                operator: "ops-1".into(),
+                reason: "the history was repaired".into(),
+                dead_letters: vec![DeadLetterPosition {
+                    topic: "payments".into(),
+                    partition: 2,
+                    offset: 41,
+                }],
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -190,6 +202,7 @@ round_trip_tests! {
     shipment_scheduled_round_trips_through_avro => "ShipmentScheduled",
     shipment_failed_round_trips_through_avro => "ShipmentFailed",
     product_upserted_round_trips_through_avro => "ProductUpserted",
+    dead_letter_redrive_requested_round_trips_through_avro => "DeadLetterRedriveRequested",
 }
 
 #[test]
@@ -364,4 +377,22 @@ fn a_consumer_subscribes_to_each_topic_its_event_types_travel_on_once() {
         topics_of(&["OrderShipped"]),
         Err(ContractError::UnknownEventType(t)) if t == "OrderShipped"
     ));
+}
+
+#[test]
+fn a_redrive_names_at_least_one_dead_letter_of_a_topic_of_ours() {
+    let request = |dead_letters: Vec<DeadLetterPosition>| DeadLetterRedriveRequested {
+        operator: "ops-1".into(),
+        reason: "fixed".into(),
+        dead_letters,
+    };
+    let at = |topic: &str, partition, offset| DeadLetterPosition {
+        topic: topic.into(),
+        partition,
+        offset,
+    };
+    assert_eq!(impossibility(request(vec![at("payments", 0, 3)])), None);
+    assert!(impossibility(request(Vec::new())).is_some());
+    assert!(impossibility(request(vec![at("payments.dlq", 0, 3)])).is_some());
+    assert!(impossibility(request(vec![at("orders", -1, 3)])).is_some());
 }

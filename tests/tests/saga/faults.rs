@@ -204,48 +204,10 @@ fn saga_deadline_skips_an_order_whose_history_is_corrupt(stack: &mut Stack) -> R
         let healthy = client::place(stack, &body).await;
         let order = client::wait_for_status(stack, &healthy, "STOCK_RESERVED").await;
         // Its deadline comes first, so a sweep that stopped at it would never reach the other.
-        let mut db = sqlx::PgConnection::connect(&stack.service("order-service").database_url)
-            .await
-            .unwrap();
-        let history: Vec<(i32, Value)> = sqlx::query_as(
-            "SELECT sequence, data FROM order_events WHERE order_id = $1::uuid ORDER BY sequence",
-        )
-        .bind(&corrupt)
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-        let (snapshot,): (Option<Value>,) =
-            sqlx::query_as("SELECT snapshot FROM orders_view WHERE order_id = $1::uuid")
-                .bind(&corrupt)
-                .fetch_one(&mut db)
-                .await
-                .unwrap();
-        // Past the append-only trigger, as a manual edit would go.
-        sqlx::query("SET session_replication_role = replica")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        sqlx::query(
-            "UPDATE order_events SET data = '{\"corrupt\": true}' WHERE order_id = $1::uuid",
-        )
-        .bind(&corrupt)
-        .execute(&mut db)
-        .await
-        .unwrap();
-        sqlx::query("UPDATE orders_view SET snapshot = NULL WHERE order_id = $1::uuid")
-            .bind(&corrupt)
-            .execute(&mut db)
-            .await
-            .unwrap();
+        let edit = CorruptHistory::of(stack, &corrupt).await;
         sleep_past(&order["saga_deadline"]).await;
         client::wait_for_status(stack, &healthy, "CANCELLING").await;
-        let (status,): (String,) =
-            sqlx::query_as("SELECT status FROM orders_view WHERE order_id = $1::uuid")
-                .bind(&corrupt)
-                .fetch_one(&mut db)
-                .await
-                .unwrap();
-        assert_eq!(status, "STOCK_RESERVED");
+        assert_eq!(edit.status(stack).await, "STOCK_RESERVED");
         let skipped = client::metric(
             stack.url("order-service"),
             "orderflow_saga_deadlines_skipped_total",
@@ -254,23 +216,7 @@ fn saga_deadline_skips_an_order_whose_history_is_corrupt(stack: &mut Stack) -> R
         assert_eq!(skipped, 1.0);
         // Repaired, so that the stack's later scenarios (a projection rebuild) find every
         // history readable.
-        for (sequence, data) in history {
-            sqlx::query(
-                "UPDATE order_events SET data = $1 WHERE order_id = $2::uuid AND sequence = $3",
-            )
-            .bind(data)
-            .bind(&corrupt)
-            .bind(sequence)
-            .execute(&mut db)
-            .await
-            .unwrap();
-        }
-        sqlx::query("UPDATE orders_view SET snapshot = $1 WHERE order_id = $2::uuid")
-            .bind(snapshot)
-            .bind(&corrupt)
-            .execute(&mut db)
-            .await
-            .unwrap();
+        edit.repair(stack).await;
         stack.service("shipping-service").start().await;
         client::wait_for_status(stack, &healthy, "CANCELLED").await;
     })
@@ -543,4 +489,93 @@ fn sigterm_under_load_loses_nothing_and_repeats_nothing(stack: &mut Stack) -> Ru
         .await;
         assert_eq!(page["orders"].as_array().unwrap().len(), ORDERS);
     })
+}
+
+/// An order's history edited by hand so that it no longer reads back (past the append-only
+/// trigger, as a manual edit would go), with what it held, to repair it.
+pub(crate) struct CorruptHistory {
+    order_id: String,
+    history: Vec<(i32, Value)>,
+    snapshot: Option<Value>,
+}
+
+impl CorruptHistory {
+    pub(crate) async fn of(stack: &mut Stack, order_id: &str) -> Self {
+        let mut db = order_db(stack).await;
+        let history: Vec<(i32, Value)> = sqlx::query_as(
+            "SELECT sequence, data FROM order_events WHERE order_id = $1::uuid ORDER BY sequence",
+        )
+        .bind(order_id)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        let (snapshot,): (Option<Value>,) =
+            sqlx::query_as("SELECT snapshot FROM orders_view WHERE order_id = $1::uuid")
+                .bind(order_id)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        sqlx::query(
+            "UPDATE order_events SET data = '{\"corrupt\": true}' WHERE order_id = $1::uuid",
+        )
+        .bind(order_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE orders_view SET snapshot = NULL WHERE order_id = $1::uuid")
+            .bind(order_id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        Self {
+            order_id: order_id.to_owned(),
+            history,
+            snapshot,
+        }
+    }
+
+    /// The status in the projection (the API cannot read the order back meanwhile).
+    pub(crate) async fn status(&self, stack: &mut Stack) -> String {
+        let (status,): (String,) =
+            sqlx::query_as("SELECT status FROM orders_view WHERE order_id = $1::uuid")
+                .bind(&self.order_id)
+                .fetch_one(&mut order_db(stack).await)
+                .await
+                .unwrap();
+        status
+    }
+
+    /// Puts back what the edit replaced.
+    pub(crate) async fn repair(self, stack: &mut Stack) {
+        let mut db = order_db(stack).await;
+        for (sequence, data) in self.history {
+            sqlx::query(
+                "UPDATE order_events SET data = $1 WHERE order_id = $2::uuid AND sequence = $3",
+            )
+            .bind(data)
+            .bind(&self.order_id)
+            .bind(sequence)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE orders_view SET snapshot = $1 WHERE order_id = $2::uuid")
+            .bind(self.snapshot)
+            .bind(&self.order_id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+}
+
+/// A connection to order-service's database whose edits go past the append-only trigger.
+async fn order_db(stack: &mut Stack) -> sqlx::PgConnection {
+    let mut db = sqlx::PgConnection::connect(&stack.service("order-service").database_url)
+        .await
+        .unwrap();
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db
 }

@@ -10,10 +10,11 @@ use orderflow_e2e::client::{self, order_body};
 use orderflow_e2e::{Stack, offsets, timeline_types};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shared_events::Topic;
+use shared_events::key_position::{GroupProgress, KeyPosition};
+use shared_events::{KafkaConfig, Topic, TopicNames};
 
 use crate::FaultScenario;
-use crate::faults::{NO_DEADLINE_SECS, assert_compensated, seed};
+use crate::faults::{CorruptHistory, NO_DEADLINE_SECS, assert_compensated, seed};
 
 /// order-service's STUCK_AFTER_SECS on the faults stack: an order idle this long is stuck.
 pub const STUCK_AFTER_SECS: u64 = 3;
@@ -31,6 +32,10 @@ pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
     ),
     scenario!(
         an_operator_cancels_a_stuck_order_and_every_step_is_compensated,
+        NO_DEADLINE_SECS
+    ),
+    scenario!(
+        dead_letters_redriven_once_their_cause_is_fixed_complete_the_order_once,
         NO_DEADLINE_SECS
     ),
 ];
@@ -257,6 +262,156 @@ async fn eventually_listed(stack: &Stack, wanted: impl Fn(&Value) -> bool) -> Va
         assert!(
             tokio::time::Instant::now() < deadline,
             "the listing never became as wanted: {listing:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// order-service cannot read an order's history back (a bad manual edit), so it
+/// dead-letters each fact reported for it, with the reason, and lists it as stuck. Once
+/// the history is repaired, the operator redrives them: billing, inventory and shipping
+/// each copy back their own topic's record, and the order completes. A second redrive
+/// changes nothing.
+fn dead_letters_redriven_once_their_cause_is_fixed_complete_the_order_once(
+    stack: &mut Stack,
+) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "redrive").await;
+        stack.service("billing-service").stop().await;
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
+        assert_refused(stack, &order_id, "redrive", "/problems/no-dead-letters").await;
+        let edit = CorruptHistory::of(stack, &order_id).await;
+        stack.service("billing-service").start().await;
+
+        // Payment, stock and shipment each reported, each refused.
+        let letters = |listing: &Value| {
+            client::stuck_entry_in(listing, &order_id)
+                .map(|stuck| stuck["dead_letters"].as_array().unwrap().clone())
+                .unwrap_or_default()
+        };
+        let listing = eventually_listed(stack, |l| letters(l).len() == 3).await;
+        let stuck = client::stuck_entry_in(&listing, &order_id).unwrap();
+        assert!(
+            stuck["unreadable"]
+                .as_str()
+                .unwrap()
+                .contains("does not match"),
+            "{stuck:#}"
+        );
+        for letter in letters(&listing) {
+            assert!(
+                letter["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("corrupt history"),
+                "{letter:#}"
+            );
+            assert!(
+                letter["consumer_group"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("order-service")
+            );
+        }
+        let unreadable = "awaiting=\"unreadable_history\"";
+        eventually_metric(stack, "orderflow_sagas_stuck", unreadable, |v| v >= 1.0).await;
+        // Before the repair, a redrive would only fail again.
+        let (status, problem) = client::operate(stack, &order_id, "redrive", "too soon").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+        assert_eq!(
+            problem["type"], "/problems/unreadable-history",
+            "{problem:#}"
+        );
+
+        edit.repair(stack).await;
+        let (status, problem) = client::operate_with(
+            stack,
+            &order_id,
+            "redrive",
+            &json!({"reason": "one of another order",
+                    "dead_letters": [{"topic": "payments.dlq", "partition": 0, "offset": 99999}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+        let (status, action) =
+            client::operate(stack, &order_id, "redrive", "the history is repaired").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{action:#}");
+        assert_eq!(
+            action["event_type"], "DeadLetterRedriveRequested",
+            "{action:#}"
+        );
+        assert_eq!(
+            action["dead_letters"].as_array().unwrap().len(),
+            3,
+            "{action:#}"
+        );
+        let order = client::wait_for_status(stack, &order_id, "COMPLETED").await;
+        let redrive = order["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|step| step["event_type"] == "DeadLetterRedriveRequested")
+            .unwrap_or_else(|| panic!("no redrive in the history: {order:#}"));
+        assert_eq!(redrive["kind"], "operation", "{redrive:#}");
+        let detail = redrive["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(OPERATOR) && detail.contains("the history is repaired"),
+            "{detail}"
+        );
+        eventually_metric(stack, "orderflow_sagas_stuck", unreadable, |v| v == 0.0).await;
+
+        // Again: the records are copied back once more, and order-service skips them.
+        let before = order_service_positions(stack, &order_id);
+        let (status, action) = client::operate(stack, &order_id, "redrive", "once more").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{action:#}");
+        wait_replayed_and_consumed(stack, &order_id, &before).await;
+        let order = client::order(stack, &order_id).await;
+        let types = timeline_types(&order);
+        for fact in ["PaymentAuthorized", "StockReserved", "ShipmentScheduled"] {
+            assert_eq!(
+                types.iter().filter(|t| *t == fact).count(),
+                1,
+                "{fact}: {types:?}"
+            );
+        }
+        let account = client::account(stack, &customer).await;
+        assert_eq!(
+            account["balance_minor"],
+            10_000 - 400,
+            "charged once: {account:#}"
+        );
+    })
+}
+
+/// order-service's group on the partitions of the order, on the topics it hears.
+fn order_service_positions(stack: &Stack, order_id: &str) -> Vec<KeyPosition> {
+    let names = TopicNames::new(stack.prefix.clone());
+    let topics: Vec<String> = [Topic::Payments, Topic::Inventory, Topic::Shipments]
+        .map(|topic| names.name(topic))
+        .to_vec();
+    let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
+    GroupProgress::read(&kafka, &names.group_of("order-service"), &topics)
+        .unwrap()
+        .of_key(order_id.as_bytes())
+}
+
+/// Waits (30 s at most) until a record more is on each of the order's partitions than in
+/// `before`, and order-service's group has committed past it.
+async fn wait_replayed_and_consumed(stack: &Stack, order_id: &str, before: &[KeyPosition]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = order_service_positions(stack, order_id);
+        let done = now.len() == before.len()
+            && now
+                .iter()
+                .zip(before)
+                .all(|(now, before)| now.end > before.end && now.committed == Some(now.end));
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not replayed and consumed: before {before:?}, now {now:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
