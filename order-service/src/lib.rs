@@ -157,6 +157,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let operate = operate::OperateState {
         pool: plumbing.pool.clone(),
         outbox: plumbing.outbox.clone(),
+        codec: plumbing.codec.clone(),
         kafka: plumbing.config.kafka.clone(),
         names: plumbing.names.clone(),
         stuck_after: Duration::from_secs(config.stuck_after_secs),

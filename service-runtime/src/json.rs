@@ -62,7 +62,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let (path, inner) = match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(value) => match deserializer.end() {
-            Ok(()) => return Ok(value),
+            Ok(()) => match nul_field(bytes) {
+                None => return Ok(value),
+                Some(field) => return Err(invalid(field, NUL_MESSAGE.to_owned())),
+            },
             Err(trailing) => (".".to_owned(), trailing),
         },
         Err(error) => (error.path().to_string(), error.into_inner()),
@@ -76,14 +79,54 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         .detail(inner.to_string()));
     }
     let message = inner.to_string();
-    let field = field_path(&path, &message);
-    Err(Problem::new(
+    Err(invalid(field_path(&path, &message), message))
+}
+
+fn invalid(field: String, message: String) -> Problem {
+    Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "/problems/validation",
         "The request is invalid",
     )
     .detail(format!("{field}: {message}"))
-    .with("errors", json!([{"field": field, "message": message}])))
+    .with("errors", json!([{"field": field, "message": message}]))
+}
+
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// The path of a string (or key) holding U+0000, if one does. PostgreSQL's text and jsonb
+/// cannot store it, so no API of ours takes it: refused here, before it meets a database.
+/// JSON can only spell it `\u0000`, so most bodies are passed over without a second parse.
+fn nul_field(bytes: &[u8]) -> Option<String> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    nul_in(&value, "")
+}
+
+fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    let here = || if path.is_empty() { "body" } else { path }.to_owned();
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(here),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, field)| {
+            let path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(path)
+            } else {
+                nul_in(field, &path)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde reports a missing field at its parent's path; name the field itself.
@@ -150,6 +193,26 @@ mod tests {
             field(r#"{"items": []}"#),
             (StatusCode::UNPROCESSABLE_ENTITY, Some("name".into()))
         );
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_refused_with_its_field() {
+        assert_eq!(
+            field(r#"{"name": "a\u0000b", "items": []}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("name".into()))
+        );
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Loose {
+            items: Vec<serde_json::Value>,
+        }
+        let problem = parse::<Loose>(br#"{"items": [1, {"note": {"x\u0000": 2}}]}"#).unwrap_err();
+        assert_eq!(
+            problem.extensions["errors"][0]["field"],
+            "items[1].note.x\u{0}"
+        );
+        // An escaped backslash before "u0000" is text, not NUL.
+        assert!(parse::<Body>(br#"{"name": "C:\\u0000", "items": []}"#).is_ok());
     }
 }
 

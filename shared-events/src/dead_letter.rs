@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -114,7 +115,12 @@ pub struct DeadLetter {
     pub consumer_group: Option<String>,
     pub error_class: Option<String>,
     pub error_message: Option<String>,
-    pub payload_len: usize,
+    /// Its `event_type` header, copied from the original record.
+    pub event_type: Option<String>,
+    /// When it was dead-lettered (the record's timestamp).
+    pub timestamp: Option<DateTime<Utc>>,
+    /// The original record's value.
+    pub payload: Option<Vec<u8>>,
 }
 
 /// Reads every record currently in `dlq_topic` (from the beginning up to the high
@@ -134,7 +140,12 @@ pub fn read_dead_letters(kafka: &KafkaConfig, dlq_topic: &str) -> Result<Vec<Dea
             consumer_group: header(message, headers::CONSUMER_GROUP),
             error_class: header(message, headers::ERROR_CLASS),
             error_message: header(message, headers::ERROR_MESSAGE),
-            payload_len: message.payload().map_or(0, <[u8]>::len),
+            event_type: header(message, crate::outbox::headers::EVENT_TYPE),
+            timestamp: message
+                .timestamp()
+                .to_millis()
+                .and_then(DateTime::from_timestamp_millis),
+            payload: message.payload().map(<[u8]>::to_vec),
         });
         Ok(())
     })?;

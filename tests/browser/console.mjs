@@ -4,61 +4,18 @@
 // not happen in time.
 //
 // Usage: node console.mjs <order-service URL> <operator token> <customer> <product> <screenshot.png>
-import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { STEP_TIMEOUT_MS, openConsole, placeOrder, rowReaches, say, waitForGo } from "./steps.mjs";
 
 const [baseUrl, token, customer, product, screenshot] = process.argv.slice(2);
-const STEP_TIMEOUT_MS = 60_000;
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
-function say(step, detail = "") {
-  console.log(`${step} ${detail}`.trim());
-}
-
-async function waitForGo(expected) {
-  const { value } = await lines.next();
-  if (value?.trim() !== expected) throw new Error(`expected "${expected}" on stdin, got "${value}"`);
-}
-
-async function placeOrder(page) {
-  await page.fill("#place-customer", customer);
-  await page.fill("#place-product", product);
-  await page.fill("#place-quantity", "1");
-  await page.fill("#place-country", "DE");
-  const previous = await page.getAttribute("#place-result", "data-order-id");
-  await page.click("#place-form button[type=submit]");
-  await page.waitForFunction(
-    (previous) => {
-      const id = document.querySelector("#place-result").dataset.orderId;
-      return id && id !== previous;
-    },
-    previous,
-    { timeout: STEP_TIMEOUT_MS },
-  );
-  return page.getAttribute("#place-result", "data-order-id");
-}
-
-async function rowReaches(page, orderId, status) {
-  await page.waitForSelector(`#orders tr[data-order-id="${orderId}"][data-status="${status}"]`, {
-    timeout: STEP_TIMEOUT_MS,
-  });
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox"],
-});
+const { browser, page } = await openConsole(baseUrl, token);
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on("pageerror", (error) => say("page-error", error.message));
-  await page.goto(`${baseUrl}/console#token=${token}`);
-  await page.waitForSelector('#connection[data-state="live"]', { timeout: STEP_TIMEOUT_MS });
   let loads = 0;
   page.on("load", () => loads++);
   say("live");
 
   // An order placed from the page reaches COMPLETED, with no reload.
-  const completed = await placeOrder(page);
+  const completed = await placeOrder(page, customer, product);
   await rowReaches(page, completed, "COMPLETED");
   await page.click(`#orders tr[data-order-id="${completed}"]`);
   await page.waitForSelector(`#order[data-order-id="${completed}"] #timeline li[data-event-type="OrderCompleted"]`, {
@@ -73,7 +30,7 @@ try {
   // A second order, held after payment (the test stops inventory-service), is cancelled
   // from the page; once inventory is back, the refund appears, marked as a compensation.
   await waitForGo("inventory-stopped");
-  const cancelled = await placeOrder(page);
+  const cancelled = await placeOrder(page, customer, product);
   await rowReaches(page, cancelled, "PAYMENT_AUTHORIZED");
   await page.waitForSelector(`#order[data-order-id="${cancelled}"]`, { timeout: STEP_TIMEOUT_MS });
   await page.click("#cancel-button");

@@ -7,21 +7,30 @@ use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
 use shared_events::consumer::stall::read_progress;
+use shared_events::contracts::topics_of;
 use shared_events::dead_letter::read_dead_letters;
-use shared_events::topology::SERVICES as TOPOLOGY;
+use shared_events::topology::{HEARD_BY_EVERY_SERVICE, SERVICES as TOPOLOGY};
 use shared_events::{KafkaConfig, Topic, TopicNames};
 use sqlx::Connection;
 
 use crate::Stack;
 use crate::workload::Workload;
 
-/// The services whose consumer reads `topic`.
+/// The services whose consumers read `topic`: their saga consumer, or the redrive consumer
+/// every service runs (`shared_events::redrive`).
 pub fn consumers_of(topic: Topic) -> Vec<&'static str> {
     TOPOLOGY
         .iter()
-        .filter(|service| service.consumes().contains(&topic))
+        .filter(|service| {
+            service.consumes().contains(&topic) || heard_by_every_service().contains(&topic)
+        })
         .map(|service| service.name)
         .collect()
+}
+
+/// The topics every service's redrive consumer reads.
+fn heard_by_every_service() -> Vec<Topic> {
+    topics_of(HEARD_BY_EVERY_SERVICE).expect("contract event types")
 }
 
 /// Waits until every order is terminal, every outbox drained and every consumer group
@@ -65,21 +74,26 @@ pub async fn settle(stack: &Stack, kafka: &KafkaConfig, bound: Duration) {
 fn unconsumed_records(kafka: &KafkaConfig, prefix: &str) -> Result<i64, shared_events::Error> {
     let names = TopicNames::new(prefix.to_owned());
     let mut unconsumed = 0;
+    let heard: Vec<String> = heard_by_every_service()
+        .into_iter()
+        .map(|t| names.name(t))
+        .collect();
     for service in TOPOLOGY {
         let topics: Vec<String> = service
             .consumes()
             .into_iter()
             .map(|t| names.name(t))
             .collect();
-        let group: BaseConsumer = kafka
-            .reader()
-            .set("group.id", format!("{prefix}{}", service.name))
-            .create()
-            .unwrap();
-        unconsumed += read_progress(&group, &topics)?
-            .iter()
-            .map(|(_, progress)| progress.lag().max(0))
-            .sum::<i64>();
+        for (group, topics) in [
+            (names.group_of(service.name), &topics),
+            (names.redrive_group_of(service.name), &heard),
+        ] {
+            let group: BaseConsumer = kafka.reader().set("group.id", group).create().unwrap();
+            unconsumed += read_progress(&group, topics)?
+                .iter()
+                .map(|(_, progress)| progress.lag().max(0))
+                .sum::<i64>();
+        }
     }
     Ok(unconsumed)
 }

@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 
 pub mod auth;
 pub mod client;
+pub mod corrupt_history;
 pub mod draw;
 pub mod fault_proxy;
 pub mod invariants;

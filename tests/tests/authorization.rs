@@ -211,6 +211,13 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             None,
         ),
         admin_route(Method::GET, "order-service", "/sagas/stuck".into(), None),
+        admin_route(
+            Method::GET,
+            "order-service",
+            "/sagas/dead-letters".into(),
+            None,
+        ),
+        operator_action("redrive"),
         operator_action("nudge"),
         operator_action("cancel"),
         customer_route(

@@ -1,6 +1,7 @@
 //! The web console at `/console`: recent orders updating live, an order's saga timeline
 //! across the four services with its compensations marked, a form that places an order and
-//! a button that cancels one, and the last minute's outcomes.
+//! a button that cancels one, the last minute's outcomes, and what needs an operator's
+//! attention (stuck sagas, dead letters) with the actions that fix it.
 //!
 //! The page is plain HTML, CSS and JavaScript compiled into the binary: nothing to build or
 //! install. It calls the same REST API as any client, with the bearer token the operator
@@ -34,6 +35,10 @@ pub fn routes(live: Arc<LiveOrders>) -> Router {
         .route(
             "/console/app.js",
             get(|| asset("text/javascript", include_str!("assets/app.js"))),
+        )
+        .route(
+            "/console/attention.js",
+            get(|| asset("text/javascript", include_str!("assets/attention.js"))),
         )
         .route(
             "/console/style.css",

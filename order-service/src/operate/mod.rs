@@ -13,12 +13,12 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use service_runtime::Problem;
-use shared_events::{KafkaConfig, Outbox, TopicNames};
+use shared_events::{KafkaConfig, Outbox, RegistryCodec, TopicNames};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use actions::{OperatorAction, OperatorRequest, RedriveRequest};
-pub use dead_letters::{DeadLetterId, DeadLetterView};
+pub use dead_letters::{DeadLetterEntry, DeadLetterId, DeadLetterList, DeadLetterView};
 pub use stuck::{AwaitedView, PartitionView, StuckSaga, StuckSagas};
 pub use watch::{StuckMetrics, StuckWatch};
 
@@ -26,6 +26,8 @@ pub use watch::{StuckMetrics, StuckWatch};
 pub struct OperateState {
     pub pool: PgPool,
     pub outbox: Outbox,
+    /// Decodes the dead letters' records for people to read.
+    pub codec: RegistryCodec,
     pub kafka: KafkaConfig,
     pub names: TopicNames,
     /// An order in flight with no event for longer than this is stuck.
@@ -66,6 +68,7 @@ impl OperateState {
 pub fn routes(state: OperateState) -> Router {
     Router::new()
         .route("/sagas/stuck", get(stuck::stuck_sagas))
+        .route("/sagas/dead-letters", get(dead_letters::dead_letters))
         .route("/sagas/{order_id}/redrive", post(actions::redrive))
         .route("/sagas/{order_id}/nudge", post(actions::nudge))
         .route("/sagas/{order_id}/cancel", post(actions::cancel))
@@ -73,5 +76,11 @@ pub fn routes(state: OperateState) -> Router {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(stuck::stuck_sagas, actions::redrive, actions::nudge, actions::cancel))]
+#[openapi(paths(
+    stuck::stuck_sagas,
+    dead_letters::dead_letters,
+    actions::redrive,
+    actions::nudge,
+    actions::cancel
+))]
 pub struct ApiDoc;

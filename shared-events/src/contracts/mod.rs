@@ -78,6 +78,13 @@ macro_rules! event_contracts {
                 match self { $(Self::$name(_) => Topic::$topic),+ }
             }
 
+            /// The payload as JSON (the Avro field names), for people to read.
+            pub fn to_json(&self) -> serde_json::Value {
+                match self {
+                    $(Self::$name(p) => serde_json::to_value(p).expect("plain data always serializes")),+
+                }
+            }
+
             fn to_avro(&self) -> Result<Value, apache_avro::Error> {
                 match self { $(Self::$name(p) => apache_avro::to_value(p)),+ }
             }
@@ -183,6 +190,14 @@ impl Event {
             metadata,
             payload: payload.into(),
         }
+    }
+
+    /// The event as JSON, its metadata beside its payload, for people to read.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": serde_json::to_value(&self.metadata).expect("plain data always serializes"),
+            "payload": self.payload.to_json(),
+        })
     }
 
     pub fn event_type(&self) -> &'static str {

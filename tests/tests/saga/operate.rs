@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use orderflow_e2e::auth::OPERATOR;
 use orderflow_e2e::client::{self, order_body};
+use orderflow_e2e::corrupt_history::CorruptHistory;
 use orderflow_e2e::{Stack, offsets, timeline_types};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,7 +15,7 @@ use shared_events::key_position::{GroupProgress, KeyPosition};
 use shared_events::{KafkaConfig, Topic, TopicNames};
 
 use crate::FaultScenario;
-use crate::faults::{CorruptHistory, NO_DEADLINE_SECS, assert_compensated, seed};
+use crate::faults::{NO_DEADLINE_SECS, assert_compensated, seed};
 
 /// order-service's STUCK_AFTER_SECS on the faults stack: an order idle this long is stuck.
 pub const STUCK_AFTER_SECS: u64 = 3;

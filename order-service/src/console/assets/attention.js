@@ -1,0 +1,219 @@
+// The console's "Needs attention" view: the stuck sagas with their evidence, the dead
+// letters with their reason and record, and the operator's three actions (redrive, nudge,
+// cancel), each confirmed with a reason. Refreshed every few seconds; shares app.js's
+// helpers (api, el, select, problemText, shortId, time).
+"use strict";
+
+const ATTENTION_REFRESH_MS = 3000;
+let pendingAction = null; // { orderId, action, body }
+const openRecords = new Set(); // the dead letters whose record the operator opened, by place
+
+async function refreshAttention() {
+  if (!token) return;
+  try {
+    const [stuck, letters] = await Promise.all([api("/sagas/stuck"), api("/sagas/dead-letters")]);
+    if (!stuck.ok || !letters.ok) {
+      const failed = stuck.ok ? letters : stuck;
+      document.getElementById("attention-unavailable").textContent = await problemText(failed);
+      return;
+    }
+    const listing = await stuck.json();
+    const deadLetters = await letters.json();
+    renderStuck(listing);
+    renderDeadLetters(deadLetters);
+    const count = listing.sagas.length + deadLetters.dead_letters.length;
+    document.getElementById("attention-count").textContent = count;
+    document.getElementById("attention-empty").hidden = count > 0;
+    document.getElementById("attention-unavailable").textContent = [
+      ...listing.evidence_unavailable,
+      ...deadLetters.unavailable,
+    ].join("; ");
+  } catch (error) {
+    console.warn("needs attention", error);
+  }
+}
+
+const lagOf = (saga) =>
+  saga.awaiting.flatMap((step) => step.partitions).reduce((sum, p) => sum + p.lag, 0);
+
+function renderStuck(listing) {
+  document.getElementById("stuck-after").textContent = listing.stuck_after_secs;
+  document.getElementById("stuck-block").hidden = listing.sagas.length === 0;
+  document.querySelector("#stuck tbody").replaceChildren(
+    ...listing.sagas.map((saga) => {
+      const owing = saga.awaiting.map((step) => step.service).join(", ");
+      const waits = saga.unreadable
+        ? el("span", { class: "warning", textContent: `history unreadable: ${saga.unreadable}` })
+        : el(
+            "span",
+            {},
+            ...saga.awaiting.map((step) =>
+              el("div", {}, el("strong", { textContent: step.service }), ` ${step.events.join(" or ")}`),
+            ),
+          );
+      const evidence = el(
+        "span",
+        {},
+        ...saga.awaiting.flatMap((step) =>
+          step.partitions.map((p) =>
+            el("div", {
+              class: p.lag > 0 ? "behind" : "",
+              textContent: `${p.topic} [${p.partition}]: lag ${p.lag} (committed ${p.committed ?? "none"}, end ${p.end})`,
+            }),
+          ),
+        ),
+        saga.dead_letters.length
+          ? el("div", { class: "warning", textContent: `${saga.dead_letters.length} dead letter(s)` })
+          : "",
+      );
+      const row = el(
+        "tr",
+        {
+          "data-order-id": saga.order_id,
+          "data-status": saga.status,
+          "data-service": owing,
+          "data-lag": lagOf(saga),
+          "data-dead-letters": saga.dead_letters.length,
+        },
+        el("td", {}, el("code", { textContent: shortId(saga.order_id), title: saga.order_id })),
+        el("td", {}, el("span", { class: `status ${saga.status}`, textContent: saga.status })),
+        el("td", { class: "number", textContent: `${saga.idle_secs} s` }),
+        el("td", {}, waits),
+        el("td", { class: "evidence" }, evidence),
+        el("td", { class: "actions" }, ...actionButtons(saga)),
+      );
+      row.addEventListener("click", (event) => {
+        if (event.target.tagName !== "BUTTON") select(saga.order_id);
+      });
+      return row;
+    }),
+  );
+}
+
+function actionButtons(saga) {
+  const id = shortId(saga.order_id);
+  const button = (action, label, disabled, question, body = {}) => {
+    const node = el("button", { type: "button", class: `action ${action}`, textContent: label, disabled });
+    node.dataset.action = action;
+    node.addEventListener("click", () => ask(saga.order_id, action, body, question));
+    return node;
+  };
+  return [
+    button(
+      "redrive",
+      "Redrive",
+      saga.dead_letters.length === 0,
+      `Send the ${saga.dead_letters.length} dead letter(s) of order ${id} back to their topics? Do it once their cause is fixed; consumers that already have a record skip it.`,
+    ),
+    button(
+      "nudge",
+      "Nudge",
+      Boolean(saga.unreadable),
+      `Publish the latest event of order ${id} again, under its own id? Consumers that already have it skip it.`,
+    ),
+    button(
+      "cancel",
+      "Cancel",
+      saga.status === "CANCELLING" || Boolean(saga.unreadable),
+      `Cancel order ${id} now? Every completed step is compensated; this cannot be undone.`,
+    ),
+  ];
+}
+
+function renderDeadLetters(list) {
+  document.getElementById("dead-letters-block").hidden = list.dead_letters.length === 0;
+  document.querySelector("#dead-letters tbody").replaceChildren(
+    ...list.dead_letters.map((letter) => {
+      const place = `${letter.topic}/${letter.partition}/${letter.offset}`;
+      // The list is rebuilt on each refresh: a record the operator opened stays open.
+      const record = letter.record
+        ? el(
+            "details",
+            { open: openRecords.has(place) },
+            el("summary", { textContent: letter.event_type || "record" }),
+            el("pre", { textContent: JSON.stringify(letter.record, null, 2) }),
+          )
+        : el("span", { class: "muted", textContent: `not decoded: ${letter.undecodable}` });
+      if (letter.record) {
+        record.addEventListener("toggle", () =>
+          record.open ? openRecords.add(place) : openRecords.delete(place),
+        );
+      }
+      const redrive = el("button", { type: "button", class: "action redrive", textContent: "Redrive" });
+      redrive.dataset.action = "redrive";
+      redrive.disabled = !letter.order_id;
+      redrive.addEventListener("click", () =>
+        ask(
+          letter.order_id,
+          "redrive",
+          { dead_letters: [{ topic: letter.topic, partition: letter.partition, offset: letter.offset }] },
+          `Send ${letter.topic} [${letter.partition}] @${letter.offset} back to its topic? Do it once its cause is fixed.`,
+        ),
+      );
+      return el(
+        "tr",
+        {
+          "data-order-id": letter.order_id || "",
+          "data-topic": letter.topic,
+          "data-partition": letter.partition,
+          "data-offset": letter.offset,
+        },
+        el("td", { textContent: letter.dead_lettered_at ? time(letter.dead_lettered_at) : "" }),
+        el("td", {}, el("code", { textContent: `${letter.topic} [${letter.partition}] @${letter.offset}` })),
+        el("td", {}, letter.order_id ? el("code", { textContent: shortId(letter.order_id), title: letter.order_id }) : ""),
+        el("td", { textContent: letter.consumer_group || "" }),
+        el("td", { class: "reason" }, el("strong", { textContent: letter.error_class || "" }), ` ${letter.reason || ""}`),
+        el("td", { class: "record" }, record),
+        el("td", { class: "actions" }, redrive),
+      );
+    }),
+  );
+}
+
+// --- confirming an action ----------------------------------------------------------------
+
+function ask(orderId, action, body, question) {
+  pendingAction = { orderId, action, body };
+  const form = document.getElementById("confirm-action");
+  form.dataset.action = action;
+  form.dataset.orderId = orderId;
+  document.getElementById("confirm-question").textContent = question;
+  document.getElementById("confirm-button").textContent = `Confirm ${action}`;
+  document.getElementById("action-result").textContent = "";
+  form.hidden = false;
+  document.getElementById("confirm-reason").focus();
+}
+
+function dismiss() {
+  pendingAction = null;
+  document.getElementById("confirm-action").hidden = true;
+  document.getElementById("confirm-reason").value = "";
+}
+
+async function confirmAction(event) {
+  event.preventDefault();
+  if (!pendingAction) return;
+  const { orderId, action, body } = pendingAction;
+  const reason = document.getElementById("confirm-reason").value.trim();
+  const response = await api(`/sagas/${orderId}/${action}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, reason }),
+  });
+  const result = document.getElementById("action-result");
+  if (response.ok) {
+    const done = await response.json();
+    result.textContent = `${action} of ${shortId(orderId)} accepted: ${done.event_type} ${shortId(done.event_id)}.`;
+    result.dataset.outcome = "accepted";
+    dismiss();
+    await refreshAttention();
+  } else {
+    result.textContent = await problemText(response);
+    result.dataset.outcome = "refused";
+  }
+}
+
+document.getElementById("confirm-action").addEventListener("submit", confirmAction);
+document.getElementById("confirm-back").addEventListener("click", dismiss);
+setInterval(refreshAttention, ATTENTION_REFRESH_MS);
+refreshAttention();
