@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use rdkafka::consumer::BaseConsumer;
 
 use crate::consumer::gate::TopicPartition;
-use crate::consumer::stall::{Progress, partitions_of, progress_of};
+use crate::consumer::held_back::HeldBack;
+use crate::consumer::stall::{self, Progress, partitions_of, progress_of};
 use crate::{Error, KafkaConfig};
 
 /// The partition librdkafka's `consistent_random` partitioner gives a record with `key`.
@@ -32,19 +33,14 @@ pub struct KeyPosition {
     pub committed: Option<i64>,
     /// The log end: the offset the next record gets.
     pub end: i64,
+    /// Why the group's consumer holds the partition back, if it said so with its commit.
+    pub held_back: Option<HeldBack>,
 }
 
 impl KeyPosition {
     /// Records on the partition the group has not committed yet.
     pub fn lag(&self) -> i64 {
-        self.progress().lag()
-    }
-
-    fn progress(&self) -> Progress {
-        Progress {
-            committed: self.committed,
-            end: self.end,
-        }
+        stall::lag(self.committed, self.end)
     }
 }
 
@@ -93,6 +89,7 @@ impl GroupProgress {
                     partition,
                     committed: progress.committed,
                     end: progress.end,
+                    held_back: progress.held_back.clone(),
                 })
             })
             .collect();

@@ -7,8 +7,10 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use shared_events::consumer::held_back::HeldBack;
 use shared_events::contracts::OrderCancellationRequested;
 use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
+use shared_events::key_position::GroupProgress;
 use shared_events::{Event, EventHandler, GroupProtocol, HandlerError, Topic};
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
@@ -263,6 +265,91 @@ async fn transient_failures_are_retried_then_the_partition_pauses_and_resumes_in
             .load(std::sync::atomic::Ordering::SeqCst),
         0
     );
+    shutdown.cancel();
+    relay.await.unwrap();
+    consumer.await.unwrap();
+}
+
+/// A paused partition says why with the group's commit there, where an operator's read of
+/// the group's offsets finds it, until the partition moves again.
+#[tokio::test]
+async fn a_paused_partition_says_why_with_its_commit_until_it_moves_again() {
+    let stack = TestStack::new(1).await;
+    let order = Uuid::now_v7();
+    let flaky = Event::first_of_order(
+        order,
+        "integration-test",
+        OrderCancellationRequested {
+            reason: "flaky-step".into(),
+        },
+    );
+    stack.append_committed(std::slice::from_ref(&flaky)).await;
+    let shutdown = CancellationToken::new();
+    let relay = stack.spawn_relay(&shutdown);
+    let handler = support::RecordingHandler::failing_transiently(usize::MAX);
+    let retry = shared_events::RetryConfig {
+        cool_down_ms: 6_000,
+        ..TestStack::fast_retry()
+    };
+    let consumer = stack.spawn_consumer_retrying("held", handler.clone(), retry, &shutdown);
+    let group = format!("{}held", stack.kafka.topic_prefix);
+    let read = || {
+        let (kafka, group, topics) = (
+            stack.kafka.clone(),
+            group.clone(),
+            vec![stack.names.name(Topic::Orders)],
+        );
+        async move {
+            tokio::task::spawn_blocking(move || GroupProgress::read(&kafka, &group, &topics))
+                .await
+                .unwrap()
+                .ok()
+                .and_then(|progress| progress.of_key(order.to_string().as_bytes()).pop())
+        }
+    };
+
+    let held = eventually(Duration::from_secs(30), "the pause said", || async {
+        read().await.filter(|position| position.held_back.is_some())
+    })
+    .await;
+    let Some(HeldBack::Paused {
+        since,
+        until,
+        reason,
+    }) = &held.held_back
+    else {
+        panic!("paused, not {:?}", held.held_back)
+    };
+    assert_eq!(
+        (held.committed, held.lag()),
+        (Some(0), 1),
+        "at the failing record"
+    );
+    assert!(
+        reason.contains("the test asked for a transient failure"),
+        "{reason}"
+    );
+    assert!(
+        *until - *since >= chrono::TimeDelta::seconds(6),
+        "{since} .. {until}"
+    );
+
+    // The cause goes; after the cool-down the record is applied and the next commit
+    // clears what the pause said.
+    handler
+        .transient_failures
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let moved = eventually(
+        Duration::from_secs(60),
+        "the partition moved on",
+        || async {
+            read()
+                .await
+                .filter(|position| position.committed == Some(1))
+        },
+    )
+    .await;
+    assert_eq!((moved.lag(), moved.held_back), (0, None));
     shutdown.cancel();
     relay.await.unwrap();
     consumer.await.unwrap();

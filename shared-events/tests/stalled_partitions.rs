@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rdkafka::consumer::BaseConsumer;
 use shared_events::Topic;
+use shared_events::consumer::held_back::HeldBack;
+use shared_events::consumer::stall::read_progress;
 use shared_events::metrics::TopicLabels;
 use support::{TestStack, eventually, idle_member, step_event};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,28 @@ async fn a_partition_nobody_consumes_is_detected_and_the_runner_rejoins() {
             (stalled >= 1 && stack.metrics.rejoins.get() >= 1).then_some(())
         },
     )
+    .await;
+    // The runner said so with the group's commit there, for operators to read.
+    eventually(Duration::from_secs(15), "the stall said", || async {
+        let (kafka, group, topics) = (
+            stack.kafka.clone(),
+            group.clone(),
+            vec![stack.names.name(Topic::Orders)],
+        );
+        let reader = move || -> Result<_, shared_events::Error> {
+            let client: BaseConsumer = kafka
+                .reader()
+                .set("group.id", &group)
+                .create()
+                .map_err(shared_events::Error::Kafka)?;
+            read_progress(&client, &topics)
+        };
+        let readings = tokio::task::spawn_blocking(reader).await.unwrap().ok()?;
+        readings
+            .iter()
+            .any(|(_, progress)| matches!(progress.held_back, Some(HeldBack::Stalled { .. })))
+            .then_some(())
+    })
     .await;
 
     // The stuck member goes; its partition moves and every event is applied once.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 pub use actions::{OperatorAction, OperatorRequest, RedriveRequest};
 pub use dead_letters::{DeadLetterEntry, DeadLetterId, DeadLetterList, DeadLetterView};
-pub use stuck::{AwaitedView, PartitionView, StuckSaga, StuckSagas};
+pub use stuck::{AwaitedView, HeldBackView, PartitionView, StuckSaga, StuckSagas};
 pub use watch::{StuckMetrics, StuckWatch};
 
 #[derive(Clone)]

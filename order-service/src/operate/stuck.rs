@@ -10,6 +10,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service_runtime::{Admin, Problem};
+use shared_events::consumer::held_back::HeldBack;
 use shared_events::key_position::{GroupProgress, KeyPosition};
 use shared_events::topology::ServiceTopology;
 use utoipa::ToSchema;
@@ -69,6 +70,42 @@ pub struct PartitionView {
     pub end: i64,
     /// Records the group has not committed yet.
     pub lag: i64,
+    /// Why the group's consumer does not move here, as it said with its last commit;
+    /// absent while it goes on normally.
+    pub held_back: Option<HeldBackView>,
+}
+
+/// What the owing consumer said of the partition (`shared_events::consumer::held_back`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HeldBackView {
+    /// The record at the committed offset kept failing: not fetched until `until`, then
+    /// tried again (a pause whose `until` is past is being retried, or waits for its
+    /// consumer's next commit).
+    Paused {
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// Lagged with the commit frozen; a member left and rejoined the group for it.
+    Stalled { since: DateTime<Utc> },
+}
+
+impl From<HeldBack> for HeldBackView {
+    fn from(held: HeldBack) -> Self {
+        match held {
+            HeldBack::Paused {
+                since,
+                until,
+                reason,
+            } => Self::Paused {
+                since,
+                until,
+                reason,
+            },
+            HeldBack::Stalled { since } => Self::Stalled { since },
+        }
+    }
 }
 
 /// Orders in flight that made no progress for longer than the stuck threshold, with what
@@ -206,6 +243,7 @@ impl Evidence {
                 partition: position.partition,
                 committed: position.committed,
                 end: position.end,
+                held_back: position.held_back.map(HeldBackView::from),
             })
             .collect();
         AwaitedView {

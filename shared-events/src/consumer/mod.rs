@@ -22,6 +22,7 @@ pub mod batch;
 mod close;
 pub mod gate;
 mod handler;
+pub mod held_back;
 mod membership;
 mod pausing;
 mod rebalance;
@@ -33,6 +34,7 @@ pub use close::finish_abandoned_closes;
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
+use held_back::HeldBack;
 use membership::{PROGRESS_READ_INTERVAL, STALLED_AFTER_SESSIONS, join};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
 use records::{event_type_header, event_type_label};
@@ -216,6 +218,15 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                                 topic: partition.topic.clone(),
                             })
                             .inc();
+                        if let Some((committed, frozen_since)) = judge.frozen(partition) {
+                            let since = chrono::Utc::now()
+                                - chrono::TimeDelta::from_std(frozen_since.elapsed())
+                                    .unwrap_or_default();
+                            // Never committed reads from the start (`auto.offset.reset`
+                            // is earliest): committing 0 says the same.
+                            let at = committed.unwrap_or(0);
+                            self.say_held_back(partition, at, &HeldBack::Stalled { since });
+                        }
                     }
                 }
                 Stall::Unreadable(failing) => {
@@ -360,22 +371,28 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             if unsettled.is_empty() {
                 return Settled::Done;
             }
+            let mut failures: HashMap<&TopicPartition, &str> = HashMap::new();
             for (&i, why) in &unsettled {
                 let Unsettled::Failed(reason) = why else {
                     continue;
                 };
                 let record = remaining[i];
+                failures.insert(&record.partition, reason);
                 let labels =
                     RecordLabels::new(record.message.topic(), &event_type_label(&record.message));
                 self.metrics.retried.get_or_create(&labels).inc();
                 warn!(partition = %record.partition, offset = record.message.offset(), %reason,
                     "transient failure");
             }
-            remaining = from_first_unsettled(&remaining, &unsettled);
             let Some(delay) = delays.next() else {
-                self.pause(&remaining, gate);
+                self.pause(
+                    &from_first_unsettled(&remaining, &unsettled),
+                    &failures,
+                    gate,
+                );
                 return Settled::Done;
             };
+            remaining = from_first_unsettled(&remaining, &unsettled);
             tokio::select! {
                 () = shutdown.cancelled() => return Settled::Interrupted,
                 () = tokio::time::sleep(delay) => {}

@@ -2,20 +2,30 @@
 //! retries run out, rewinding and resuming it when the cool-down is over, and forgetting
 //! the pause of a partition a rebalance moved. The state itself is [`PartitionGate`].
 
-use rdkafka::consumer::Consumer;
+use std::collections::HashMap;
+
+use chrono::Utc;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Duration;
 use tracing::{info, warn};
 
 use super::gate::{PartitionGate, TopicPartition};
+use super::held_back::HeldBack;
 use super::{EventHandler, IdempotentConsumer, Record};
 use crate::metrics::TopicLabels;
 
 impl<H: EventHandler> IdempotentConsumer<H> {
     /// Circuit breaker: stop fetching each partition of `records`, to retry its first record
-    /// after the cool-down. Polling goes on, so the group membership stays alive.
-    pub(super) fn pause(&self, records: &[&Record], gate: &mut PartitionGate) {
+    /// after the cool-down. Polling goes on, so the group membership stays alive. Each pause
+    /// is said with the partition's commit ([`HeldBack`]), with its last failure.
+    pub(super) fn pause(
+        &self,
+        records: &[&Record],
+        failures: &HashMap<&TopicPartition, &str>,
+        gate: &mut PartitionGate,
+    ) {
         let mut first_offsets: Vec<(&TopicPartition, i64)> = Vec::new();
         for record in records {
             if !first_offsets.iter().any(|(p, _)| *p == &record.partition) {
@@ -34,6 +44,30 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 })
                 .inc();
             warn!(%partition, offset, ?cool_down, "retries exhausted; pausing the partition for a cool-down");
+            let since = Utc::now();
+            let reason = failures
+                .get(partition)
+                .copied()
+                .unwrap_or("an earlier record of the batch failed");
+            let held = HeldBack::paused(since, since + cool_down, reason);
+            self.say_held_back(partition, offset, &held);
+        }
+    }
+
+    /// Commits `offset` on `partition` with `held` as its metadata, for operators to read.
+    /// The offset is one the group has reached already, so the commit moves nothing forward;
+    /// should it land after a newer commit (a race with the auto-commit or another member),
+    /// the records between come again and `processed_events` skips them.
+    pub(super) fn say_held_back(&self, partition: &TopicPartition, offset: i64, held: &HeldBack) {
+        let mut commit = TopicPartitionList::new();
+        let mut entry = commit.add_partition(&partition.topic, partition.partition);
+        if let Err(e) = entry.set_offset(Offset::Offset(offset)) {
+            warn!(error = %e, %partition, "could not say why the partition is held back");
+            return;
+        }
+        entry.set_metadata(held.to_metadata());
+        if let Err(e) = self.consumer.commit(&commit, CommitMode::Async) {
+            warn!(error = %e, %partition, "could not say why the partition is held back");
         }
     }
 

@@ -23,23 +23,31 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::gate::TopicPartition;
+use super::held_back::HeldBack;
 use crate::Error;
 
 /// Where a partition stands: the group's committed offset and the log end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     /// The group's committed offset, or `None` if it never committed one.
     pub committed: Option<i64>,
     /// The high watermark: the offset the next record will get.
     pub end: i64,
+    /// Why the group's consumer holds the partition back, if it said so with the commit.
+    pub held_back: Option<HeldBack>,
 }
 
 impl Progress {
     pub fn lag(&self) -> i64 {
-        // A partition never committed lags by everything from its start; treat that as
-        // lagging as long as it has records (its low watermark is not read).
-        self.end - self.committed.unwrap_or(0)
+        lag(self.committed, self.end)
     }
+}
+
+/// Records from `committed` to `end`.
+pub(crate) fn lag(committed: Option<i64>, end: i64) -> i64 {
+    // A partition never committed lags by everything from its start; treat that as
+    // lagging as long as it has records (its low watermark is not read).
+    end - committed.unwrap_or(0)
 }
 
 /// Why a member leaves its group and joins again with a new client.
@@ -106,6 +114,11 @@ impl StallJudge {
             }
         }
         stalled
+    }
+
+    /// The committed offset a lagging partition has been frozen at, and since when.
+    pub fn frozen(&self, partition: &TopicPartition) -> Option<(Option<i64>, Instant)> {
+        self.stuck_since.get(partition).copied()
     }
 
     /// Forgets every reading: after a rejoin, each partition gets its full time again.
@@ -201,7 +214,11 @@ pub fn progress_of<C: ConsumerContext>(
         };
         readings.push((
             TopicPartition::new(element.topic(), element.partition()),
-            Progress { committed, end },
+            Progress {
+                committed,
+                end,
+                held_back: HeldBack::from_metadata(element.metadata()),
+            },
         ));
     }
     Ok(readings)
@@ -217,6 +234,7 @@ mod tests {
             Progress {
                 committed: Some(committed),
                 end,
+                held_back: None,
             },
         )
     }

@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared_events::key_position::{GroupProgress, KeyPosition};
 use shared_events::{KafkaConfig, Topic, TopicNames};
+use sqlx::Connection;
 
 use crate::FaultScenario;
 use crate::faults::{NO_DEADLINE_SECS, assert_compensated, seed};
@@ -25,6 +26,10 @@ type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub const SCENARIOS: &[(&str, FaultScenario, u64)] = &[
     scenario!(
         an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_moves,
+        NO_DEADLINE_SECS
+    ),
+    scenario!(
+        a_partition_paused_on_a_failing_step_is_listed_with_why_until_the_cause_goes,
         NO_DEADLINE_SECS
     ),
     scenario!(
@@ -80,6 +85,8 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
             .find(|p| p["topic"].as_str().unwrap().ends_with("payments"))
             .unwrap_or_else(|| panic!("no payments partition: {stuck:#}"));
         assert!(payments["lag"].as_i64().unwrap() >= 1, "{stuck:#}");
+        // Stopped, not held back: nobody said anything with the group's commit.
+        assert_eq!(payments["held_back"], Value::Null, "{stuck:#}");
         assert!(
             stuck["dead_letters"].as_array().unwrap().is_empty(),
             "{stuck:#}"
@@ -104,6 +111,83 @@ fn an_order_waiting_on_a_stopped_service_is_listed_stuck_with_the_lag_until_it_m
             "still listed once completed"
         );
         eventually_metric(stack, stuck, on_stock, |v| v == 0.0).await;
+    })
+}
+
+/// Inventory's database refuses its reservations (a trigger standing in for an outage of
+/// one service's storage): inventory retries, then pauses the order's partition of
+/// `orders` (where its OrderPlaced waits) for a cool-down and says so with its group's commit there. The listing shows the pause
+/// and its reason beside the lag; once the cause goes, the order completes and leaves it.
+fn a_partition_paused_on_a_failing_step_is_listed_with_why_until_the_cause_goes(
+    stack: &mut Stack,
+) -> Run<'_> {
+    Box::pin(async move {
+        let (product, customer) = seed(stack, "paused").await;
+        let inventory_db = stack.service("inventory-service").database_url.clone();
+        let mut inventory = sqlx::PgConnection::connect(&inventory_db).await.unwrap();
+        for statement in [
+            "CREATE FUNCTION refuse_reservations() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'the warehouse system is offline' USING ERRCODE = '57P03'; END $$",
+            "CREATE TRIGGER refuse_reservations BEFORE INSERT ON order_reservations \
+             FOR EACH ROW EXECUTE FUNCTION refuse_reservations()",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut inventory)
+                .await
+                .unwrap();
+        }
+        let order_id = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
+
+        let listing = eventually_listed(stack, |listing| {
+            client::stuck_entry_in(listing, &order_id).is_some_and(|stuck| {
+                stuck["awaiting"][0]["partitions"]
+                    .to_string()
+                    .contains("paused")
+            })
+        })
+        .await;
+        let stuck = client::stuck_entry_in(&listing, &order_id).unwrap();
+        assert_eq!(
+            stuck["awaiting"][0]["service"], "inventory-service",
+            "{stuck:#}"
+        );
+        let orders = stuck["awaiting"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["topic"].as_str().unwrap().ends_with("-orders"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no orders partition: {stuck:#}"));
+        let held = &orders["held_back"];
+        assert_eq!(held["state"], "paused", "{stuck:#}");
+        assert!(
+            held["reason"]
+                .as_str()
+                .unwrap()
+                .contains("the warehouse system is offline"),
+            "{stuck:#}"
+        );
+        assert!(
+            held["until"].as_str().unwrap() > held["since"].as_str().unwrap(),
+            "{stuck:#}"
+        );
+        assert!(orders["lag"].as_i64().unwrap() >= 1, "{stuck:#}");
+
+        // The cause goes: after the cool-down the step is retried and the order completes.
+        for statement in [
+            "DROP TRIGGER refuse_reservations ON order_reservations",
+            "DROP FUNCTION refuse_reservations()",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut inventory)
+                .await
+                .unwrap();
+        }
+        client::wait_for_status(stack, &order_id, "COMPLETED").await;
+        assert!(
+            client::stuck_entry(stack, &order_id).await.is_none(),
+            "still listed once completed"
+        );
     })
 }
 

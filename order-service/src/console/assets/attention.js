@@ -33,6 +33,12 @@ async function refreshAttention() {
   }
 }
 
+// What the owing consumer said with its commit on the partition.
+const heldBack = (held) =>
+  held.state === "paused"
+    ? `paused by its consumer until ${time(held.until)}: ${held.reason}`
+    : `stalled since ${time(held.since)}; its group was rejoined`;
+
 const lagOf = (saga) =>
   saga.awaiting.flatMap((step) => step.partitions).reduce((sum, p) => sum + p.lag, 0);
 
@@ -56,10 +62,14 @@ function renderStuck(listing) {
         {},
         ...saga.awaiting.flatMap((step) =>
           step.partitions.map((p) =>
-            el("div", {
-              class: p.lag > 0 ? "behind" : "",
-              textContent: `${p.topic} [${p.partition}]: lag ${p.lag} (committed ${p.committed ?? "none"}, end ${p.end})`,
-            }),
+            el(
+              "div",
+              {
+                class: p.lag > 0 ? "behind" : "",
+                textContent: `${p.topic} [${p.partition}]: lag ${p.lag} (committed ${p.committed ?? "none"}, end ${p.end})`,
+              },
+              p.held_back ? el("div", { class: "warning held-back", textContent: heldBack(p.held_back) }) : "",
+            ),
           ),
         ),
         saga.dead_letters.length
