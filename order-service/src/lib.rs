@@ -161,6 +161,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         kafka: plumbing.config.kafka.clone(),
         names: plumbing.names.clone(),
         stuck_after: Duration::from_secs(config.stuck_after_secs),
+        dead_letters: operate::DeadLetterScans::default(),
     };
     let api = http::ApiState {
         pool: plumbing.pool,

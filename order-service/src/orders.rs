@@ -116,6 +116,16 @@ pub struct Operated {
     pub event_type: String,
 }
 
+impl Operated {
+    fn sent(loaded: &LoadedOrder, event: &Event) -> Self {
+        Self {
+            status: loaded.order.status(),
+            event_id: event.metadata.event_id,
+            event_type: event.metadata.event_type.clone(),
+        }
+    }
+}
+
 /// Why an operator's action did nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperatorRefusal {
@@ -156,15 +166,17 @@ pub async fn operable(
     Ok(lock_for_operator(tx, order_id).await?.map(drop))
 }
 
+/// What an operator's action hands back: what it did, and the events to publish with it.
+pub type Operation = Result<(Operated, Vec<Event>), OperatorRefusal>;
+
 /// An operator's cancellation of a stuck order: recorded with who and why, then the same
-/// `OrderCancellationRequested` a deadline sends, which every service compensates. Returns
-/// the events to publish with the answer.
+/// `OrderCancellationRequested` a deadline sends, which every service compensates.
 pub async fn cancel_by_operator(
     tx: &mut PgConnection,
     order_id: Uuid,
     operator: &str,
     reason: &str,
-) -> Result<Result<(Operated, Vec<Event>), OperatorRefusal>, Error> {
+) -> Result<Operation, Error> {
     let mut loaded = match lock_for_operator(tx, order_id).await? {
         Ok(loaded) => loaded,
         Err(refusal) => return Ok(Err(refusal)),
@@ -179,28 +191,21 @@ pub async fn cancel_by_operator(
     let request = OrderEvent::OrderCancellationRequested {
         reason: format!("cancelled by the operator {operator}: {reason}"),
     };
-    let cause = loaded.placed.clone();
-    let published = append(&mut loaded, &cause, vec![noted, request], false);
-    store::record(tx, [&loaded]).await?;
-    let sent = &published[0].metadata;
-    let operated = Operated {
-        status: loaded.order.status(),
-        event_id: sent.event_id,
-        event_type: sent.event_type.clone(),
-    };
-    Ok(Ok((operated, published)))
+    let published = record_operation(tx, &mut loaded, vec![noted, request]).await?;
+    Ok(Ok((Operated::sent(&loaded, &published[0]), published)))
 }
 
 /// An operator's nudge: queues the latest event order-service published for the order
 /// again, under its own event id, so that a delivery lost or skipped happens again without
-/// side effects (every consumer dedupes it by that id); recorded with who and why.
+/// side effects (every consumer dedupes it by that id); recorded with who and why. The
+/// event goes to the outbox here: nothing more to publish.
 pub async fn nudge(
     tx: &mut PgConnection,
     outbox: &Outbox,
     order_id: Uuid,
     operator: &str,
     reason: &str,
-) -> Result<Result<Operated, OperatorRefusal>, Error> {
+) -> Result<Operation, Error> {
     let mut loaded = match lock_for_operator(tx, order_id).await? {
         Ok(loaded) => loaded,
         Err(refusal) => return Ok(Err(refusal)),
@@ -217,36 +222,29 @@ pub async fn nudge(
             order_id,
             reason: "no event order-service published, not even OrderPlaced".to_owned(),
         })?;
-    let event_type = latest.event_type().to_owned();
     if !outbox.republish(tx, &latest).await? {
+        let event_type = latest.event_type().to_owned();
         return Ok(Err(OperatorRefusal::StillQueued { event_type }));
     }
     let noted = OrderEvent::NudgedByOperator {
         operator: operator.to_owned(),
         reason: reason.to_owned(),
         event_id: latest.metadata.event_id,
-        event_type: event_type.clone(),
+        event_type: latest.event_type().to_owned(),
     };
-    let cause = loaded.placed.clone();
-    append(&mut loaded, &cause, vec![noted], false);
-    store::record(tx, [&loaded]).await?;
-    Ok(Ok(Operated {
-        status: loaded.order.status(),
-        event_id: latest.metadata.event_id,
-        event_type,
-    }))
+    record_operation(tx, &mut loaded, vec![noted]).await?;
+    Ok(Ok((Operated::sent(&loaded, &latest), Vec::new())))
 }
 
 /// An operator's redrive of dead letters of the order: recorded with who and why, and
-/// published for the services that own their topics to carry out. Returns the events to
-/// publish with the answer.
+/// published for the services that own their topics to carry out.
 pub async fn request_redrive(
     tx: &mut PgConnection,
     order_id: Uuid,
     operator: &str,
     reason: &str,
     dead_letters: Vec<DeadLetterPosition>,
-) -> Result<Result<(Operated, Vec<Event>), OperatorRefusal>, Error> {
+) -> Result<Operation, Error> {
     let mut loaded = match lock_for_operator(tx, order_id).await? {
         Ok(loaded) => loaded,
         Err(refusal) => return Ok(Err(refusal)),
@@ -256,16 +254,21 @@ pub async fn request_redrive(
         reason: reason.to_owned(),
         dead_letters,
     };
+    let published = record_operation(tx, &mut loaded, vec![requested]).await?;
+    Ok(Ok((Operated::sent(&loaded, &published[0]), published)))
+}
+
+/// Appends an operator's `events` to the order (caused by its placement, as no saga event
+/// is) and saves it; returns those to publish.
+async fn record_operation(
+    tx: &mut PgConnection,
+    loaded: &mut LoadedOrder,
+    events: Vec<OrderEvent>,
+) -> Result<Vec<Event>, Error> {
     let cause = loaded.placed.clone();
-    let published = append(&mut loaded, &cause, vec![requested], false);
-    store::record(tx, [&loaded]).await?;
-    let sent = &published[0].metadata;
-    let operated = Operated {
-        status: loaded.order.status(),
-        event_id: sent.event_id,
-        event_type: sent.event_type.clone(),
-    };
-    Ok(Ok((operated, published)))
+    let published = append(loaded, &cause, events, false);
+    store::record(tx, [&*loaded]).await?;
+    Ok(published)
 }
 
 /// The event as order-service published it, rebuilt from the history (metadata and

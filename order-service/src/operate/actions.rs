@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use service_runtime::{Admin, FieldErrors, Problem, ValidJson, ValidPath};
+use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ use super::OperateState;
 use super::dead_letters::{DeadLetterId, DeadLetterView};
 use crate::domain::validation::MAX_NOTE;
 use crate::domain::{OperatorRefused, OrderStatus};
-use crate::orders::{self, Operated, OperatorRefusal};
+use crate::orders::{self, Operated, Operation, OperatorRefusal};
 
 /// Why the operator acts: kept in the order's history with their name.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,12 +90,10 @@ pub(super) async fn redrive(
         .iter()
         .filter_map(|letter| letter.position(&state.names))
         .collect();
-    let mut tx = state.pool.begin().await?;
-    let outcome =
-        orders::request_redrive(&mut tx, order_id, operator.subject(), &reason, positions).await?;
-    let (operated, published) = outcome.map_err(|refusal| refused(order_id, refusal))?;
-    state.outbox.append(&mut tx, &published).await?;
-    state.outbox.commit(tx).await?;
+    let operated = carry_out(&state, order_id, async |tx| {
+        orders::request_redrive(tx, order_id, operator.subject(), &reason, positions).await
+    })
+    .await?;
     tracing::info!(%order_id, operator = operator.subject(), reason, redriven = chosen.len(), "operator asked for a redrive");
     Ok(accepted(order_id, operated, chosen))
 }
@@ -160,17 +159,10 @@ pub(super) async fn nudge(
     ValidJson(request): ValidJson<OperatorRequest>,
 ) -> Result<(StatusCode, Json<OperatorAction>), Problem> {
     let reason = checked_reason(&request.reason)?;
-    let mut tx = state.pool.begin().await?;
-    let outcome = orders::nudge(
-        &mut tx,
-        &state.outbox,
-        order_id,
-        operator.subject(),
-        &reason,
-    )
+    let operated = carry_out(&state, order_id, async |tx| {
+        orders::nudge(tx, &state.outbox, order_id, operator.subject(), &reason).await
+    })
     .await?;
-    let operated = outcome.map_err(|refusal| refused(order_id, refusal))?;
-    state.outbox.commit(tx).await?;
     tracing::info!(%order_id, operator = operator.subject(), reason, event_id = %operated.event_id, "operator nudged the saga");
     Ok(accepted(order_id, operated, Vec::new()))
 }
@@ -199,14 +191,28 @@ pub(super) async fn cancel(
     ValidJson(request): ValidJson<OperatorRequest>,
 ) -> Result<(StatusCode, Json<OperatorAction>), Problem> {
     let reason = checked_reason(&request.reason)?;
-    let mut tx = state.pool.begin().await?;
-    let outcome =
-        orders::cancel_by_operator(&mut tx, order_id, operator.subject(), &reason).await?;
-    let (operated, published) = outcome.map_err(|refusal| refused(order_id, refusal))?;
-    state.outbox.append(&mut tx, &published).await?;
-    state.outbox.commit(tx).await?;
+    let operated = carry_out(&state, order_id, async |tx| {
+        orders::cancel_by_operator(tx, order_id, operator.subject(), &reason).await
+    })
+    .await?;
     tracing::info!(%order_id, operator = operator.subject(), reason, "operator cancelled the saga");
     Ok(accepted(order_id, operated, Vec::new()))
+}
+
+/// Carries out one operator action in one transaction: the order's history and the events
+/// the action publishes commit together, or the refusal becomes the answer.
+async fn carry_out(
+    state: &OperateState,
+    order_id: Uuid,
+    action: impl AsyncFnOnce(&mut PgConnection) -> Result<Operation, crate::Error>,
+) -> Result<Operated, Problem> {
+    let mut tx = state.pool.begin().await?;
+    let (operated, published) = action(&mut tx)
+        .await?
+        .map_err(|refusal| refused(order_id, refusal))?;
+    state.outbox.append(&mut tx, &published).await?;
+    state.outbox.commit(tx).await?;
+    Ok(operated)
 }
 
 fn checked_reason(reason: &str) -> Result<String, Problem> {

@@ -3,6 +3,8 @@
 //! decoded.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -16,7 +18,7 @@ use shared_events::{KafkaConfig, Topic, TopicNames};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{EVIDENCE_LIMIT, OperateState};
+use super::{OperateState, from_broker};
 
 /// Most dead letters `GET /sagas/dead-letters` returns, the newest first.
 const LISTED: usize = 100;
@@ -99,55 +101,98 @@ pub struct DeadLetterEntry {
     pub undecodable: Option<String>,
 }
 
-/// Reads every dead-letter topic and keeps the records whose order (their key, if it is
-/// one) `keep` accepts, each with its topic; also says which topics could not be read, and
-/// why. Blocking: a scan of each topic to its end.
-fn read_all(
-    kafka: &KafkaConfig,
-    names: &TopicNames,
-    keep: impl Fn(Option<Uuid>) -> bool,
-) -> (Vec<(String, DeadLetter)>, Vec<String>) {
-    let mut found = Vec::new();
-    let mut unavailable = Vec::new();
-    for topic in Topic::ALL {
-        let dlq = names.dead_letter(topic);
-        match read_dead_letters(kafka, &dlq) {
-            Ok(letters) => found.extend(
-                letters
-                    .into_iter()
-                    .filter(|letter| keep(order_of(letter)))
-                    .map(|letter| (dlq.clone(), letter)),
-            ),
-            Err(e) => unavailable.push(format!("{dlq}: {e}")),
+/// One read of every dead-letter topic: the records, each with its topic, and the topics
+/// that could not be read, with why.
+#[derive(Debug, Default)]
+pub struct Scan {
+    letters: Vec<(String, DeadLetter)>,
+    pub unavailable: Vec<String>,
+}
+
+impl Scan {
+    /// Reads every dead-letter topic to its end. Blocking.
+    fn read(kafka: &KafkaConfig, names: &TopicNames) -> Self {
+        let mut scan = Self::default();
+        for topic in Topic::ALL {
+            let dlq = names.dead_letter(topic);
+            match read_dead_letters(kafka, &dlq) {
+                Ok(letters) => scan
+                    .letters
+                    .extend(letters.into_iter().map(|letter| (dlq.clone(), letter))),
+                Err(e) => scan.unavailable.push(format!("{dlq}: {e}")),
+            }
         }
+        scan
     }
-    (found, unavailable)
+
+    /// The dead letters of the `wanted` orders, by order.
+    pub fn of_orders(&self, wanted: &BTreeSet<Uuid>) -> HashMap<Uuid, Vec<DeadLetterView>> {
+        let mut by_order: HashMap<Uuid, Vec<DeadLetterView>> = HashMap::new();
+        for (dlq, letter) in &self.letters {
+            if let Some(order) = order_of(letter).filter(|order| wanted.contains(order)) {
+                by_order
+                    .entry(order)
+                    .or_default()
+                    .push(DeadLetterView::of(dlq, letter));
+            }
+        }
+        by_order
+    }
+
+    /// The newest `limit` dead letters.
+    fn newest(&self, limit: usize) -> Vec<&(String, DeadLetter)> {
+        let mut letters: Vec<_> = self.letters.iter().collect();
+        letters.sort_by_key(|(_, letter)| std::cmp::Reverse(letter.timestamp));
+        letters.truncate(limit);
+        letters
+    }
+}
+
+/// The last scan of the dead-letter topics, kept for a moment: the console refreshes its
+/// stuck listing and its dead-letter list together every few seconds, and each would
+/// otherwise read every topic to its end with clients of its own. One scan runs at a time;
+/// callers that come meanwhile wait for it and share it.
+#[derive(Clone, Default)]
+pub struct DeadLetterScans {
+    last: Arc<tokio::sync::Mutex<Option<TakenScan>>>,
+}
+
+/// A scan and when it was taken.
+struct TakenScan {
+    at: Instant,
+    scan: Arc<Scan>,
+}
+
+/// How old a scan the listings take.
+pub const LISTING_MAX_AGE: Duration = Duration::from_secs(2);
+
+impl DeadLetterScans {
+    /// A scan at most `max_age` old: the last one, or a new one.
+    pub async fn read(&self, state: &OperateState, max_age: Duration) -> Arc<Scan> {
+        let mut last = self.last.lock().await;
+        if let Some(taken) = last.as_ref()
+            && taken.at.elapsed() <= max_age
+        {
+            return taken.scan.clone();
+        }
+        let (kafka, names) = (state.kafka.clone(), state.names.clone());
+        let scan = from_broker(move || Scan::read(&kafka, &names))
+            .await
+            .unwrap_or_else(|why| Scan {
+                letters: Vec::new(),
+                unavailable: vec![format!("the dead-letter topics: {why}")],
+            });
+        let scan = Arc::new(scan);
+        *last = Some(TakenScan {
+            at: Instant::now(),
+            scan: scan.clone(),
+        });
+        scan
+    }
 }
 
 fn order_of(letter: &DeadLetter) -> Option<Uuid> {
     letter.key.as_deref()?.parse().ok()
-}
-
-/// The dead letters of the `wanted` orders, by order, and which topics could not be read.
-/// Blocking.
-pub fn scan(
-    kafka: &KafkaConfig,
-    names: &TopicNames,
-    wanted: &BTreeSet<Uuid>,
-) -> (HashMap<Uuid, Vec<DeadLetterView>>, Vec<String>) {
-    let (letters, unavailable) = read_all(kafka, names, |order| {
-        order.is_some_and(|order| wanted.contains(&order))
-    });
-    let mut by_order: HashMap<Uuid, Vec<DeadLetterView>> = HashMap::new();
-    for (dlq, letter) in &letters {
-        if let Some(order) = order_of(letter) {
-            by_order
-                .entry(order)
-                .or_default()
-                .push(DeadLetterView::of(dlq, letter));
-        }
-    }
-    (by_order, unavailable)
 }
 
 /// The newest dead letters (of every topic, the catalog's too), with their records decoded.
@@ -161,23 +206,8 @@ pub(super) async fn dead_letters(
     _admin: Admin,
     State(state): State<OperateState>,
 ) -> Result<Json<DeadLetterList>, Problem> {
-    let (kafka, names) = (state.kafka.clone(), state.names.clone());
-    let read = tokio::task::spawn_blocking(move || read_all(&kafka, &names, |_| true));
-    let (mut letters, unavailable) = match tokio::time::timeout(EVIDENCE_LIMIT, read).await {
-        Ok(Ok(read)) => read,
-        Ok(Err(e)) => (
-            Vec::new(),
-            vec![format!("reading the dead letters failed: {e}")],
-        ),
-        Err(_) => (
-            Vec::new(),
-            vec![format!(
-                "the broker did not answer within {EVIDENCE_LIMIT:?}"
-            )],
-        ),
-    };
-    letters.sort_by_key(|(_, letter)| std::cmp::Reverse(letter.timestamp));
-    letters.truncate(LISTED);
+    let scan = state.dead_letters.read(&state, LISTING_MAX_AGE).await;
+    let letters = scan.newest(LISTED);
     let mut entries = Vec::with_capacity(letters.len());
     for (dlq, letter) in letters {
         let (record, undecodable) = match state.codec.decode(letter.payload.as_deref()).await {
@@ -185,16 +215,16 @@ pub(super) async fn dead_letters(
             Err(e) => (None, Some(e.to_string())),
         };
         entries.push(DeadLetterEntry {
-            letter: DeadLetterView::of(&dlq, &letter),
-            order_id: order_of(&letter),
+            letter: DeadLetterView::of(dlq, letter),
+            order_id: order_of(letter),
             dead_lettered_at: letter.timestamp,
-            event_type: letter.event_type,
+            event_type: letter.event_type.clone(),
             record,
             undecodable,
         });
     }
     Ok(Json(DeadLetterList {
         dead_letters: entries,
-        unavailable,
+        unavailable: scan.unavailable.clone(),
     }))
 }

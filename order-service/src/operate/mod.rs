@@ -18,7 +18,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use actions::{OperatorAction, OperatorRequest, RedriveRequest};
-pub use dead_letters::{DeadLetterEntry, DeadLetterId, DeadLetterList, DeadLetterView};
+pub use dead_letters::{
+    DeadLetterEntry, DeadLetterId, DeadLetterList, DeadLetterScans, DeadLetterView,
+};
 pub use stuck::{AwaitedView, HeldBackView, PartitionView, StuckSaga, StuckSagas};
 pub use watch::{StuckMetrics, StuckWatch};
 
@@ -32,36 +34,46 @@ pub struct OperateState {
     pub names: TopicNames,
     /// An order in flight with no event for longer than this is stuck.
     pub stuck_after: Duration,
+    /// The last scan of the dead-letter topics, shared by the listings.
+    pub dead_letters: DeadLetterScans,
 }
 
 /// How long a listing or a redrive waits for the broker's evidence.
 const EVIDENCE_LIMIT: Duration = Duration::from_secs(5);
 
+/// Runs a blocking read of the broker on the blocking pool and waits for it at most
+/// [`EVIDENCE_LIMIT`]: the operator's views matter most when the broker is the trouble, so
+/// they never wait for it past the bound (the read goes on in the background until its own
+/// timeouts). The error says why there is no answer.
+async fn from_broker<T: Send + 'static>(
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(EVIDENCE_LIMIT, tokio::task::spawn_blocking(read)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("reading it failed: {e}")),
+        Err(_) => Err(format!(
+            "the broker did not answer within {EVIDENCE_LIMIT:?}"
+        )),
+    }
+}
+
 impl OperateState {
-    /// The order's records in the dead-letter topics, read within [`EVIDENCE_LIMIT`]; a 503
-    /// if any topic could not be read (a redrive must not miss one).
+    /// The order's records in the dead-letter topics, read now; a 503 if any topic could not
+    /// be read (a redrive must not miss one).
     async fn dead_letters_of(&self, order_id: Uuid) -> Result<Vec<DeadLetterView>, Problem> {
-        let (kafka, names) = (self.kafka.clone(), self.names.clone());
-        let wanted = BTreeSet::from([order_id]);
-        let read = tokio::task::spawn_blocking(move || dead_letters::scan(&kafka, &names, &wanted));
-        let unavailable = |why: String| {
-            Problem::new(
+        let scan = self.dead_letters.read(self, Duration::ZERO).await;
+        if !scan.unavailable.is_empty() {
+            return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "/problems/broker-unavailable",
                 "The dead letters could not be read",
             )
-            .detail(why)
-        };
-        match tokio::time::timeout(EVIDENCE_LIMIT, read).await {
-            Ok(Ok((mut found, missing))) if missing.is_empty() => {
-                Ok(found.remove(&order_id).unwrap_or_default())
-            }
-            Ok(Ok((_, missing))) => Err(unavailable(missing.join("; "))),
-            Ok(Err(e)) => Err(unavailable(format!("reading them failed: {e}"))),
-            Err(_) => Err(unavailable(format!(
-                "the broker did not answer within {EVIDENCE_LIMIT:?}"
-            ))),
+            .detail(scan.unavailable.join("; ")));
         }
+        Ok(scan
+            .of_orders(&BTreeSet::from([order_id]))
+            .remove(&order_id)
+            .unwrap_or_default())
     }
 }
 

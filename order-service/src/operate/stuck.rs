@@ -16,8 +16,8 @@ use shared_events::topology::ServiceTopology;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::dead_letters::{self, DeadLetterView};
-use super::{EVIDENCE_LIMIT, OperateState};
+use super::dead_letters::{DeadLetterView, LISTING_MAX_AGE};
+use super::{OperateState, from_broker};
 use crate::domain::{AwaitedStep, OrderStatus};
 use crate::store::{self, LoadedOrder, Unreadable};
 
@@ -187,45 +187,49 @@ impl Evidence {
                 Err(unreadable) => unreadable.order_id,
             })
             .collect();
+        let mut evidence = Evidence::default();
+        if wanted.is_empty() {
+            return evidence;
+        }
         let (kafka, names) = (state.kafka.clone(), state.names.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            let mut evidence = Evidence::default();
-            if wanted.is_empty() {
-                return evidence;
-            }
-            for (service, topology) in owing {
-                let topics: Vec<String> = topology
-                    .consumes()
-                    .into_iter()
-                    .map(|topic| names.name(topic))
-                    .collect();
-                match GroupProgress::read(&kafka, &names.group_of(service), &topics) {
-                    Ok(progress) => {
-                        evidence.groups.insert(service, progress);
+        let groups = from_broker(move || {
+            owing
+                .into_iter()
+                .map(|(service, topology)| {
+                    let topics: Vec<String> = topology
+                        .consumes()
+                        .into_iter()
+                        .map(|topic| names.name(topic))
+                        .collect();
+                    let group = names.group_of(service);
+                    let progress = GroupProgress::read(&kafka, &group, &topics)
+                        .map_err(|e| format!("{service}'s consumer group: {e}"));
+                    (service, progress)
+                })
+                .collect::<Vec<_>>()
+        });
+        let dead_letters = state.dead_letters.read(state, LISTING_MAX_AGE);
+        let (groups, dead_letters) = tokio::join!(groups, dead_letters);
+        match groups {
+            Ok(groups) => {
+                for (service, progress) in groups {
+                    match progress {
+                        Ok(progress) => {
+                            evidence.groups.insert(service, progress);
+                        }
+                        Err(why) => evidence.unavailable.push(why),
                     }
-                    Err(e) => evidence
-                        .unavailable
-                        .push(format!("{service}'s consumer group: {e}")),
                 }
             }
-            let (dead_letters, unavailable) = dead_letters::scan(&kafka, &names, &wanted);
-            evidence.dead_letters = dead_letters;
-            evidence.unavailable.extend(unavailable);
-            evidence
-        });
-        let failed = |why: String| Evidence {
-            unavailable: vec![why],
-            ..Evidence::default()
-        };
-        // The listing matters most when the broker is the trouble: it never waits for it
-        // past the bound (the reads go on in the background until their own timeouts).
-        match tokio::time::timeout(EVIDENCE_LIMIT, read).await {
-            Ok(Ok(evidence)) => evidence,
-            Ok(Err(e)) => failed(format!("reading the evidence failed: {e}")),
-            Err(_) => failed(format!(
-                "the broker did not give the evidence within {EVIDENCE_LIMIT:?}"
-            )),
+            Err(why) => evidence
+                .unavailable
+                .push(format!("the consumer groups: {why}")),
         }
+        evidence.dead_letters = dead_letters.of_orders(&wanted);
+        evidence
+            .unavailable
+            .extend(dead_letters.unavailable.clone());
+        evidence
     }
 
     fn awaited(&self, order_id: Uuid, step: AwaitedStep) -> AwaitedView {
