@@ -19,8 +19,8 @@ use shared_events::metrics::TopicLabels;
 use shared_events::outbox::headers;
 use shared_events::{
     ConsumerConfig, ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError,
-    IdempotentConsumer, KafkaConfig, Outbox, OutboxRecord, OutboxRelay, RegistryCodec, RelayConfig,
-    RetryConfig, Topic, TopicNames,
+    IdempotentConsumer, KafkaConfig, Outbox, OutboxRecord, OutboxRelay, Pace, RegistryCodec,
+    RelayConfig, RetryConfig, Topic, TopicNames,
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
@@ -273,6 +273,7 @@ async fn runner(
             group_id: format!("{}runner-{run}", kafka.topic_prefix),
             retry: RetryConfig::default(),
             batching: ConsumerConfig::default(),
+            pace: Pace::Saga,
         },
         pool.clone(),
         codec.clone(),

@@ -15,7 +15,7 @@ use shared_events::redrive::Redriver;
 use shared_events::stopping::grace_over;
 use shared_events::topology::{self, ServiceTopology};
 use shared_events::{
-    ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay,
+    ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay, Pace,
     PruneTarget, RegistryCodec, TopicNames,
 };
 use sqlx::migrate::Migrator;
@@ -185,7 +185,8 @@ impl Application {
     fn with_redriver(self, service: &ServiceTopology) -> anyhow::Result<Self> {
         let redriver = Redriver::new(self.plumbing.config.kafka.clone(), service);
         let group_id = self.plumbing.names.redrive_group_of(self.name);
-        let consumer = self.consumer(group_id, redriver)?;
+        // Operators' requests are rare and may wait seconds: polled seldom.
+        let consumer = self.consumer(group_id, redriver, Pace::Seldom)?;
         Ok(self.with_task("redrive consumer", |token| async move {
             Ok(consumer.run(token).await?)
         }))
@@ -196,6 +197,7 @@ impl Application {
         &self,
         group_id: String,
         handler: H,
+        pace: Pace,
     ) -> anyhow::Result<IdempotentConsumer<H>> {
         let plumbing = &self.plumbing;
         Ok(IdempotentConsumer::new(
@@ -204,6 +206,7 @@ impl Application {
                 group_id,
                 retry: plumbing.config.retry.clone(),
                 batching: plumbing.config.consumer.clone(),
+                pace,
             },
             plumbing.pool.clone(),
             plumbing.codec.clone(),
@@ -255,7 +258,8 @@ impl Application {
     /// sharing a cluster share no group, so one's stuck or departed members cannot hold up
     /// another's partitions.
     pub fn with_consumer<H: EventHandler>(self, handler: H) -> anyhow::Result<Self> {
-        let consumer = self.consumer(self.plumbing.names.group_of(self.name), handler)?;
+        let consumer =
+            self.consumer(self.plumbing.names.group_of(self.name), handler, Pace::Saga)?;
         Ok(self.with_task(
             "consumer",
             |token| async move { Ok(consumer.run(token).await?) },

@@ -30,7 +30,7 @@ pub mod trace_context;
 
 pub use codec::{RegistryCodec, RegistryConfig};
 pub use consumer::{
-    ConsumerConfig, ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer,
+    ConsumerConfig, ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer, Pace,
 };
 pub use contracts::{Event, EventMetadata, EventPayload, Money};
 pub use error::{Error, ErrorClass, with_causes};

@@ -12,7 +12,7 @@ use tracing::debug;
 use super::gate::{PartitionGate, TopicPartition};
 use super::rebalance::{ReassignedPartitions, RebalanceTracker};
 use super::stall::{Progress, Stall, StallJudge};
-use super::{EventHandler, IdempotentConsumer};
+use super::{EventHandler, IdempotentConsumer, Pace};
 use crate::Error;
 use crate::kafka::KafkaConfig;
 
@@ -38,8 +38,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 return judge.unreadable(Instant::now());
             }
         };
-        let lag = readings.iter().map(|(_, p)| p.lag().max(0)).sum();
-        self.metrics.consumer_lag.set(lag);
+        if self.pace == Pace::Saga {
+            let lag = readings.iter().map(|(_, p)| p.lag().max(0)).sum();
+            self.metrics.consumer_lag.set(lag);
+        }
         if gate.next_resume().is_some() {
             // Paused for a cool-down: a shared outage is likelier than a stuck peer.
             judge.reset();

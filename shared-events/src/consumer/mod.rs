@@ -90,7 +90,30 @@ pub struct ConsumerSettings {
     pub group_id: String,
     pub retry: RetryConfig,
     pub batching: ConsumerConfig,
+    pub pace: Pace,
 }
+
+/// How closely the runner follows its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pace {
+    /// A step of the saga: fetches wait at most the configured `fetch.wait.max.ms`, the
+    /// group's progress is read every few seconds, and its lag is the service's
+    /// `consumer_lag` (admission control and the lag alert read it).
+    #[default]
+    Saga,
+    /// Requests that are rare and may wait seconds (an operator's): idle fetches wait
+    /// [`SELDOM_FETCH_WAIT_MS`] and the progress is read every [`SELDOM_PROGRESS_READ`],
+    /// so an idle consumer costs the broker a fraction of a saga consumer; its lag is not
+    /// the service's. Stalls are still judged, on fewer readings.
+    Seldom,
+}
+
+/// A `Seldom` consumer's `fetch.wait.max.ms`: a record that arrives is still answered at
+/// once; this bounds idle polling, and stays under the progress reads' timeout (5 s), which
+/// wait behind the fetch on the member's connection.
+pub const SELDOM_FETCH_WAIT_MS: u32 = 3_000;
+/// How often a `Seldom` consumer reads its group's progress.
+pub const SELDOM_PROGRESS_READ: Duration = Duration::from_secs(30);
 
 /// Runs an [`EventHandler`] over a consumer group's records until shutdown.
 pub struct IdempotentConsumer<H> {
@@ -105,6 +128,7 @@ pub struct IdempotentConsumer<H> {
     /// commit frozen before it counts as stalled.
     stall_check: Duration,
     stall_after: Duration,
+    pace: Pace,
     codec: RegistryCodec,
     applier: Applier<H>,
     dead_letters: DeadLetterPublisher,
@@ -166,20 +190,24 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         let names = TopicNames::new(settings.kafka.topic_prefix.clone());
         let reassigned = Arc::new(Mutex::new(Vec::new()));
         let topic_names: Vec<String> = topics.iter().map(|t| names.name(*t)).collect();
-        let consumer = join(
-            &settings.kafka,
-            &settings.group_id,
-            &topic_names,
-            &reassigned,
-        )?;
         let session = Duration::from_millis(u64::from(settings.kafka.session_timeout_ms));
+        let mut kafka = settings.kafka.clone();
+        let stall_check = match settings.pace {
+            Pace::Saga => session.min(PROGRESS_READ_INTERVAL),
+            Pace::Seldom => {
+                kafka.fetch_wait_max_ms = kafka.fetch_wait_max_ms.max(SELDOM_FETCH_WAIT_MS);
+                SELDOM_PROGRESS_READ
+            }
+        };
+        let consumer = join(&kafka, &settings.group_id, &topic_names, &reassigned)?;
         Ok(Self {
             consumer,
             reassigned,
             progress: ProgressReader::new(topic_names.clone()),
             topics: topic_names,
-            kafka: settings.kafka.clone(),
-            stall_check: session.min(PROGRESS_READ_INTERVAL),
+            kafka,
+            pace: settings.pace,
+            stall_check,
             stall_after: session * STALLED_AFTER_SESSIONS,
             applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
             group_id: settings.group_id,

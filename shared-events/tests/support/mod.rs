@@ -13,7 +13,7 @@ use shared_events::contracts::{OrderCancellationRequested, OrderPlaced};
 use shared_events::topics::provision_topics;
 use shared_events::{
     ConsumerConfig, ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError,
-    IdempotentConsumer, KafkaConfig, Outbox, OutboxRelay, RegistryCodec, RegistryConfig,
+    IdempotentConsumer, KafkaConfig, Outbox, OutboxRelay, Pace, RegistryCodec, RegistryConfig,
     RelayConfig, RetryConfig, TopicNames,
 };
 use sqlx::postgres::PgPoolOptions;
@@ -184,6 +184,7 @@ impl TestStack {
                 group_id: format!("{}{group}", self.kafka.topic_prefix),
                 retry,
                 batching: ConsumerConfig::default(),
+                pace: Pace::Saga,
             },
             self.pool.clone(),
             self.codec.clone(),
