@@ -78,7 +78,7 @@ impl DeadLetterPublisher {
             .clone();
         let result = producer.send(record, self.timeout).await;
         if result.is_err() {
-            // Start a new producer session for the retry, as the relay does (see relay.rs).
+            // Start a new producer session for the retry, as the relay does (see relay/publishing.rs).
             let fresh = self
                 .kafka
                 .idempotent_producer()
