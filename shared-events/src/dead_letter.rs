@@ -30,18 +30,34 @@ pub mod headers {
 /// Publishes poison records to their topic's dead-letter twin.
 pub struct DeadLetterPublisher {
     kafka: KafkaConfig,
-    producer: Mutex<FutureProducer>,
+    /// Made at the first dead letter: a healthy consumer never needs one, and an idle
+    /// librdkafka producer still costs a thread polling it. Dropped after a failed send,
+    /// so that the retry starts a new producer session.
+    producer: Mutex<Option<FutureProducer>>,
     timeout: Duration,
 }
 
 impl DeadLetterPublisher {
-    pub fn new(kafka: &KafkaConfig) -> Result<Self, Error> {
-        let producer = kafka.idempotent_producer().create().map_err(Error::Kafka)?;
-        Ok(Self {
+    pub fn new(kafka: &KafkaConfig) -> Self {
+        Self {
             kafka: kafka.clone(),
-            producer: Mutex::new(producer),
+            producer: Mutex::new(None),
             timeout: Duration::from_millis(u64::from(kafka.message_timeout_ms)),
-        })
+        }
+    }
+
+    fn producer(&self) -> Result<FutureProducer, Error> {
+        let mut slot = self.producer.lock().expect("producer lock poisoned");
+        if let Some(producer) = slot.as_ref() {
+            return Ok(producer.clone());
+        }
+        let producer: FutureProducer = self
+            .kafka
+            .idempotent_producer()
+            .create()
+            .map_err(Error::Kafka)?;
+        *slot = Some(producer.clone());
+        Ok(producer)
     }
 
     /// Copies `message` (key, value and headers) to `<topic>.dlq` and waits for the broker's
@@ -71,20 +87,11 @@ impl DeadLetterPublisher {
             });
         }
         let record = record(&topic, message.key(), message.payload(), record_headers);
-        let producer = self
-            .producer
-            .lock()
-            .expect("producer lock poisoned")
-            .clone();
-        let result = producer.send(record, self.timeout).await;
+        let result = self.producer()?.send(record, self.timeout).await;
         if result.is_err() {
-            // Start a new producer session for the retry, as the relay does (see relay/publishing.rs).
-            let fresh = self
-                .kafka
-                .idempotent_producer()
-                .create()
-                .map_err(Error::Kafka)?;
-            *self.producer.lock().expect("producer lock poisoned") = fresh;
+            // The retry gets a new producer session, as the relay's start-over does (see
+            // relay/publishing.rs).
+            *self.producer.lock().expect("producer lock poisoned") = None;
         }
         result.map(drop).map_err(|(e, _)| Error::Kafka(e))
     }

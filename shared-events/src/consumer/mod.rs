@@ -212,7 +212,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
             group_id: settings.group_id,
             codec,
-            dead_letters: DeadLetterPublisher::new(&settings.kafka)?,
+            dead_letters: DeadLetterPublisher::new(&settings.kafka),
             retry: settings.retry,
             batching: settings.batching,
             metrics,
