@@ -9,7 +9,6 @@ pub mod handler;
 pub mod http;
 
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
-use shared_events::{EventHandler, Topic};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -18,13 +17,6 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     http_port: 8083,
     database: "orderflow_billing",
 };
-
-/// The topics this service consumes: those its handler's event types travel on (its
-/// consumer group is named after the service).
-pub fn consumes() -> Vec<Topic> {
-    shared_events::contracts::topics_of(<handler::BillingHandler as EventHandler>::EVENT_TYPES)
-        .expect("the handler names contract event types")
-}
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");

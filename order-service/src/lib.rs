@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use service_runtime::admission::OverloadProbe;
 use service_runtime::{Application, Maintenance, ServiceConfig, ServiceDefaults};
-use shared_events::{EventHandler, PruneTarget, Topic};
+use shared_events::PruneTarget;
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -32,13 +32,6 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     http_port: 8080,
     database: "orderflow_orders",
 };
-
-/// The topics this service consumes: those its handler's event types travel on (its
-/// consumer group is named after the service).
-pub fn consumes() -> Vec<Topic> {
-    shared_events::contracts::topics_of(<handler::OrderHandler as EventHandler>::EVENT_TYPES)
-        .expect("the handler names contract event types")
-}
 
 /// This service's own tables; the plumbing's come from `shared-events`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");

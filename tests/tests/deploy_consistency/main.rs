@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::CommandFactory;
 use serde::Deserialize;
 use serde_json::Value;
-use shared_events::Topic;
+use shared_events::{Topic, topology};
 
 mod alerts;
 mod compose;
@@ -70,27 +70,30 @@ fn binaries() -> BTreeMap<&'static str, Binary> {
     BTreeMap::from([
         (
             "order-service",
-            service(order_service::Config::command(), &order_service::consumes()),
+            service(
+                order_service::Config::command(),
+                &topology::ORDER_SERVICE.consumes(),
+            ),
         ),
         (
             "billing-service",
             service(
                 billing_service::Config::command(),
-                &billing_service::consumes(),
+                &topology::BILLING_SERVICE.consumes(),
             ),
         ),
         (
             "inventory-service",
             service(
                 inventory_service::Config::command(),
-                &inventory_service::consumes(),
+                &topology::INVENTORY_SERVICE.consumes(),
             ),
         ),
         (
             "shipping-service",
             service(
                 shipping_service::Config::command(),
-                &shipping_service::consumes(),
+                &topology::SHIPPING_SERVICE.consumes(),
             ),
         ),
     ])
