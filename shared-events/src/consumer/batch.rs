@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::gate::TopicPartition;
 use super::handler::{EventHandler, HandlerError};
+use crate::ErrorClass;
 use crate::contracts::Event;
 use crate::database;
 use crate::outbox::{Outbox, OutboxRecord};
@@ -31,19 +32,39 @@ pub struct Pending {
     pub span: Span,
 }
 
-/// What became of one record of a batch.
+/// What became of one record of a batch: the runner's one outcome type, from the decode
+/// phase through the transaction to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Handled and committed.
     Applied,
     /// Its event id was processed before: nothing done.
     Duplicate,
-    /// The handler refused it for good: nothing of it was kept.
-    Rejected(String),
+    /// Not for this handler: nothing to do, no transaction.
+    Skipped,
+    /// It can never be applied (undecodable, or the handler refused it): nothing of it was
+    /// kept; it goes to the dead-letter topic.
+    Rejected(Rejection),
     /// Failed in a way a retry may cure: nothing of it was kept.
     Failed(String),
     /// Not attempted: an earlier record of its partition failed.
     Blocked,
+}
+
+impl Verdict {
+    /// Whether the record is done with, so its offset may move past it.
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, Verdict::Failed(_) | Verdict::Blocked)
+    }
+}
+
+/// Why a record goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// For the metric's label: one of the contracts' types, or `unknown`.
+    pub event_type: String,
+    pub class: ErrorClass,
+    pub reason: String,
 }
 
 /// How to apply a batch.
@@ -147,7 +168,11 @@ impl<H: EventHandler> Applier<H> {
                 Err(error) => {
                     savepoint.rollback().await?;
                     match error {
-                        HandlerError::Rejected(reason) => Verdict::Rejected(reason),
+                        HandlerError::Rejected(reason) => Verdict::Rejected(Rejection {
+                            event_type: pending.event.event_type().to_owned(),
+                            class: ErrorClass::HandlerRejected,
+                            reason,
+                        }),
                         HandlerError::Transient(reason) => {
                             blocked.insert(&pending.partition);
                             Verdict::Failed(reason)
@@ -261,8 +286,8 @@ impl<H: EventHandler> Applier<H> {
     }
 }
 
-/// How far each partition is settled from the front of a batch: where its committed offset
-/// may move to.
+/// How far each partition is settled (see [`Verdict::is_settled`]) from the front of a
+/// batch: where its committed offset may move to.
 pub fn settled_prefix<'a>(
     records: impl IntoIterator<Item = (&'a TopicPartition, i64, bool)>,
 ) -> HashMap<&'a TopicPartition, i64> {

@@ -29,7 +29,7 @@ mod rebalance;
 mod records;
 pub mod stall;
 
-use batch::{Applier, Mode, Pending, Verdict, settled_prefix};
+use batch::{Applier, Mode, Pending, Rejection, Verdict, settled_prefix};
 pub use close::finish_abandoned_closes;
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
@@ -40,6 +40,7 @@ use rebalance::{ReassignedPartitions, RebalanceTracker};
 use records::{event_type_header, event_type_label};
 use stall::{ProgressRead, ProgressReader, Stall, StallJudge};
 
+use crate::Error;
 use crate::codec::RegistryCodec;
 use crate::contracts::{Contract, topics_of};
 use crate::dead_letter::DeadLetterPublisher;
@@ -49,7 +50,6 @@ use crate::outbox::Outbox;
 use crate::retry::RetryConfig;
 use crate::stopping::grace_over;
 use crate::topics::TopicNames;
-use crate::{Error, ErrorClass};
 
 /// How long the batch in hand may go on after shutdown before it is dropped (its records
 /// come again): a healthy batch takes milliseconds, one stuck on a database call that does
@@ -159,20 +159,15 @@ enum Settled {
     Interrupted,
 }
 
-/// Why a record of a batch is not done yet.
-enum Unsettled {
-    /// It failed in a way a retry may cure.
-    Failed(String),
-    /// An earlier record of its partition failed; it waits its turn.
-    Blocked,
-}
-
-/// A record that goes to the dead-letter topic.
-struct DeadLetter {
-    index: usize,
-    event_type: String,
-    class: ErrorClass,
-    reason: String,
+/// The decode phase's judgement of one record.
+// Nearly every record is to apply: boxing it would cost an allocation per record for
+// the few that are decided.
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    /// To apply in the batch's transaction.
+    Apply(Pending),
+    /// Decided without the database: skipped, rejected, to retry, or blocked.
+    Decided(Verdict),
 }
 
 impl<H: EventHandler> IdempotentConsumer<H> {
@@ -377,15 +372,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         // fail on it again.
         let mut mode = Mode::Together;
         loop {
-            let unsettled = self.attempt(&remaining, mode).await;
+            let verdicts = self.attempt(&remaining, mode).await;
             mode = Mode::OneByOne;
-            let settled = remaining.iter().enumerate().map(|(i, r)| {
-                (
-                    &r.partition,
-                    r.message.offset(),
-                    !unsettled.contains_key(&i),
-                )
-            });
+            let settled = remaining
+                .iter()
+                .zip(&verdicts)
+                .map(|(r, verdict)| (&r.partition, r.message.offset(), verdict.is_settled()));
             for (partition, offset) in settled_prefix(settled) {
                 if let Err(e) =
                     self.consumer
@@ -396,15 +388,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     warn!(error = %e, %partition, "could not store offset");
                 }
             }
-            if unsettled.is_empty() {
+            if verdicts.iter().all(Verdict::is_settled) {
                 return Settled::Done;
             }
             let mut failures: HashMap<&TopicPartition, &str> = HashMap::new();
-            for (&i, why) in &unsettled {
-                let Unsettled::Failed(reason) = why else {
+            for (record, verdict) in remaining.iter().zip(&verdicts) {
+                let Verdict::Failed(reason) = verdict else {
                     continue;
                 };
-                let record = remaining[i];
                 failures.insert(&record.partition, reason);
                 let labels =
                     RecordLabels::new(record.message.topic(), &event_type_label(&record.message));
@@ -412,15 +403,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 warn!(partition = %record.partition, offset = record.message.offset(), %reason,
                     "transient failure");
             }
+            let rest = from_first_unsettled(&remaining, &verdicts);
             let Some(delay) = delays.next() else {
-                self.pause(
-                    &from_first_unsettled(&remaining, &unsettled),
-                    &failures,
-                    gate,
-                );
+                self.pause(&rest, &failures, gate);
                 return Settled::Done;
             };
-            remaining = from_first_unsettled(&remaining, &unsettled);
+            remaining = rest;
             tokio::select! {
                 () = shutdown.cancelled() => return Settled::Interrupted,
                 () = tokio::time::sleep(delay) => {}
@@ -428,119 +416,124 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
     }
 
-    /// One attempt at `records`; returns the ones not done (by index): those that failed
-    /// transiently and those behind them in their partition.
-    async fn attempt(&self, records: &[&Record], mode: Mode) -> HashMap<usize, Unsettled> {
-        let mut unsettled = HashMap::new();
-        let mut blocked = HashSet::new();
-        let mut pending = Vec::new();
-        let mut pending_index = Vec::new();
-        let mut dead_letters = Vec::new();
-        for (index, record) in records.iter().enumerate() {
-            if blocked.contains(&record.partition) {
-                unsettled.insert(index, Unsettled::Blocked);
-                continue;
-            }
-            // Skipped unread only when the header names one of our contracts that the handler
-            // does not take; anything else (no header, an unknown type) is decoded, so that
-            // garbage reaches the dead-letter topic instead of vanishing.
-            let header = event_type_header(&record.message).and_then(Contract::by_event_type);
-            if header.is_some_and(|contract| !H::EVENT_TYPES.contains(&contract.event_type)) {
-                self.count_skipped(record);
-                continue;
-            }
-            let message = &record.message;
-            match self
-                .codec
-                .decode_from(message.topic(), message.payload())
-                .await
+    /// One attempt at `records`: a verdict for each, in order. Decoded first, then applied
+    /// in one transaction, then the rejected ones dead-lettered.
+    async fn attempt(&self, records: &[&Record], mode: Mode) -> Vec<Verdict> {
+        let decoded = self.decode(records).await;
+        let mut verdicts = self.apply(decoded, mode).await;
+        for (record, verdict) in records.iter().zip(&mut verdicts) {
+            if let Verdict::Rejected(rejection) = verdict
+                && let Err(e) = self.dead_letter(record, rejection).await
             {
-                Ok(event) if !H::EVENT_TYPES.contains(&event.event_type()) => {
-                    self.count_skipped(record)
-                }
-                Ok(event) => {
-                    pending.push(Pending {
-                        span: self.record_span(record, &event),
-                        partition: record.partition.clone(),
-                        offset: record.message.offset(),
-                        event,
-                    });
-                    pending_index.push(index);
-                }
-                Err(e) if e.is_transient() => {
-                    unsettled.insert(index, Unsettled::Failed(e.to_string()));
-                    blocked.insert(&record.partition);
-                }
-                Err(e) => dead_letters.push(DeadLetter {
-                    index,
-                    event_type: event_type_label(&record.message),
-                    class: e.class(),
-                    reason: e.to_string(),
-                }),
+                *verdict = Verdict::Failed(format!("dead-letter publish failed: {e}"));
             }
         }
+        verdicts
+    }
+
+    /// Judges each record, in order: skipped, to apply, rejected, or to retry; after a
+    /// record to retry, the rest of its partition is blocked.
+    async fn decode(&self, records: &[&Record]) -> Vec<Decoded> {
+        let mut blocked = HashSet::new();
+        let mut decoded = Vec::with_capacity(records.len());
+        for record in records {
+            let judged = if blocked.contains(&record.partition) {
+                Decoded::Decided(Verdict::Blocked)
+            } else {
+                self.decode_one(record).await
+            };
+            if let Decoded::Decided(Verdict::Failed(_)) = judged {
+                blocked.insert(&record.partition);
+            }
+            decoded.push(judged);
+        }
+        decoded
+    }
+
+    async fn decode_one(&self, record: &Record) -> Decoded {
+        // Skipped unread only when the header names one of our contracts that the handler
+        // does not take; anything else (no header, an unknown type) is decoded, so that
+        // garbage reaches the dead-letter topic instead of vanishing.
+        let header = event_type_header(&record.message).and_then(Contract::by_event_type);
+        if header.is_some_and(|contract| !H::EVENT_TYPES.contains(&contract.event_type)) {
+            self.count_skipped(record);
+            return Decoded::Decided(Verdict::Skipped);
+        }
+        let message = &record.message;
+        match self
+            .codec
+            .decode_from(message.topic(), message.payload())
+            .await
+        {
+            Ok(event) if !H::EVENT_TYPES.contains(&event.event_type()) => {
+                self.count_skipped(record);
+                Decoded::Decided(Verdict::Skipped)
+            }
+            Ok(event) => Decoded::Apply(Pending {
+                span: self.record_span(record, &event),
+                partition: record.partition.clone(),
+                offset: message.offset(),
+                event,
+            }),
+            Err(e) if e.is_transient() => Decoded::Decided(Verdict::Failed(e.to_string())),
+            Err(e) => Decoded::Decided(Verdict::Rejected(Rejection {
+                event_type: event_type_label(message),
+                class: e.class(),
+                reason: e.to_string(),
+            })),
+        }
+    }
+
+    /// Applies the decoded records in one transaction (the [`Applier`]); every record gets
+    /// its verdict, in order.
+    async fn apply(&self, decoded: Vec<Decoded>, mode: Mode) -> Vec<Verdict> {
+        let mut batch = Vec::new();
+        // The verdicts decided already; a hole where a record goes to the batch.
+        let decided: Vec<Option<Verdict>> = decoded
+            .into_iter()
+            .map(|judged| match judged {
+                Decoded::Apply(pending) => {
+                    batch.push(pending);
+                    None
+                }
+                Decoded::Decided(verdict) => Some(verdict),
+            })
+            .collect();
         let started = Instant::now();
-        let applied = self.applier.apply(&pending, mode).await;
-        if !pending.is_empty() {
+        let applied = match self.applier.apply(&batch, mode).await {
+            Ok(verdicts) => verdicts,
+            Err(e) => vec![Verdict::Failed(format!("database: {e}")); batch.len()],
+        };
+        if !batch.is_empty() {
             self.metrics
                 .batch_duration
                 .observe(started.elapsed().as_secs_f64());
         }
-        match applied {
-            Ok(verdicts) => {
-                for ((index, pending), verdict) in
-                    pending_index.into_iter().zip(&pending).zip(verdicts)
-                {
-                    let labels =
-                        RecordLabels::new(&pending.partition.topic, pending.event.event_type());
-                    match verdict {
-                        Verdict::Applied => {
-                            self.metrics.handled.get_or_create(&labels).inc();
-                        }
-                        Verdict::Duplicate => {
-                            self.metrics.duplicates_skipped.get_or_create(&labels).inc();
-                        }
-                        Verdict::Rejected(reason) => dead_letters.push(DeadLetter {
-                            index,
-                            event_type: pending.event.event_type().to_owned(),
-                            class: ErrorClass::HandlerRejected,
-                            reason,
-                        }),
-                        Verdict::Failed(reason) => {
-                            unsettled.insert(index, Unsettled::Failed(reason));
-                        }
-                        Verdict::Blocked => {
-                            unsettled.insert(index, Unsettled::Blocked);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                for index in pending_index {
-                    unsettled.insert(index, Unsettled::Failed(format!("database: {e}")));
-                }
-            }
+        for (pending, verdict) in batch.iter().zip(&applied) {
+            let counter = match verdict {
+                Verdict::Applied => &self.metrics.handled,
+                Verdict::Duplicate => &self.metrics.duplicates_skipped,
+                _ => continue,
+            };
+            let labels = RecordLabels::new(&pending.partition.topic, pending.event.event_type());
+            counter.get_or_create(&labels).inc();
         }
-        dead_letters.sort_by_key(|d| d.index);
-        for letter in dead_letters {
-            if let Err(e) = self.dead_letter(records[letter.index], &letter).await {
-                let reason = format!("dead-letter publish failed: {e}");
-                unsettled.insert(letter.index, Unsettled::Failed(reason));
-            }
-        }
-        unsettled
+        let mut applied = applied.into_iter();
+        decided
+            .into_iter()
+            .map(|verdict| {
+                verdict.unwrap_or_else(|| applied.next().expect("a verdict per record applied"))
+            })
+            .collect()
     }
 }
 
 /// The records to retry: each partition's records from its first unsettled one on.
-fn from_first_unsettled<'r>(
-    records: &[&'r Record],
-    unsettled: &HashMap<usize, Unsettled>,
-) -> Vec<&'r Record> {
+fn from_first_unsettled<'r>(records: &[&'r Record], verdicts: &[Verdict]) -> Vec<&'r Record> {
     let mut failed: HashSet<&TopicPartition> = HashSet::new();
     let mut retry = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        if unsettled.contains_key(&index) {
+    for (record, verdict) in records.iter().zip(verdicts) {
+        if !verdict.is_settled() {
             failed.insert(&record.partition);
         }
         if failed.contains(&record.partition) {

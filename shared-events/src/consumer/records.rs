@@ -6,7 +6,8 @@ use rdkafka::message::{Headers, OwnedMessage};
 use tracing::{Span, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{DeadLetter, EventHandler, IdempotentConsumer, Record};
+use super::batch::Rejection;
+use super::{EventHandler, IdempotentConsumer, Record};
 use crate::contracts::{Contract, Event};
 use crate::metrics::{DeadLetterLabels, TopicLabels};
 use crate::{Error, trace_context};
@@ -15,7 +16,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     pub(super) async fn dead_letter(
         &self,
         record: &Record,
-        letter: &DeadLetter,
+        letter: &Rejection,
     ) -> Result<(), Error> {
         warn!(
             partition = %record.partition,
