@@ -358,6 +358,7 @@ impl Application {
                 admission::admit,
             ))
             .layer(Extension(self.authenticator))
+            .layer(axum::middleware::from_fn(crate::json::refuse_nul_in_url))
             .layer((
                 // INFO, so that a request's span (the root of an order's trace) passes the
                 // default filter and reaches the exporter.

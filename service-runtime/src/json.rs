@@ -244,3 +244,25 @@ where
             })
     }
 }
+
+/// Refuses a URL whose path or query holds an encoded NUL (`%00`), on every route: no
+/// field accepts one, and PostgreSQL cannot store U+0000 in text, so it would otherwise
+/// reach a query and come back as a 500. (Bodies are checked in [`parse`].)
+pub async fn refuse_nul_in_url(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = request.uri();
+    let has_nul = |part: &str| part.contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return axum::response::IntoResponse::into_response(
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-path",
+                "The URL is invalid",
+            )
+            .detail("it holds an encoded NUL character (%00), which no field accepts"),
+        );
+    }
+    next.run(request).await
+}

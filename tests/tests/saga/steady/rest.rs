@@ -206,6 +206,20 @@ pub(super) fn bad_input_gets_problem_json_naming_the_field(ctx: &Ctx) -> Run<'_>
         assert_eq!(page["orders"], json!([]));
         let (status, problem) = client::get_json(&format!("{url}?status=SHIPPED")).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        // An encoded NUL in a query or a path is refused before any handler sees it (no
+        // field takes one, and PostgreSQL cannot store it).
+        for nul in [
+            format!("{url}?customer_id=%00"),
+            format!("{}/products/x%00y", stack.url("inventory-service")),
+            format!("{}/accounts/%00", stack.url("billing-service")),
+        ] {
+            let (status, problem) = client::get_json(&nul).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{nul}: {problem}");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("%00"),
+                "{problem}"
+            );
+        }
         let response = http
             .put(format!(
                 "{}/products/{}",
