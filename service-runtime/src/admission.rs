@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Caller, authenticated};
 use crate::problem::Problem;
+use crate::problem::kind;
 
 /// How often the outbox backlog and the consumer lag are compared to their thresholds.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
@@ -271,7 +272,7 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         return refuse(
             Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "/problems/rate-limited",
+                kind::RATE_LIMITED,
                 "Too many requests",
             )
             .detail("this client is over its request rate; retry after the given delay"),
@@ -296,7 +297,7 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         return refuse(
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/overloaded",
+                kind::OVERLOADED,
                 "Overloaded",
             )
             .detail("the service is behind on its work and takes no more for now; retry later"),

@@ -22,6 +22,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::problem::Problem;
+use crate::problem::kind;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(10);
@@ -138,7 +139,7 @@ async fn ready(State(state): State<HealthState>) -> Response {
             );
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/not-ready",
+                kind::NOT_READY,
                 "Not ready",
             )
             .detail("the database is unreachable")

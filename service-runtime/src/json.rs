@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::problem::Problem;
+use crate::problem::kind;
 
 /// Largest request body any service accepts.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -29,7 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
         if !json_content {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "/problems/unsupported-media-type",
+                kind::UNSUPPORTED_MEDIA_TYPE,
                 "Expected application/json",
             )
             .detail("send the body with Content-Type: application/json"));
@@ -40,14 +41,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Problem::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "/problems/payload-too-large",
+                        kind::PAYLOAD_TOO_LARGE,
                         "Request body too large",
                     )
                     .detail(format!("the limit is {BODY_LIMIT_BYTES} bytes"))
                 } else {
                     Problem::new(
                         StatusCode::BAD_REQUEST,
-                        "/problems/unreadable-body",
+                        kind::UNREADABLE_BODY,
                         "Request body could not be read",
                     )
                     .detail(rejection.body_text())
@@ -73,7 +74,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     if !inner.is_data() {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
-            "/problems/malformed-json",
+            kind::MALFORMED_JSON,
             "Malformed JSON",
         )
         .detail(inner.to_string()));
@@ -85,7 +86,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 fn invalid(field: String, message: String) -> Problem {
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "/problems/validation",
+        kind::VALIDATION,
         "The request is invalid",
     )
     .detail(format!("{field}: {message}"))
@@ -237,7 +238,7 @@ where
             .map_err(|rejection| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "/problems/invalid-path",
+                    kind::INVALID_PATH,
                     "The URL is invalid",
                 )
                 .detail(rejection.body_text())
@@ -258,7 +259,7 @@ pub async fn refuse_nul_in_url(
         return axum::response::IntoResponse::into_response(
             Problem::new(
                 StatusCode::BAD_REQUEST,
-                "/problems/invalid-path",
+                kind::INVALID_PATH,
                 "The URL is invalid",
             )
             .detail("it holds an encoded NUL character (%00), which no field accepts"),

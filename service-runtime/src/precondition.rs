@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::problem::Problem;
+use crate::problem::kind;
 
 /// The `If-Match` header of a request, if it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         value.to_str().ok().and_then(IfMatch::parse).ok_or_else(|| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
-                "/problems/bad-precondition",
+                kind::BAD_PRECONDITION,
                 "Malformed If-Match",
             )
             .detail("If-Match takes * or one strong entity tag, e.g. \"1234\"")
@@ -82,7 +83,7 @@ pub fn tagged(status: StatusCode, version: &str, body: impl serde::Serialize) ->
 pub fn precondition_failed(what: &str) -> Problem {
     Problem::new(
         StatusCode::PRECONDITION_FAILED,
-        "/problems/precondition-failed",
+        kind::PRECONDITION_FAILED,
         "Precondition failed",
     )
     .detail(format!(

@@ -12,6 +12,69 @@ use serde_json::{Value, json};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// Every problem type the services answer with, listed once: what a client matches on
+/// (`type` of the problem document). The first group is every service's; the second,
+/// order-service's.
+pub mod kind {
+    /// 422: the request breaks a rule; `errors` names each field.
+    pub const VALIDATION: &str = "/problems/validation";
+    /// 404: no such resource.
+    pub const NOT_FOUND: &str = "/problems/not-found";
+    /// 500: a fault of the service; the cause is logged, never sent.
+    pub const INTERNAL: &str = "/problems/internal";
+    /// 503: the database did not answer; retry after `Retry-After`.
+    pub const DATABASE_UNAVAILABLE: &str = "/problems/database-unavailable";
+    /// 415: the body is not `application/json`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "/problems/unsupported-media-type";
+    /// 413: the body is over the limit.
+    pub const PAYLOAD_TOO_LARGE: &str = "/problems/payload-too-large";
+    /// 400: the body could not be read.
+    pub const UNREADABLE_BODY: &str = "/problems/unreadable-body";
+    /// 400: the body is not JSON.
+    pub const MALFORMED_JSON: &str = "/problems/malformed-json";
+    /// 400: the URL's path or query cannot be read (or holds an encoded NUL).
+    pub const INVALID_PATH: &str = "/problems/invalid-path";
+    /// 400: an `If-Match` that is not an entity tag.
+    pub const BAD_PRECONDITION: &str = "/problems/bad-precondition";
+    /// 412: `If-Match` names a version that is no longer current.
+    pub const PRECONDITION_FAILED: &str = "/problems/precondition-failed";
+    /// 503: the service is not ready (`/readyz`).
+    pub const NOT_READY: &str = "/problems/not-ready";
+    /// 403: the token lacks the scope or role the route needs.
+    pub const INSUFFICIENT_SCOPE: &str = "/problems/insufficient-scope";
+    /// 503: the identity provider's keys could not be fetched.
+    pub const IDENTITY_PROVIDER_UNAVAILABLE: &str = "/problems/identity-provider-unavailable";
+    /// 401: no valid bearer token.
+    pub const UNAUTHORIZED: &str = "/problems/unauthorized";
+    /// 429: the caller's share of admission is spent.
+    pub const RATE_LIMITED: &str = "/problems/rate-limited";
+    /// 503: the service sheds load (its backlog is over the bound).
+    pub const OVERLOADED: &str = "/problems/overloaded";
+
+    /// 400: a missing or malformed `Idempotency-Key`.
+    pub const IDEMPOTENCY_KEY: &str = "/problems/idempotency-key";
+    /// 422: an `Idempotency-Key` used before with another body.
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "/problems/idempotency-key-reused";
+    /// 403: an order for another customer than the token's.
+    pub const NOT_YOUR_CUSTOMER_ID: &str = "/problems/not-your-customer-id";
+    /// 409: the order has shipped.
+    pub const ORDER_SHIPPED: &str = "/problems/order-shipped";
+    /// 409: the order is cancelled.
+    pub const ORDER_CANCELLED: &str = "/problems/order-cancelled";
+    /// 409: the order is completed or cancelled.
+    pub const ORDER_OVER: &str = "/problems/order-over";
+    /// 409: the order is being cancelled.
+    pub const ORDER_CANCELLING: &str = "/problems/order-cancelling";
+    /// 409: the order has no dead letters to redrive.
+    pub const NO_DEAD_LETTERS: &str = "/problems/no-dead-letters";
+    /// 409: the order's history does not read back.
+    pub const UNREADABLE_HISTORY: &str = "/problems/unreadable-history";
+    /// 409: the event to republish is still in the outbox.
+    pub const EVENT_STILL_QUEUED: &str = "/problems/event-still-queued";
+    /// 503: the broker did not answer in time.
+    pub const BROKER_UNAVAILABLE: &str = "/problems/broker-unavailable";
+}
+
 #[derive(Debug, Clone)]
 pub struct Problem {
     /// Stable identifier of the kind of problem, e.g. `/problems/validation`.
@@ -70,7 +133,7 @@ impl Problem {
             .unwrap_or_default();
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "/problems/validation",
+            kind::VALIDATION,
             "The request is invalid",
         )
         .detail(detail)
@@ -83,13 +146,13 @@ impl Problem {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "/problems/not-found", "Not found").detail(what)
+        Self::new(StatusCode::NOT_FOUND, kind::NOT_FOUND, "Not found").detail(what)
     }
 
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "/problems/internal",
+            kind::INTERNAL,
             "Internal error",
         )
     }
@@ -135,7 +198,7 @@ impl Problem {
             retry_after_secs: Some(DATABASE_RETRY_AFTER_SECS),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/database-unavailable",
+                kind::DATABASE_UNAVAILABLE,
                 "The database cannot be reached right now",
             )
             .detail("nothing was written; try again shortly")
@@ -162,11 +225,12 @@ pub fn database_unreachable(error: &sqlx::Error) -> bool {
 /// Writes `error` and every error that caused it, one per line (zero2prod's
 /// `error_chain_fmt`): for `Debug` impls and logs that should show the whole story once.
 pub fn error_chain_fmt(error: &dyn StdError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    write!(f, "{error}")?;
-    let mut cause = error.source();
-    while let Some(source) = cause {
-        write!(f, "\n  caused by: {source}")?;
-        cause = source.source();
+    for (depth, link) in shared_events::error_chain(error).enumerate() {
+        if depth == 0 {
+            write!(f, "{link}")?;
+        } else {
+            write!(f, "\n  caused by: {link}")?;
+        }
     }
     Ok(())
 }

@@ -79,15 +79,20 @@ impl ErrorClass {
     }
 }
 
+/// `error` and its causes, outermost first: the one walk of an error's chain.
+pub fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'a),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'a)> {
+    std::iter::successors(Some(error), |e| {
+        e.source().map(|s| s as &(dyn std::error::Error + 'a))
+    })
+}
+
 /// `error` and its causes, outermost first, joined by `: ` (as a reason in a log line or a
 /// dead letter's header, where there is no chain to walk).
 pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    chain(error)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

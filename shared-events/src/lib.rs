@@ -33,7 +33,7 @@ pub use consumer::{
     ConsumerConfig, ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer, Pace,
 };
 pub use contracts::{Event, EventMetadata, EventPayload, Money};
-pub use error::{Error, ErrorClass, with_causes};
+pub use error::{Error, ErrorClass, chain as error_chain, with_causes};
 pub use kafka::{GroupProtocol, KafkaConfig};
 pub use metrics::EventMetrics;
 pub use outbox::{Outbox, OutboxRecord};

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use service_runtime::problem::kind;
 use service_runtime::{Caller, FieldErrors, Problem, ValidPath};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -73,13 +74,13 @@ pub(super) async fn cancel_order(
         Cancellation::UnknownOrder => Err(no_order(order_id)),
         Cancellation::Refused(CancelRefused::AlreadyShipped) => Err(Problem::new(
             StatusCode::CONFLICT,
-            "/problems/order-shipped",
+            kind::ORDER_SHIPPED,
             "The order has shipped",
         )
         .detail("a shipment was scheduled; the order can no longer be cancelled")),
         Cancellation::Refused(CancelRefused::AlreadyCancelled) => Err(Problem::new(
             StatusCode::CONFLICT,
-            "/problems/order-cancelled",
+            kind::ORDER_CANCELLED,
             "The order is already cancelled",
         )),
     }

@@ -5,6 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use service_runtime::Problem;
+use service_runtime::problem::kind;
 
 const HEADER: &str = "idempotency-key";
 const MAX_LEN: usize = 200;
@@ -26,7 +27,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .ok_or_else(|| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "/problems/idempotency-key",
+                    kind::IDEMPOTENCY_KEY,
                     "Idempotency-Key header required",
                 )
                 .detail("send a unique Idempotency-Key (1 to 200 characters) with every new order")

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{SubsecRound, Utc};
+use service_runtime::problem::kind;
 use service_runtime::{Caller, Problem, ValidJson};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -44,7 +45,7 @@ pub(super) async fn place_order(
     if !caller.may_access(&request.customer_id) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
-            "/problems/not-your-customer-id",
+            kind::NOT_YOUR_CUSTOMER_ID,
             "Orders are placed for the token's subject",
         )
         .detail("customer_id must be the subject of the access token"));
@@ -117,7 +118,7 @@ async fn replay(
         Some((stored, order_id)) if &stored == request => Ok(Some(accepted(order_id, true))),
         Some(_) => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "/problems/idempotency-key-reused",
+            kind::IDEMPOTENCY_KEY_REUSED,
             "Idempotency-Key already used with a different body",
         )
         .detail("use a new Idempotency-Key for a different order")

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use service_runtime::problem::kind;
 use service_runtime::{Admin, FieldErrors, Problem, ValidJson, ValidPath};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -107,7 +108,7 @@ fn choose(
     if letters.is_empty() {
         return Err(Problem::new(
             StatusCode::CONFLICT,
-            "/problems/no-dead-letters",
+            kind::NO_DEAD_LETTERS,
             "The order has no dead letters",
         )
         .detail("no record of this order is in a dead-letter topic: nothing to redrive"));
@@ -249,15 +250,15 @@ fn refused(order_id: Uuid, refusal: OperatorRefusal) -> Problem {
     match refusal {
         OperatorRefusal::UnknownOrder => Problem::not_found(format!("no order {order_id}")),
         OperatorRefusal::Meaningless(OperatorRefused::Over) => {
-            conflict("/problems/order-over", "The order is over")
+            conflict(kind::ORDER_OVER, "The order is over")
                 .detail("it is completed or cancelled: nothing waits")
         }
         OperatorRefusal::Meaningless(OperatorRefused::Shipped) => {
-            conflict("/problems/order-shipped", "The order has shipped")
+            conflict(kind::ORDER_SHIPPED, "The order has shipped")
                 .detail("a shipment was scheduled; the order can no longer be cancelled")
         }
         OperatorRefusal::Meaningless(OperatorRefused::AlreadyCancelling) => conflict(
-            "/problems/order-cancelling",
+            kind::ORDER_CANCELLING,
             "The order is already being cancelled",
         )
         .detail(
@@ -265,19 +266,17 @@ fn refused(order_id: Uuid, refusal: OperatorRefusal) -> Problem {
              dead letters",
         ),
         OperatorRefusal::Unreadable { reason } => conflict(
-            "/problems/unreadable-history",
+            kind::UNREADABLE_HISTORY,
             "The order's history cannot be read",
         )
         .detail(format!(
             "{reason}; repair it first (the order's dead letters would fail again)"
         )),
-        OperatorRefusal::StillQueued { event_type } => conflict(
-            "/problems/event-still-queued",
-            "The latest event is still queued",
-        )
-        .detail(format!(
-            "{event_type} has not left order-service's outbox yet; the relay will \
+        OperatorRefusal::StillQueued { event_type } => {
+            conflict(kind::EVENT_STILL_QUEUED, "The latest event is still queued").detail(format!(
+                "{event_type} has not left order-service's outbox yet; the relay will \
                      publish it (orderflow_outbox_oldest_age_seconds says if it cannot)"
-        )),
+            ))
+        }
     }
 }

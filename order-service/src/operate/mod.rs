@@ -13,6 +13,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use service_runtime::Problem;
+use service_runtime::problem::kind;
 use shared_events::{KafkaConfig, Outbox, RegistryCodec, TopicNames};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -65,7 +66,7 @@ impl OperateState {
         if !scan.unavailable.is_empty() {
             return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/broker-unavailable",
+                kind::BROKER_UNAVAILABLE,
                 "The dead letters could not be read",
             )
             .detail(scan.unavailable.join("; ")));

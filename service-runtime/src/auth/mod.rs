@@ -30,6 +30,7 @@ pub use keys::KeySet;
 pub use openapi::document;
 
 use crate::problem::Problem;
+use crate::problem::kind;
 
 /// Where tokens come from, and for whom they must be.
 #[derive(Debug, Clone, clap::Args)]
@@ -382,7 +383,7 @@ impl IntoResponse for AuthError {
             AuthError::InsufficientScope(scope) => (
                 Problem::new(
                     StatusCode::FORBIDDEN,
-                    "/problems/insufficient-scope",
+                    kind::INSUFFICIENT_SCOPE,
                     "The token does not allow this",
                 )
                 .detail(format!("this needs the '{scope}' scope")),
@@ -393,7 +394,7 @@ impl IntoResponse for AuthError {
             AuthError::NotAdmin => (
                 Problem::new(
                     StatusCode::FORBIDDEN,
-                    "/problems/insufficient-scope",
+                    kind::INSUFFICIENT_SCOPE,
                     "The token does not allow this",
                 )
                 .detail("this needs an operator: a token with the admin role"),
@@ -403,7 +404,7 @@ impl IntoResponse for AuthError {
                 tracing::warn!(error = %source, "cannot fetch the identity provider's keys");
                 let mut response = Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "/problems/identity-provider-unavailable",
+                    kind::IDENTITY_PROVIDER_UNAVAILABLE,
                     "Tokens cannot be checked right now",
                 )
                 .into_response();
@@ -430,7 +431,7 @@ impl IntoResponse for AuthError {
 fn unauthorized() -> Problem {
     Problem::new(
         StatusCode::UNAUTHORIZED,
-        "/problems/unauthorized",
+        kind::UNAUTHORIZED,
         "A valid access token is needed",
     )
 }
