@@ -6,6 +6,8 @@
 //! idempotent and a refund needs a charge, so no interleaving can refund twice or refund
 //! what was never charged.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use shared_events::contracts::{OrderPlaced, PaymentAuthorized, PaymentDeclined, PaymentRefunded};
 use shared_events::{EventPayload, Money};
@@ -94,7 +96,46 @@ pub struct Decision {
     pub emit: Option<EventPayload>,
 }
 
+impl OrderPayment {
+    /// The customer holding a charge on the order, if there is one.
+    pub fn charged_customer(&self) -> Option<&str> {
+        match self {
+            OrderPayment::Authorized { payment }
+            | OrderPayment::Captured { payment }
+            | OrderPayment::Refunded { payment, .. } => Some(&payment.customer_id),
+            _ => None,
+        }
+    }
+}
+
 impl Decision {
+    /// Applies the balance change to the account it hits: that of the customer whose charge
+    /// the decision makes or refunds. `Err` says why it cannot be applied (the record is
+    /// then rejected, and nothing of it kept).
+    pub fn apply_balance(&self, accounts: &mut BTreeMap<String, Account>) -> Result<(), String> {
+        if self.balance_change_minor == 0 {
+            return Ok(());
+        }
+        let customer_id = match &self.next {
+            OrderPayment::Authorized { payment } | OrderPayment::Refunded { payment, .. } => {
+                &payment.customer_id
+            }
+            other => {
+                return Err(format!(
+                    "a balance change must charge or refund, not lead to {other:?}"
+                ));
+            }
+        };
+        let account = accounts
+            .get_mut(customer_id)
+            .ok_or_else(|| format!("no account {customer_id} to charge or refund"))?;
+        account.balance_minor = account
+            .balance_minor
+            .checked_add(self.balance_change_minor)
+            .ok_or_else(|| format!("the balance of {customer_id} would overflow"))?;
+        Ok(())
+    }
+
     fn stay(current: &OrderPayment) -> Self {
         Self {
             next: current.clone(),

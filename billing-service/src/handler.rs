@@ -36,28 +36,9 @@ impl EventHandler for BillingHandler {
             let current = payments.entry(order_id).or_default();
             let account = domain::account_needed(&event.payload).and_then(|c| accounts.get(c));
             let decision = domain::decide(current, &event.payload, account, Uuid::now_v7());
-            if decision.balance_change_minor != 0 {
-                let customer_id = match &decision.next {
-                    OrderPayment::Authorized { payment }
-                    | OrderPayment::Refunded { payment, .. } => &payment.customer_id,
-                    other => {
-                        return Err(HandlerError::Rejected(format!(
-                            "a balance change must charge or refund, not lead to {other:?}"
-                        )));
-                    }
-                };
-                let account = accounts.get_mut(customer_id).ok_or_else(|| {
-                    HandlerError::Rejected(format!("no account {customer_id} to charge or refund"))
-                })?;
-                account.balance_minor = account
-                    .balance_minor
-                    .checked_add(decision.balance_change_minor)
-                    .ok_or_else(|| {
-                        HandlerError::Rejected(format!(
-                            "the balance of {customer_id} would overflow"
-                        ))
-                    })?;
-            }
+            decision
+                .apply_balance(&mut accounts)
+                .map_err(HandlerError::Rejected)?;
             *current = decision.next;
             if let Some(payload) = decision.emit {
                 published.push(Event::caused_by(
@@ -85,12 +66,10 @@ fn customers_touched(
         .iter()
         .filter_map(|e| domain::account_needed(&e.payload))
         .map(str::to_owned);
-    let charged = payments.values().filter_map(|state| match state {
-        OrderPayment::Authorized { payment }
-        | OrderPayment::Captured { payment }
-        | OrderPayment::Refunded { payment, .. } => Some(payment.customer_id.clone()),
-        _ => None,
-    });
+    let charged = payments
+        .values()
+        .filter_map(|state| state.charged_customer())
+        .map(str::to_owned);
     placing.chain(charged).collect()
 }
 

@@ -154,3 +154,42 @@ fn a_completed_order_is_captured_and_never_refunded() {
         0
     );
 }
+
+fn accounts_of(balance: i64) -> BTreeMap<String, Account> {
+    BTreeMap::from([("alice".to_owned(), account(balance, 0))])
+}
+
+#[test]
+fn a_charge_and_its_refund_hit_the_customers_account() {
+    let mut accounts = accounts_of(1_000);
+    let charged = decide(
+        &OrderPayment::Open,
+        &placed(400),
+        accounts.get("alice"),
+        Uuid::nil(),
+    );
+    charged.apply_balance(&mut accounts).unwrap();
+    assert_eq!(accounts["alice"].balance_minor, 600);
+    let refunded = decide(&charged.next, &shipment_failed(), None, Uuid::nil());
+    refunded.apply_balance(&mut accounts).unwrap();
+    assert_eq!(accounts["alice"].balance_minor, 1_000);
+}
+
+#[test]
+fn a_balance_change_without_an_account_or_past_the_limits_of_i64_is_refused() {
+    let charged = decide(
+        &OrderPayment::Open,
+        &placed(400),
+        accounts_of(1_000).get("alice"),
+        Uuid::nil(),
+    );
+    let error = charged.apply_balance(&mut BTreeMap::new()).unwrap_err();
+    assert!(error.contains("no account alice"), "{error}");
+    let mut broke = accounts_of(i64::MIN + 1);
+    broke.get_mut("alice").unwrap().credit_limit_minor = i64::MAX;
+    let error = charged.apply_balance(&mut broke).unwrap_err();
+    assert!(error.contains("would overflow"), "{error}");
+    // Nothing to apply, nothing needed.
+    let declined = decide(&OrderPayment::Open, &stock_rejected(), None, Uuid::nil());
+    declined.apply_balance(&mut BTreeMap::new()).unwrap();
+}
