@@ -3,12 +3,12 @@
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use shared_events::settings::database_url;
+use shared_events::database::{create_database, drop_database};
 use shared_events::topics::provision_topics;
 use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
 
 /// Where the local stack is (the same defaults and variables as the tests).
 #[derive(Debug, Clone)]
@@ -83,13 +83,8 @@ impl Scratch {
         migrations: Option<&Migrator>,
     ) -> anyhow::Result<String> {
         let name = format!("bench_{}_{}", self.run, label.replace('-', "_"));
-        let mut admin =
-            PgConnection::connect(&database_url(&self.stack.postgres, "postgres")).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        self.databases.push(name.clone());
-        let url = database_url(&self.stack.postgres, &name);
+        let url = create_database(&self.stack.postgres, &name).await?;
+        self.databases.push(name);
         let pool = PgPool::connect(&url).await?;
         match migrations {
             Some(service) => {
@@ -114,14 +109,8 @@ impl Scratch {
 
     /// Drops the run's databases.
     pub async fn cleanup(self) -> anyhow::Result<()> {
-        let mut admin =
-            PgConnection::connect(&database_url(&self.stack.postgres, "postgres")).await?;
         for name in self.databases {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await?;
+            drop_database(&self.stack.postgres, &name).await?;
         }
         Ok(())
     }

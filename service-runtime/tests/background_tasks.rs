@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use service_runtime::{Application, ServiceConfig, ServiceDefaults};
+use shared_events::database::{create_database, drop_database};
 use shared_events::settings::database_url;
-use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
@@ -33,13 +33,7 @@ impl TestDatabase {
         let base = std::env::var("TEST_POSTGRES_URL")
             .unwrap_or_else(|_| shared_events::settings::LOCAL_POSTGRES.into());
         let name = format!("it_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut admin = sqlx::PgConnection::connect(&database_url(&base, "postgres"))
-            .await
-            .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        create_database(&base, &name).await.unwrap();
         Self { base, name }
     }
 
@@ -48,16 +42,7 @@ impl TestDatabase {
     }
 
     async fn drop(self) {
-        let mut admin = sqlx::PgConnection::connect(&database_url(&self.base, "postgres"))
-            .await
-            .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        drop_database(&self.base, &self.name).await.unwrap();
     }
 }
 

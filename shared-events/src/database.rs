@@ -12,6 +12,8 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::settings::database_url;
+
 /// Longest one unit of database work (a consumer batch, a relay step, a probe) waits for
 /// PostgreSQL before giving the connection up as dead. Each statement is bounded by the
 /// server's `statement_timeout` too; this bound is for a server that no longer answers.
@@ -55,4 +57,44 @@ fn no_answer(limit: Duration) -> sqlx::Error {
         std::io::ErrorKind::TimedOut,
         format!("PostgreSQL did not answer within {limit:?}"),
     ))
+}
+
+/// Creates the database `name` on the PostgreSQL server at `server` (a URL without a
+/// database, as [`database_url`] takes it) and returns the new database's URL: the tests'
+/// and the benchmark's scratch databases, made the same way everywhere. `name` is a plain
+/// identifier the caller generated.
+///
+/// [`database_url`]: crate::settings::database_url
+pub async fn create_database(server: &str, name: &str) -> Result<String, sqlx::Error> {
+    assert_plain_identifier(name);
+    let mut admin = sqlx::PgConnection::connect(&database_url(server, "postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(database_url(server, name))
+}
+
+/// Drops the database `name` from the server at `server`, ending its sessions; nothing if it
+/// is gone already.
+pub async fn drop_database(server: &str, name: &str) -> Result<(), sqlx::Error> {
+    assert_plain_identifier(name);
+    let mut admin = sqlx::PgConnection::connect(&database_url(server, "postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    admin.close().await
+}
+
+/// The name goes into the statement as it is (CREATE DATABASE takes no parameters).
+fn assert_plain_identifier(name: &str) {
+    assert!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "not a plain database name: {name:?}"
+    );
 }

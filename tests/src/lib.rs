@@ -10,10 +10,10 @@ use std::time::Duration;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
+use shared_events::database::{create_database, drop_database};
 use shared_events::settings::{database_of, database_url};
 use shared_events::topics::provision_topics;
 use shared_events::{KafkaConfig, TopicNames};
-use sqlx::Connection;
 use tokio::process::{Child, Command};
 
 pub mod auth;
@@ -398,18 +398,11 @@ impl Stack {
             .await
             .expect("the local stack must run: scripts/stack-up");
         let postgres = postgres_url();
-        let mut admin_db = sqlx::PgConnection::connect(&database_url(&postgres, "postgres"))
-            .await
-            .unwrap();
         let mut services = HashMap::new();
         for name in SERVICES {
             let database = Self::database_name(&prefix, name);
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-                .execute(&mut admin_db)
-                .await
-                .unwrap();
+            let database_url = create_database(&postgres, &database).await.unwrap();
             let port = free_port();
-            let database_url = database_url(&postgres, &database);
             let mut env: Vec<(String, String)> = [
                 ("HTTP_ADDR", format!("127.0.0.1:{port}")),
                 ("DATABASE_URL", database_url.clone()),
@@ -494,17 +487,9 @@ impl Stack {
         for service in self.services.values_mut() {
             service.stop().await;
         }
-        let mut admin_db = sqlx::PgConnection::connect(&database_url(&postgres_url(), "postgres"))
-            .await
-            .unwrap();
         for service in self.services.values() {
             let database = database_of(&service.database_url);
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-            )))
-            .execute(&mut admin_db)
-            .await
-            .unwrap();
+            drop_database(&postgres_url(), database).await.unwrap();
         }
     }
 }

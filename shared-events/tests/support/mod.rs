@@ -17,7 +17,7 @@ use shared_events::{
     RelayConfig, RetryConfig, TopicNames,
 };
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,10 +32,9 @@ pub fn registry_url() -> String {
     std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
 }
 
-fn postgres_url(database: &str) -> String {
-    let server = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| shared_events::settings::LOCAL_POSTGRES.into());
-    shared_events::settings::database_url(&server, database)
+fn postgres_server() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| shared_events::settings::LOCAL_POSTGRES.into())
 }
 
 pub struct TestStack {
@@ -78,16 +77,12 @@ impl TestStack {
         init_test_logging();
         let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
         let database = format!("it_{id}");
-        let mut admin = PgConnection::connect(&postgres_url("postgres"))
+        let url = shared_events::database::create_database(&postgres_server(), &database)
             .await
             .expect("PostgreSQL must run: start the stack with scripts/stack-up");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .connect(&postgres_url(&database))
+            .connect(&url)
             .await
             .unwrap();
         shared_events::migrations::PLUMBING
