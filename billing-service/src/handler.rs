@@ -4,13 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
+use shared_events::saga_state::LockedStates;
+use shared_events::{Event, EventHandler, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{self, Account, OrderPayment};
 
-pub const ORDER_PAYMENTS: SagaStateTable = SagaStateTable::new("order_payments");
+shared_events::saga_state_table! {
+    /// Billing's saga state per order ([`OrderPayment`] as JSON).
+    pub struct OrderPayments("order_payments") holds OrderPayment;
+}
 
 pub struct BillingHandler;
 
@@ -22,46 +26,27 @@ impl EventHandler for BillingHandler {
         events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
-        let order_ids = events.iter().filter_map(|e| e.metadata.order_id);
-        let payments_before: BTreeMap<Uuid, OrderPayment> =
-            ORDER_PAYMENTS.lock_all(tx, order_ids).await?;
-        let mut payments = payments_before.clone();
+        let mut payments = OrderPayments::lock_all(tx, events).await?;
         let accounts_before = lock_accounts(tx, customers_touched(&payments, events)).await?;
         let mut accounts = accounts_before.clone();
-        let mut published = Vec::new();
-        for event in events {
-            let Some(order_id) = event.metadata.order_id else {
-                continue;
-            };
-            let current = payments.entry(order_id).or_default();
+        let answers = payments.decide_each(events, crate::DEFAULTS.name, |current, event| {
             let account = domain::account_needed(&event.payload).and_then(|c| accounts.get(c));
             let decision = domain::decide(current, &event.payload, account, Uuid::now_v7());
             decision
                 .apply_balance(&mut accounts)
                 .map_err(HandlerError::Rejected)?;
             *current = decision.next;
-            if let Some(payload) = decision.emit {
-                published.push(Event::caused_by(
-                    &event.metadata,
-                    crate::DEFAULTS.name,
-                    payload,
-                ));
-            }
-        }
-        ORDER_PAYMENTS
-            .save_changed(tx, &payments_before, &payments)
-            .await?;
+            Ok(decision.emit)
+        })?;
+        OrderPayments::save(tx, &payments).await?;
         save_balances(tx, &accounts_before, &accounts).await?;
-        Ok(published)
+        Ok(answers)
     }
 }
 
 /// Every customer whose balance the batch may change: those placing an order, and those
 /// holding a charge on one of the batch's orders (a refund).
-fn customers_touched(
-    payments: &BTreeMap<Uuid, OrderPayment>,
-    events: &[&Event],
-) -> BTreeSet<String> {
+fn customers_touched(payments: &LockedStates<OrderPayment>, events: &[&Event]) -> BTreeSet<String> {
     let placing = events
         .iter()
         .filter_map(|e| domain::account_needed(&e.payload))

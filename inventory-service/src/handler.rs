@@ -6,13 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
+use shared_events::{Event, EventHandler, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{self, OrderStock, StockLevel};
 
-pub const ORDER_RESERVATIONS: SagaStateTable = SagaStateTable::new("order_reservations");
+shared_events::saga_state_table! {
+    /// Inventory's saga state per order ([`OrderStock`] as JSON).
+    pub struct OrderReservations("order_reservations") holds OrderStock;
+}
 
 pub struct InventoryHandler;
 
@@ -25,35 +28,19 @@ impl EventHandler for InventoryHandler {
         events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
-        let order_ids = events.iter().filter_map(|e| e.metadata.order_id);
-        let orders_before: BTreeMap<Uuid, OrderStock> =
-            ORDER_RESERVATIONS.lock_all(tx, order_ids).await?;
-        let mut orders = orders_before.clone();
+        let mut orders = OrderReservations::lock_all(tx, events).await?;
         let products = domain::products_touched(orders.values(), events.iter().map(|e| &e.payload));
         let levels_before = lock_levels(tx, products).await?;
         let mut levels = levels_before.clone();
-        let mut published = Vec::new();
-        for event in events {
-            let Some(order_id) = event.metadata.order_id else {
-                continue;
-            };
-            let current = orders.entry(order_id).or_default();
+        let answers = orders.decide_each(events, crate::DEFAULTS.name, |current, event| {
             let decision = domain::decide(current, &event.payload, &levels, Uuid::now_v7());
             levels.extend(decision.stock_updates);
             *current = decision.next;
-            if let Some(payload) = decision.emit {
-                published.push(Event::caused_by(
-                    &event.metadata,
-                    crate::DEFAULTS.name,
-                    payload,
-                ));
-            }
-        }
-        ORDER_RESERVATIONS
-            .save_changed(tx, &orders_before, &orders)
-            .await?;
+            Ok(decision.emit)
+        })?;
+        OrderReservations::save(tx, &orders).await?;
         save_levels(tx, &levels_before, &levels).await?;
-        Ok(published)
+        Ok(answers)
     }
 }
 

@@ -172,14 +172,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         .with_task("stuck saga count", |token| stuck_watch.run(token))
         .with_overload_probe(OverloadProbe {
             name: "sagas in flight",
-            rows_sql: "SELECT 1 FROM orders_view
-                       WHERE status NOT IN ('COMPLETED', 'CANCELLED')",
+            count_up_to: store::count_in_flight_up_to,
             threshold: config.overload_orders_in_flight,
         })
         .with_pruning(PruneTarget {
             table: "idempotency_keys",
-            column: "created_at",
             retention: Duration::from_secs(config.idempotency_key_retention_hours * 3_600),
+            delete_older: store::delete_idempotency_keys_older,
         }))
 }
 

@@ -26,6 +26,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -101,12 +102,15 @@ struct ShedLabels {
     reason: &'static str,
 }
 
-/// A queue of the service's own whose length says it is overloaded: `rows_sql` selects one
-/// row per queued item (it gets `LIMIT threshold + 1` appended, so counting stops there).
+/// Counts a queue's items, stopping at `limit`: one checked statement, written beside the
+/// queue's other SQL.
+pub type CountUpTo = for<'a> fn(&'a PgPool, i64) -> BoxFuture<'a, Result<i64, sqlx::Error>>;
+
+/// A queue of the service's own whose length says it is overloaded.
 #[derive(Debug, Clone)]
 pub struct OverloadProbe {
     pub name: &'static str,
-    pub rows_sql: &'static str,
+    pub count_up_to: CountUpTo,
     pub threshold: u32,
 }
 
@@ -114,7 +118,7 @@ impl OverloadProbe {
     fn outbox(threshold: u32) -> Self {
         Self {
             name: "outbox backlog",
-            rows_sql: "SELECT 1 FROM outbox",
+            count_up_to: shared_events::outbox::count_up_to,
             threshold,
         }
     }
@@ -122,16 +126,9 @@ impl OverloadProbe {
     /// How many more items the queue takes until it is past its threshold (0 or less:
     /// past it already); a failed count says it has room.
     async fn headroom(&self, pool: &PgPool) -> i64 {
-        // The SQL comes from code, never from input.
-        let count = format!(
-            "SELECT count(*) FROM ({} LIMIT $1) AS queued",
-            self.rows_sql
-        );
-        let counting = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count))
-            .bind(i64::from(self.threshold) + 1)
-            .fetch_one(pool);
-        match shared_events::database::bounded(counting).await {
-            Ok(rows) => i64::from(self.threshold) + 1 - rows,
+        let limit = i64::from(self.threshold) + 1;
+        match shared_events::database::bounded((self.count_up_to)(pool, limit)).await {
+            Ok(queued) => limit - queued,
             Err(e) => {
                 tracing::debug!(probe = self.name, error = %e, "could not measure");
                 i64::MAX

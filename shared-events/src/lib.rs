@@ -40,6 +40,5 @@ pub use outbox::{Outbox, OutboxRecord};
 pub use relay::{OutboxRelay, RelayConfig};
 pub use retention::{PruneTarget, RetentionConfig};
 pub use retry::RetryConfig;
-pub use saga_state::SagaStateTable;
 pub use tap::{EventTap, TappedRecord};
 pub use topics::{Topic, TopicNames};

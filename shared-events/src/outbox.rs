@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -169,4 +170,18 @@ impl Outbox {
     pub(crate) fn relay_wakeup(&self) -> Arc<Notify> {
         self.relay_wakeup.clone()
     }
+}
+
+/// How many events wait in the outbox, counting no further than `limit` (admission control
+/// asks this every half second, so it stops early instead of counting a large backlog).
+pub fn count_up_to(pool: &PgPool, limit: i64) -> BoxFuture<'_, Result<i64, sqlx::Error>> {
+    Box::pin(async move {
+        let queued = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "queued!" FROM (SELECT 1 FROM outbox LIMIT $1) AS queued"#,
+            limit,
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(queued)
+    })
 }

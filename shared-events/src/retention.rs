@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -40,12 +41,19 @@ pub struct RetentionConfig {
     pub interval_secs: u64,
 }
 
-/// A table whose rows may go once `column` (a timestamp) is older than `retention`.
+/// Deletes at most `limit` rows of one table older than `cutoff` and returns how many: one
+/// checked statement, written beside the table's other SQL (`DELETE ... WHERE ctid = ANY(ARRAY(
+/// SELECT ctid ... WHERE <timestamp> < $1 LIMIT $2))`).
+pub type DeleteOlder =
+    for<'a> fn(&'a PgPool, DateTime<Utc>, i64) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+
+/// A table whose rows may go once they are older than `retention`.
 #[derive(Debug, Clone)]
 pub struct PruneTarget {
+    /// For the logs.
     pub table: &'static str,
-    pub column: &'static str,
     pub retention: Duration,
+    pub delete_older: DeleteOlder,
 }
 
 impl PruneTarget {
@@ -53,12 +61,13 @@ impl PruneTarget {
     pub fn processed_events(config: &RetentionConfig) -> Self {
         Self {
             table: "processed_events",
-            column: "processed_at",
             retention: Duration::from_secs(config.processed_events_hours * 3_600),
+            delete_older: delete_processed_events,
         }
     }
 
-    /// Deletes the rows older than the retention, as of `now`; returns how many.
+    /// Deletes the rows older than the retention, as of `now`, a chunk at a time; returns
+    /// how many.
     pub async fn prune(&self, pool: &PgPool, now: DateTime<Utc>) -> Result<u64, Error> {
         let cutoff = chrono::Duration::from_std(self.retention)
             .ok()
@@ -66,27 +75,33 @@ impl PruneTarget {
         let Some(cutoff) = cutoff else {
             return Ok(0); // a retention longer than time itself
         };
-        // Table and column names come from code, never from input.
-        let delete = format!(
-            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2))",
-            table = self.table,
-            column = self.column,
-        );
         let mut pruned = 0;
         loop {
-            let deleted = sqlx::query(sqlx::AssertSqlSafe(delete.as_str()))
-                .bind(cutoff)
-                .bind(CHUNK)
-                .execute(pool)
-                .await?
-                .rows_affected();
+            let deleted = (self.delete_older)(pool, cutoff, CHUNK).await?;
             pruned += deleted;
             if deleted < CHUNK as u64 {
                 return Ok(pruned);
             }
         }
     }
+}
+
+fn delete_processed_events(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+    Box::pin(async move {
+        let deleted = sqlx::query!(
+            "DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM processed_events WHERE processed_at < $1 LIMIT $2))",
+            cutoff,
+            limit,
+        )
+        .execute(pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    })
 }
 
 /// Prunes `targets` every `interval` until shutdown. A failed pass is logged and tried

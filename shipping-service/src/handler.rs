@@ -2,16 +2,17 @@
 //! orders' row locks, set-based. Deciding once per order, here, is what makes
 //! `ShipmentScheduled` and a cancellation mutually exclusive.
 
-use std::collections::BTreeMap;
-
 use chrono::Utc;
-use shared_events::{Event, EventHandler, HandlerError, SagaStateTable};
+use shared_events::{Event, EventHandler, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{self, Carriers, OrderShipment};
 
-pub const ORDER_SHIPMENTS: SagaStateTable = SagaStateTable::new("order_shipments");
+shared_events::saga_state_table! {
+    /// Shipping's saga state per order ([`OrderShipment`] as JSON).
+    pub struct OrderShipments("order_shipments") holds OrderShipment;
+}
 
 pub struct ShippingHandler {
     pub carriers: Carriers,
@@ -25,15 +26,8 @@ impl EventHandler for ShippingHandler {
         events: &[&Event],
         tx: &mut PgConnection,
     ) -> Result<Vec<Event>, HandlerError> {
-        let order_ids = events.iter().filter_map(|e| e.metadata.order_id);
-        let before: BTreeMap<Uuid, OrderShipment> = ORDER_SHIPMENTS.lock_all(tx, order_ids).await?;
-        let mut shipments = before.clone();
-        let mut published = Vec::new();
-        for event in events {
-            let Some(order_id) = event.metadata.order_id else {
-                continue;
-            };
-            let current = shipments.entry(order_id).or_default();
+        let mut shipments = OrderShipments::lock_all(tx, events).await?;
+        let answers = shipments.decide_each(events, crate::DEFAULTS.name, |current, event| {
             let decision = domain::decide(
                 current,
                 &event.metadata,
@@ -43,17 +37,9 @@ impl EventHandler for ShippingHandler {
                 Uuid::now_v7(),
             );
             *current = decision.next;
-            if let Some(payload) = decision.emit {
-                published.push(Event::caused_by(
-                    &event.metadata,
-                    crate::DEFAULTS.name,
-                    payload,
-                ));
-            }
-        }
-        ORDER_SHIPMENTS
-            .save_changed(tx, &before, &shipments)
-            .await?;
-        Ok(published)
+            Ok(decision.emit)
+        })?;
+        OrderShipments::save(tx, &shipments).await?;
+        Ok(answers)
     }
 }

@@ -11,7 +11,7 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::OrderShipment;
-use crate::handler::ORDER_SHIPMENTS;
+use crate::handler::OrderShipments;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,8 +55,7 @@ async fn get_shipment(
     State(pool): State<PgPool>,
     ValidPath(order_id): ValidPath<Uuid>,
 ) -> Result<Json<ShipmentView>, Problem> {
-    let state: OrderShipment = ORDER_SHIPMENTS
-        .get(&pool, order_id)
+    let state = OrderShipments::get(&pool, order_id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no shipment for order {order_id}")))?;
     let country = |address: &Option<Address>| address.as_ref().map(|a| a.country.clone());

@@ -1,7 +1,9 @@
 //! `POST /orders` requests by customer and Idempotency-Key: a replay gets the original
 //! answer. A key is its customer's own, so no customer can see or take another's.
 
-use sqlx::{PgConnection, PgExecutor};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -44,4 +46,24 @@ pub async fn claim_idempotency_key(
     .execute(tx)
     .await?;
     Ok(claimed.rows_affected() == 1)
+}
+
+/// Deletes at most `limit` keys claimed before `cutoff` (the service prunes them by age, in
+/// chunks: `shared_events::retention`).
+pub fn delete_idempotency_keys_older(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+    Box::pin(async move {
+        let deleted = sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2))",
+            cutoff,
+            limit,
+        )
+        .execute(pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    })
 }

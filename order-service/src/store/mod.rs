@@ -5,10 +5,11 @@ mod catalog;
 mod history;
 mod idempotency;
 pub mod upcaster;
+mod view;
 
 pub use catalog::{CatalogRow, catalog_prices, upsert_catalog};
-pub use history::{
-    LoadedOrder, RecordedEvent, Unreadable, histories, history, idle_since, lock, lock_all,
-    rebuild_view, record,
+pub use history::{LoadedOrder, RecordedEvent, histories, history};
+pub use idempotency::{claim_idempotency_key, delete_idempotency_keys_older, idempotent_request};
+pub use view::{
+    Unreadable, count_in_flight_up_to, idle_since, lock, lock_all, rebuild_view, record,
 };
-pub use idempotency::{claim_idempotency_key, idempotent_request};
