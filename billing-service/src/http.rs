@@ -9,7 +9,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
 use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
-use shared_events::contracts::CURRENCIES;
+use shared_events::contracts::Currency;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
 use utoipa::{OpenApi, ToSchema};
@@ -209,11 +209,7 @@ async fn put_account(
         "customer_id",
         "must be 1 to 200 characters",
     );
-    errors.check(
-        CURRENCIES.contains(&body.currency.as_str()),
-        "currency",
-        format!("unknown currency; use one of {}", CURRENCIES.join(", ")),
-    );
+    errors.parse("currency", Currency::parse(&body.currency));
     errors.check(
         body.credit_limit_minor >= 0,
         "credit_limit_minor",

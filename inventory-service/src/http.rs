@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
 use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
-use shared_events::contracts::{CURRENCIES, ProductUpserted};
+use shared_events::contracts::{Currency, ProductUpserted};
 use shared_events::{Event, Money, Outbox};
 use sqlx::{PgExecutor, PgPool};
 use utoipa::{OpenApi, ToSchema};
@@ -147,11 +147,7 @@ async fn put_product(
         "unit_price_minor",
         "must be positive",
     );
-    errors.check(
-        CURRENCIES.contains(&body.currency.as_str()),
-        "currency",
-        format!("unknown currency; use one of {}", CURRENCIES.join(", ")),
-    );
+    errors.parse("currency", Currency::parse(&body.currency));
     errors.check(body.available >= 0, "available", "must not be negative");
     errors.into_result()?;
     let mut tx = state.pool.begin().await?;

@@ -287,11 +287,41 @@ impl FieldErrors {
         }
     }
 
+    /// The parsed value, or `None` with the parse's error recorded against `field`.
+    pub fn parse<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        parsed: Result<T, E>,
+    ) -> Option<T> {
+        parsed
+            .map_err(|e| self.check(false, field, e.to_string()))
+            .ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields with a broken rule, in the order they were recorded.
+    pub fn fields(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|error| error["field"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub fn into_result(self) -> Result<(), Problem> {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(Problem::validation(self.0))
+            Err(self.into())
         }
+    }
+}
+
+/// One 422 listing every broken rule.
+impl From<FieldErrors> for Problem {
+    fn from(errors: FieldErrors) -> Self {
+        Problem::validation(errors.0)
     }
 }

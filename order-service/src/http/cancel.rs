@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{Accepted, ApiState, no_order};
 use crate::domain::CancelRefused;
-use crate::domain::validation::MAX_NOTE;
+use crate::domain::new_order::Note;
 use crate::orders::{self, Cancellation};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,15 +52,11 @@ pub(super) async fn cancel_order(
         service_runtime::json::parse::<CancelRequest>(&body)?.reason
     };
     let mut errors = FieldErrors::default();
-    errors.check(
-        reason
-            .as_ref()
-            .is_none_or(|r| r.chars().count() <= MAX_NOTE),
-        "reason",
-        format!("must be at most {MAX_NOTE} characters"),
-    );
+    let reason = errors.parse("reason", reason.as_deref().map(Note::parse).transpose());
     errors.into_result()?;
-    let reason = reason.unwrap_or_else(|| "cancelled by the customer".to_owned());
+    let reason = reason
+        .flatten()
+        .map_or_else(|| "cancelled by the customer".to_owned(), Note::into_inner);
     let mut tx = state.pool.begin().await?;
     let (outcome, published) =
         orders::request_cancellation(&mut tx, order_id, &reason, |owner| caller.may_access(owner))

@@ -1,9 +1,11 @@
-//! order-service's REST API, by route: place (`place.rs`), read and list (`read.rs`),
-//! cancel (`cancel.rs`); the Idempotency-Key header is an extractor of its own.
+//! order-service's REST API, by route: place (`place.rs`, its body in `place_request.rs`),
+//! read and list (`read.rs`), cancel (`cancel.rs`); the Idempotency-Key header is an
+//! extractor of its own.
 
 mod cancel;
 mod idempotency_key;
 mod place;
+mod place_request;
 mod read;
 
 use std::time::Duration;

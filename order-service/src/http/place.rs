@@ -1,7 +1,5 @@
 //! `POST /orders`: place an order, once per Idempotency-Key.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -12,9 +10,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::idempotency_key::IdempotencyKey;
+use super::place_request::PlaceOrder;
 use super::{Accepted, ApiState, accepted};
-use crate::domain::Placed;
-use crate::domain::validation::{self, CatalogPrice, PlaceOrder};
+use crate::domain::new_order::{Catalog, CatalogPrice};
 use crate::orders;
 use crate::store;
 
@@ -54,39 +52,31 @@ pub(super) async fn place_order(
     // The key is looked up only when it matters (claiming it failed, or the request is
     // invalid now though it may have been accepted before), not on every request.
     let product_ids: Vec<String> = request.items.iter().map(|i| i.product_id.clone()).collect();
-    let catalog: BTreeMap<String, CatalogPrice> = store::catalog_prices(&state.pool, &product_ids)
-        .await?
-        .into_iter()
-        .map(|row| {
-            (
-                row.product_id,
-                CatalogPrice {
+    let catalog = Catalog(
+        store::catalog_prices(&state.pool, &product_ids)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let price = CatalogPrice {
                     unit_price_minor: row.unit_price_minor,
                     currency: row.currency,
-                },
-            )
-        })
-        .collect();
-    let valid = match validation::validate(&request, &catalog) {
-        Ok(valid) => valid,
+                };
+                (row.product_id, price)
+            })
+            .collect(),
+    );
+    let order = match request.parse(&catalog) {
+        Ok(order) => order,
         Err(errors) => {
             return match replay(&state.pool, &request.customer_id, &key, &request_json).await? {
                 Some(answer) => Ok(answer),
-                None => Err(Problem::validation(errors)),
+                None => Err(errors.into()),
             };
         }
     };
     let order_id = Uuid::now_v7();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
-    let placed = Placed {
-        customer_id: valid.customer_id,
-        currency: valid.currency,
-        lines: valid.lines,
-        total_minor: valid.total_minor,
-        shipping_address: valid.shipping_address,
-        note: valid.note,
-        saga_deadline: (Utc::now() + state.saga_timeout).trunc_subsecs(3),
-    };
+    let placed = order.placed((Utc::now() + state.saga_timeout).trunc_subsecs(3));
     let mut tx = state.pool.begin().await?;
     let claimed =
         store::claim_idempotency_key(&mut tx, &placed.customer_id, &key, &request_json, order_id)

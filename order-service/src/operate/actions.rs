@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::OperateState;
 use super::dead_letters::{DeadLetterId, DeadLetterView};
-use crate::domain::validation::MAX_NOTE;
+use crate::domain::new_order::Note;
 use crate::domain::{OperatorRefused, OrderStatus};
 use crate::orders::{self, Operated, Operation, OperatorRefusal};
 
@@ -220,11 +220,7 @@ fn checked_reason(reason: &str) -> Result<String, Problem> {
     let reason = reason.trim().to_owned();
     let mut errors = FieldErrors::default();
     errors.check(!reason.is_empty(), "reason", "must say why");
-    errors.check(
-        reason.chars().count() <= MAX_NOTE,
-        "reason",
-        format!("must be at most {MAX_NOTE} characters"),
-    );
+    errors.parse("reason", Note::parse(&reason));
     errors.into_result()?;
     Ok(reason)
 }

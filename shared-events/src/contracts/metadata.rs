@@ -82,6 +82,29 @@ fn now_millis() -> DateTime<Utc> {
 /// The currencies orderflow accepts (ISO 4217); each has two decimal places.
 pub const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "CHF"];
 
+/// One of the [`CURRENCIES`]: a code that parsed can only be one orderflow accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency(&'static str);
+
+impl Currency {
+    pub fn parse(code: &str) -> Result<Self, UnknownCurrency> {
+        CURRENCIES
+            .into_iter()
+            .find(|known| *known == code)
+            .map(Currency)
+            .ok_or(UnknownCurrency)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// A currency code that is not one of the [`CURRENCIES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown currency; use one of {}", CURRENCIES.join(", "))]
+pub struct UnknownCurrency;
+
 /// An amount in the currency's minor units. Never a float.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {

@@ -11,7 +11,7 @@ use apache_avro::types::Value;
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
-pub use metadata::{CURRENCIES, EventMetadata, Money};
+pub use metadata::{CURRENCIES, Currency, EventMetadata, Money, UnknownCurrency};
 pub use payloads::*;
 
 use crate::topics::Topic;
