@@ -157,10 +157,21 @@ impl Report {
     }
 
     pub fn markdown(&self, plot_file: &str) -> String {
-        let m = &self.machine;
-        let s = &self.settings;
-        let p = &self.plumbing;
         let mut md = String::new();
+        self.setting(&mut md);
+        self.targets(&mut md);
+        self.plumbing_section(&mut md);
+        self.against_replay(&mut md);
+        self.open_loop(&mut md, plot_file);
+        self.cpu_per_order(&mut md);
+        self.demo.markdown(&mut md, &self.partitioned);
+        self.startup_and_memory(&mut md);
+        md
+    }
+
+    /// The title, the machine and the run's settings.
+    fn setting(&self, md: &mut String) {
+        let (m, s) = (&self.machine, &self.settings);
         let _ = writeln!(md, "# Benchmarks\n");
         let _ = writeln!(
             md,
@@ -178,16 +189,23 @@ impl Report {
             s.partitions,
             s.fetch_wait_ms
         );
+    }
+
+    /// Each target with what was measured, met or missed.
+    fn targets(&self, md: &mut String) {
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(md, "| target | measured | |\n| --- | --- | --- |");
         for (target, measured, met) in self.target_rows() {
             let _ = writeln!(md, "| {target} | {measured} | {} |", verdict(met));
         }
         let _ = writeln!(md);
+    }
+
+    /// The relay and the consumer runner against the raw client.
+    fn plumbing_section(&self, md: &mut String) {
+        let (p, s) = (&self.plumbing, &self.settings);
         let relay_ratio = p.relay_ratio();
         let runner_ratio = p.runner_ratio();
-        let replay_ratio = self.replay_ratio();
-
         let _ = writeln!(
             md,
             "## Plumbing: {} events, median of {} runs\n",
@@ -250,7 +268,11 @@ impl Report {
             "The two producer rows differ by the headers: the relay's records carry the two a \
              consumer needs before decoding (`event_type`, `traceparent`).\n"
         );
+    }
 
+    /// The saga's closed loop against the PostgreSQL-only replay of its SQL.
+    fn against_replay(&self, md: &mut String) {
+        let s = &self.settings;
         let r = &self.replay;
         let c = &self.closed;
         let statements = |v: Option<f64>| {
@@ -283,7 +305,7 @@ impl Report {
             s.closed_concurrency,
             c.summary.placed,
             c.summary.orders_per_second,
-            replay_ratio * 100.0,
+            self.replay_ratio() * 100.0,
             statements(c.postgres_per_order.statements),
             c.postgres_per_order.commits
         );
@@ -292,7 +314,11 @@ impl Report {
             "The saga's counts include what runs beside the orders: the relay's and the deadline sweeper's polling, \
             the load generator's setup.\n"
         );
+    }
 
+    /// Latency and throughput per offered rate.
+    fn open_loop(&self, md: &mut String, plot_file: &str) {
+        let s = &self.settings;
         let _ = writeln!(
             md,
             "## The saga under open-loop load ({} s per rate)\n",
@@ -330,6 +356,11 @@ impl Report {
                 if t.backlog_grows { "grows" } else { "steady" }
             );
         }
+    }
+
+    /// CPU seconds per 1,000 orders, per process, per offered rate.
+    fn cpu_per_order(&self, md: &mut String) {
+        let (m, s) = (&self.machine, &self.settings);
         let _ = writeln!(md, "\n## CPU seconds per 1,000 orders\n");
         let _ = writeln!(
             md,
@@ -374,7 +405,10 @@ impl Report {
              runs on machines of its own."
         );
         let _ = writeln!(md);
-        self.demo.markdown(&mut md, &self.partitioned);
+    }
+
+    /// Each release service's start-up time and idle memory.
+    fn startup_and_memory(&self, md: &mut String) {
         let _ = writeln!(md, "## Start-up and memory\n");
         let _ = writeln!(
             md,
@@ -389,6 +423,5 @@ impl Report {
                 s.idle_rss_bytes as f64 / 1e6
             );
         }
-        md
     }
 }
