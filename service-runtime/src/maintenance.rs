@@ -1,5 +1,6 @@
 //! Subcommands every service binary has besides serving: a container healthcheck that needs
-//! no curl in the image, and migrations on their own (for an init container or a Job).
+//! no curl in the image, migrations on their own (for an init container or a Job), and the
+//! service's defaults for the scripts that start it (`scripts/demo`).
 
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ pub enum Maintenance {
     Healthcheck,
     /// Apply this service's database migrations, then exit.
     Migrate,
+    /// Print what this service uses when nothing is configured, as one line
+    /// `<name> <HTTP port> <database>`, so that scripts take it from the service.
+    Defaults,
 }
 
 pub async fn run(
@@ -34,6 +38,15 @@ pub async fn run(
                 .run(&pool)
                 .await?;
             println!("{}: migrations applied", defaults.name);
+            Ok(())
+        }
+        Maintenance::Defaults => {
+            let ServiceDefaults {
+                name,
+                http_port,
+                database,
+            } = defaults;
+            println!("{name} {http_port} {database}");
             Ok(())
         }
     }
