@@ -14,13 +14,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
-use shared_events::contracts::OrderCancellationRequested;
+use shared_events::contracts::{Event, OrderCancellationRequested, Topic};
 use shared_events::metrics::TopicLabels;
 use shared_events::outbox::headers;
 use shared_events::{
-    ConsumerConfig, ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError,
-    IdempotentConsumer, KafkaConfig, Outbox, OutboxRecord, OutboxRelay, Pace, RegistryCodec,
-    RelayConfig, RetryConfig, Topic, TopicNames,
+    ConsumerConfig, ConsumerSettings, EventHandler, EventMetrics, HandlerError, IdempotentConsumer,
+    KafkaConfig, Outbox, OutboxRecord, OutboxRelay, Pace, RegistryCodec, RelayConfig, RetryConfig,
+    TopicNames,
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use shared_events::contracts::{OrderPlaced, PaymentAuthorized, PaymentDeclined, PaymentRefunded};
-use shared_events::{EventPayload, Money};
+use shared_events::contracts::{
+    EventPayload, Money, OrderPlaced, PaymentAuthorized, PaymentDeclined, PaymentRefunded,
+};
 use uuid::Uuid;
 
 /// A customer's account. `balance_minor` may go negative down to `-credit_limit_minor`.

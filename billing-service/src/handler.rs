@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shared_events::contracts::Event;
 use shared_events::saga_state::LockedStates;
-use shared_events::{Event, EventHandler, HandlerError};
+use shared_events::{EventHandler, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,7 +20,8 @@ shared_events::saga_state_table! {
 pub struct BillingHandler;
 
 impl EventHandler for BillingHandler {
-    const EVENT_TYPES: &'static [&'static str] = shared_events::topology::BILLING_SERVICE.receives;
+    const EVENT_TYPES: &'static [&'static str] =
+        shared_events::contracts::topology::BILLING_SERVICE.receives;
 
     async fn handle(
         &self,

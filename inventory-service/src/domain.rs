@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use shared_events::EventPayload;
-use shared_events::contracts::{StockLine, StockRejected, StockReleased, StockReserved};
+use shared_events::contracts::{
+    EventPayload, StockLine, StockRejected, StockReleased, StockReserved,
+};
 use uuid::Uuid;
 
 /// Stock of one product.

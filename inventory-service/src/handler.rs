@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shared_events::{Event, EventHandler, HandlerError};
+use shared_events::contracts::Event;
+use shared_events::{EventHandler, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ pub struct InventoryHandler;
 
 impl EventHandler for InventoryHandler {
     const EVENT_TYPES: &'static [&'static str] =
-        shared_events::topology::INVENTORY_SERVICE.receives;
+        shared_events::contracts::topology::INVENTORY_SERVICE.receives;
 
     async fn handle(
         &self,

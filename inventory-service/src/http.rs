@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
 use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
-use shared_events::contracts::{Currency, ProductUpserted};
-use shared_events::{Event, Money, Outbox};
+use shared_events::Outbox;
+use shared_events::contracts::{Currency, Event, Money, ProductUpserted};
 use sqlx::{PgExecutor, PgPool};
 use utoipa::{OpenApi, ToSchema};
 

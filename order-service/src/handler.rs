@@ -2,7 +2,8 @@
 //! histories (which may complete or cancel them); catalog changes go into the local catalog.
 //! Set-based: one statement locks every order of the batch, one writes them all back.
 
-use shared_events::{Event, EventHandler, EventPayload, HandlerError};
+use shared_events::contracts::{Event, EventPayload};
+use shared_events::{EventHandler, HandlerError};
 use sqlx::PgConnection;
 
 use crate::domain::OrderEvent;
@@ -14,7 +15,8 @@ pub struct OrderHandler {
 }
 
 impl EventHandler for OrderHandler {
-    const EVENT_TYPES: &'static [&'static str] = shared_events::topology::ORDER_SERVICE.receives;
+    const EVENT_TYPES: &'static [&'static str] =
+        shared_events::contracts::topology::ORDER_SERVICE.receives;
 
     async fn handle(
         &self,

@@ -5,8 +5,8 @@
 //! append to the outbox in the same transaction.
 
 use chrono::{DateTime, Utc};
-use shared_events::contracts::DeadLetterPosition;
-use shared_events::{Event, EventMetadata, Outbox};
+use shared_events::Outbox;
+use shared_events::contracts::{DeadLetterPosition, Event, EventMetadata};
 use sqlx::PgConnection;
 use uuid::Uuid;
 

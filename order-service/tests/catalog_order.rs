@@ -2,8 +2,7 @@
 //! order inventory committed them), not by their wall-clock timestamps. Needs PostgreSQL.
 
 use chrono::{Duration, Utc};
-use shared_events::Money;
-use shared_events::contracts::ProductUpserted;
+use shared_events::contracts::{Money, ProductUpserted};
 
 mod support;
 

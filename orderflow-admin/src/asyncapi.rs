@@ -5,12 +5,13 @@
 //! AsyncAPI 3.0.0 JSON schema.
 
 use serde_json::{Map, Value, json};
+use shared_events::ErrorClass;
+use shared_events::contracts::Topic;
+use shared_events::contracts::topology::{HEARD_BY_EVERY_SERVICE, SERVICES, ServiceTopology};
 use shared_events::contracts::{CONTRACTS, Contract};
 use shared_events::dead_letter::headers as dlq;
 use shared_events::outbox::headers;
 use shared_events::topics::DLQ_SUFFIX;
-use shared_events::topology::{HEARD_BY_EVERY_SERVICE, SERVICES, ServiceTopology};
-use shared_events::{ErrorClass, Topic};
 
 const KAFKA_BINDING: &str = "0.5.0";
 
@@ -181,10 +182,12 @@ fn message(contract: &Contract) -> Value {
     let schema: Value =
         serde_json::from_str(contract.schema_json).expect("the contracts are valid JSON");
     let doc = schema["doc"].as_str().unwrap_or_default().to_owned();
-    let sender = shared_events::topology::sender_of(contract.event_type).map_or("?", |s| s.name);
-    let receivers: Vec<&str> = shared_events::topology::receivers_of(contract.event_type)
-        .map(|s| s.name)
-        .collect();
+    let sender =
+        shared_events::contracts::topology::sender_of(contract.event_type).map_or("?", |s| s.name);
+    let receivers: Vec<&str> =
+        shared_events::contracts::topology::receivers_of(contract.event_type)
+            .map(|s| s.name)
+            .collect();
     let receivers = if receivers.is_empty() {
         "by no saga service (a fact for consumers outside the saga)".to_owned()
     } else {

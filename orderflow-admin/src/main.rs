@@ -11,8 +11,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
+use shared_events::contracts::Topic;
 use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
-use shared_events::topics::{Topic, provision_topics};
+use shared_events::topics::provision_topics;
 use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
 
 #[derive(Parser)]
@@ -264,7 +265,7 @@ async fn smoke_check(
 
     let codec = RegistryCodec::connect(registry, names).await?;
     let order_id = uuid::Uuid::now_v7();
-    let event = shared_events::Event::first_of_order(
+    let event = shared_events::contracts::Event::first_of_order(
         order_id,
         "orderflow-admin",
         OrderCancellationRequested {

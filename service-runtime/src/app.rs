@@ -11,9 +11,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use prometheus_client::registry::Registry;
+use shared_events::contracts::topology::{self, ServiceTopology};
 use shared_events::redrive::Redriver;
 use shared_events::stopping::grace_over;
-use shared_events::topology::{self, ServiceTopology};
 use shared_events::{
     ConsumerSettings, EventHandler, EventMetrics, IdempotentConsumer, Outbox, OutboxRelay, Pace,
     PruneTarget, RegistryCodec, TopicNames,

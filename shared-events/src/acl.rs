@@ -11,9 +11,10 @@
 
 use std::fmt;
 
+use crate::contracts::Topic;
 use crate::contracts::topics_of;
-use crate::topology::{HEARD_BY_EVERY_SERVICE, SERVICES, ServiceTopology};
-use crate::{Topic, TopicNames};
+use crate::contracts::topology::{HEARD_BY_EVERY_SERVICE, SERVICES, ServiceTopology};
+use crate::topics::TopicNames;
 
 /// What a grant is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -181,7 +182,7 @@ impl fmt::Display for ResourceType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{BILLING_SERVICE, ORDER_SERVICE};
+    use crate::contracts::topology::{BILLING_SERVICE, ORDER_SERVICE};
 
     fn names(grant: &Grant) -> Vec<&str> {
         grant.resources.iter().map(|r| r.name.as_str()).collect()

@@ -21,9 +21,9 @@ use schema_registry_converter::schema_registry_common::{
 };
 
 use crate::contracts::{CONTRACTS, Contract, ContractError, Event};
+use crate::error::{Error, ErrorClass};
 use crate::schema_resolution::resolve_onto_reader;
 use crate::topics::TopicNames;
-use crate::{Error, ErrorClass};
 
 /// Where the registry is and whether this service registers its own schemas.
 #[derive(Debug, Clone, clap::Args)]

@@ -12,9 +12,9 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::error::{Error, ErrorClass};
 use crate::kafka::KafkaConfig;
 use crate::topics::DLQ_SUFFIX;
-use crate::{Error, ErrorClass};
 
 /// Header names of a dead letter, beside the original record's own headers.
 pub mod headers {

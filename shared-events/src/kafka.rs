@@ -193,10 +193,10 @@ pub(crate) fn partition_ids<C: ConsumerContext>(
     client: &impl Consumer<C>,
     topic: &str,
     timeout: Duration,
-) -> Result<Vec<i32>, crate::Error> {
+) -> Result<Vec<i32>, crate::error::Error> {
     let metadata = client
         .fetch_metadata(Some(topic), timeout)
-        .map_err(crate::Error::Kafka)?;
+        .map_err(crate::error::Error::Kafka)?;
     Ok(metadata
         .topics()
         .iter()

@@ -7,7 +7,7 @@
 //! (set in [`KafkaConfig::idempotent_producer`]): a keyed record goes to the partition
 //! `crc32(key) % partitions`, so the partition is computed, not searched for.
 //!
-//! [`KafkaConfig::idempotent_producer`]: crate::KafkaConfig::idempotent_producer
+//! [`KafkaConfig::idempotent_producer`]: crate::kafka::KafkaConfig::idempotent_producer
 
 use std::collections::HashMap;
 
@@ -16,7 +16,8 @@ use rdkafka::consumer::BaseConsumer;
 use crate::consumer::gate::TopicPartition;
 use crate::consumer::held_back::HeldBack;
 use crate::consumer::stall::{self, Progress, partitions_of, progress_of};
-use crate::{Error, KafkaConfig};
+use crate::error::Error;
+use crate::kafka::KafkaConfig;
 
 /// The partition librdkafka's `consistent_random` partitioner gives a record with `key`.
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {

@@ -4,7 +4,7 @@
 use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Plumbing migrations; versions 1..=999 are reserved for them, services start at 1000.
 pub static PLUMBING: Migrator = sqlx::migrate!("./migrations");

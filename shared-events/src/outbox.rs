@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::codec::RegistryCodec;
 use crate::contracts::Event;
+use crate::error::Error;
 use crate::topics::TopicNames;
-use crate::{Error, trace_context};
+use crate::trace_context;
 
 /// Kafka header names every published event carries: what a consumer needs before it
 /// decodes the value (whether to decode it at all, and which trace it continues). The

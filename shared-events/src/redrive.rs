@@ -11,11 +11,13 @@
 use sqlx::PgConnection;
 
 use crate::consumer::{EventHandler, HandlerError};
+use crate::contracts::Topic;
+use crate::contracts::topology::ServiceTopology;
 use crate::contracts::{DeadLetterRedriveRequested, Event, EventPayload};
 use crate::dead_letter::replay_dead_letters;
 use crate::error::with_causes;
-use crate::topology::ServiceTopology;
-use crate::{KafkaConfig, Topic, TopicNames};
+use crate::kafka::KafkaConfig;
+use crate::topics::TopicNames;
 
 /// Carries out the part of each redrive request that falls to one service: the dead letters
 /// of the topics it publishes to.
@@ -68,7 +70,7 @@ impl Redriver {
 }
 
 impl EventHandler for Redriver {
-    const EVENT_TYPES: &'static [&'static str] = crate::topology::HEARD_BY_EVERY_SERVICE;
+    const EVENT_TYPES: &'static [&'static str] = crate::contracts::topology::HEARD_BY_EVERY_SERVICE;
 
     async fn handle(
         &self,

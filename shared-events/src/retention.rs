@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Most rows one DELETE removes, so that pruning a large backlog never holds a long
 /// transaction or a long lock.

@@ -42,10 +42,10 @@ macro_rules! saga_state_table {
             /// the no-op update on conflict takes the lock.
             pub async fn lock_all(
                 tx: &mut ::sqlx::PgConnection,
-                events: &[&$crate::Event],
+                events: &[&$crate::contracts::Event],
             ) -> ::std::result::Result<
                 $crate::saga_state::LockedStates<$state>,
-                $crate::HandlerError,
+                $crate::consumer::HandlerError,
             > {
                 let ids = $crate::saga_state::order_ids(events);
                 let rows = ::sqlx::query!(
@@ -67,7 +67,7 @@ macro_rules! saga_state_table {
             pub async fn save(
                 tx: &mut ::sqlx::PgConnection,
                 states: &$crate::saga_state::LockedStates<$state>,
-            ) -> ::std::result::Result<(), $crate::HandlerError> {
+            ) -> ::std::result::Result<(), $crate::consumer::HandlerError> {
                 let (ids, changed) = states.changed();
                 if ids.is_empty() {
                     return Ok(());

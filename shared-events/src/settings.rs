@@ -35,7 +35,9 @@ pub fn database_of(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::{database_of, database_url};
-    use crate::{ConsumerConfig, RelayConfig, RetryConfig};
+    use crate::consumer::ConsumerConfig;
+    use crate::relay::RelayConfig;
+    use crate::retry::RetryConfig;
 
     #[test]
     fn a_database_url_keeps_the_server_urls_parameters() {

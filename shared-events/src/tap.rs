@@ -12,9 +12,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::codec::DecodeError;
+use crate::codec::RegistryCodec;
+use crate::contracts::{Event, Topic};
 use crate::dead_letter::header_value;
+use crate::error::Error;
 use crate::kafka::partition_ids;
-use crate::{Error, Event, RegistryCodec, Topic, TopicNames};
+use crate::topics::TopicNames;
 
 /// One record the tap let through.
 #[derive(Debug, Clone)]
@@ -37,7 +40,7 @@ pub struct EventTap {
 impl EventTap {
     /// A tap positioned at the end of every partition of `topics` (as seen now), letting
     /// through the records whose `event_type` header is one of `event_types`. `reader` is a
-    /// [`crate::KafkaConfig::reader`] configuration, adjusted by the caller if it wants.
+    /// [`crate::kafka::KafkaConfig::reader`] configuration, adjusted by the caller if it wants.
     pub async fn open(
         reader: ClientConfig,
         names: &TopicNames,

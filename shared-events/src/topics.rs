@@ -1,4 +1,5 @@
-//! The saga's topics, their dead-letter twins, and idempotent provisioning.
+//! The saga's topics on a broker: their names (under a prefix), their dead-letter twins, and
+//! idempotent provisioning. Which topics there are is a contract (`contracts::Topic`).
 
 use std::time::Duration;
 
@@ -6,41 +7,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::Error;
-
-/// A topic of the saga. Several event types share one topic (TopicRecordNameStrategy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Topic {
-    Orders,
-    Payments,
-    Inventory,
-    Shipments,
-    Catalog,
-    /// An operator's requests to every service (see [`crate::redrive`]).
-    Operations,
-}
-
-impl Topic {
-    pub const ALL: [Topic; 6] = [
-        Topic::Orders,
-        Topic::Payments,
-        Topic::Inventory,
-        Topic::Shipments,
-        Topic::Catalog,
-        Topic::Operations,
-    ];
-
-    pub fn base_name(self) -> &'static str {
-        match self {
-            Topic::Orders => "orders",
-            Topic::Payments => "payments",
-            Topic::Inventory => "inventory",
-            Topic::Shipments => "shipments",
-            Topic::Catalog => "catalog",
-            Topic::Operations => "operations",
-        }
-    }
-}
+use crate::contracts::Topic;
+use crate::error::Error;
 
 /// Suffix of every dead-letter topic: `orders` -> `orders.dlq`.
 pub const DLQ_SUFFIX: &str = ".dlq";

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shared_events::Topic;
+use shared_events::contracts::Topic;
 use support::broker::FrozenBroker;
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;

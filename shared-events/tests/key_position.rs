@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use shared_events::Topic;
+use shared_events::contracts::Topic;
 use shared_events::key_position::{GroupProgress, partition_for_key};
 use support::TestStack;
 use uuid::Uuid;

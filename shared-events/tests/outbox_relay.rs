@@ -124,7 +124,7 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops() {
 }
 
 /// The outbox row `event` was appended as, in the transaction that appended it.
-async fn outbox_id(tx: &mut sqlx::PgConnection, event: &shared_events::Event) -> i64 {
+async fn outbox_id(tx: &mut sqlx::PgConnection, event: &shared_events::contracts::Event) -> i64 {
     sqlx::query_scalar("SELECT id FROM outbox WHERE event_id = $1")
         .bind(event.metadata.event_id)
         .fetch_one(tx)
@@ -159,7 +159,7 @@ async fn a_row_that_commits_after_a_higher_id_was_published_is_published_too() {
     let early_id = outbox_id(&mut tx, &early).await;
     stack.outbox.commit(tx).await.unwrap();
     assert!(late_id < early_id);
-    let applied = |event: &shared_events::Event| {
+    let applied = |event: &shared_events::contracts::Event| {
         let id = event.metadata.event_id;
         let stack = &stack;
         async move {
@@ -199,7 +199,7 @@ async fn a_row_the_broker_refuses_for_good_is_moved_aside_and_the_rest_go_on() {
     use shared_events::contracts::OrderCancellationRequested;
     let stack = TestStack::new(1).await;
     let (before, oversized, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let huge = shared_events::Event::first_of_order(
+    let huge = shared_events::contracts::Event::first_of_order(
         oversized,
         "integration-test",
         OrderCancellationRequested {

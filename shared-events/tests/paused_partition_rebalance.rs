@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use shared_events::RetryConfig;
+use shared_events::contracts::Topic;
 use shared_events::metrics::TopicLabels;
-use shared_events::{RetryConfig, Topic};
 use support::{RecordingHandler, TestStack, eventually, idle_member};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -22,8 +23,8 @@ fn retry_with_long_cool_down() -> RetryConfig {
     }
 }
 
-fn flaky_event(order_id: Uuid) -> shared_events::Event {
-    shared_events::Event::first_of_order(
+fn flaky_event(order_id: Uuid) -> shared_events::contracts::Event {
+    shared_events::contracts::Event::first_of_order(
         order_id,
         "integration-test",
         shared_events::contracts::OrderCancellationRequested {

@@ -134,6 +134,6 @@ fn data_written_with_v1_reads_with_v2_and_data_written_with_v2_reads_with_v1() {
         field(&as_v1, "customer_id"),
         &Value::String("customer-1".into())
     );
-    let back = shared_events::Event::from_avro("OrderPlaced", &as_v1).unwrap();
+    let back = shared_events::contracts::Event::from_avro("OrderPlaced", &as_v1).unwrap();
     assert_eq!(back.metadata, event.metadata);
 }

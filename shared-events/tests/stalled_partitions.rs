@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
-use shared_events::Topic;
 use shared_events::consumer::held_back::HeldBack;
 use shared_events::consumer::stall::read_progress;
+use shared_events::contracts::Topic;
 use shared_events::metrics::TopicLabels;
 use support::{TestStack, eventually, idle_member, step_event};
 use tokio_util::sync::CancellationToken;

@@ -10,8 +10,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_events::contracts::{Address, ShipmentFailed, ShipmentScheduled};
-use shared_events::{EventMetadata, EventPayload};
+use shared_events::contracts::{
+    Address, EventMetadata, EventPayload, ShipmentFailed, ShipmentScheduled,
+};
 use uuid::Uuid;
 
 /// Countries shipping-service has a carrier for, and which carrier.

@@ -3,7 +3,8 @@
 //! `ShipmentScheduled` and a cancellation mutually exclusive.
 
 use chrono::Utc;
-use shared_events::{Event, EventHandler, HandlerError};
+use shared_events::contracts::Event;
+use shared_events::{EventHandler, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,7 +20,8 @@ pub struct ShippingHandler {
 }
 
 impl EventHandler for ShippingHandler {
-    const EVENT_TYPES: &'static [&'static str] = shared_events::topology::SHIPPING_SERVICE.receives;
+    const EVENT_TYPES: &'static [&'static str] =
+        shared_events::contracts::topology::SHIPPING_SERVICE.receives;
 
     async fn handle(
         &self,

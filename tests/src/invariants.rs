@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
 use shared_events::consumer::stall::read_progress;
-use shared_events::contracts::topics_of;
+use shared_events::contracts::topology::{HEARD_BY_EVERY_SERVICE, SERVICES as TOPOLOGY};
+use shared_events::contracts::{Topic, topics_of};
 use shared_events::dead_letter::read_dead_letters;
-use shared_events::topology::{HEARD_BY_EVERY_SERVICE, SERVICES as TOPOLOGY};
-use shared_events::{KafkaConfig, Topic, TopicNames};
+use shared_events::{KafkaConfig, TopicNames};
 use sqlx::Connection;
 
 use crate::Stack;

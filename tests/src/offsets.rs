@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use shared_events::contracts::Topic;
 use shared_events::key_position::partition_for_key;
-use shared_events::{KafkaConfig, Topic, TopicNames};
+use shared_events::{KafkaConfig, TopicNames};
 
 /// Commits `service`'s group on the partition of `key` on `topic` at the log end. The
 /// service must be stopped (its group empty): a member's offsets are its own to commit.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
-use shared_events::contracts::{Address, OrderLine, OrderPlaced};
-use shared_events::{Event, KafkaConfig, Money, RegistryCodec, RegistryConfig, Topic, TopicNames};
+use shared_events::contracts::{Address, Event, Money, OrderLine, OrderPlaced, Topic};
+use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
 use tokio::task::JoinHandle;
 
 use crate::client::order_body;

@@ -17,9 +17,10 @@ use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use shared_events::TopicNames;
+use shared_events::contracts::Topic;
+use shared_events::contracts::topology::SERVICES;
 use shared_events::dead_letter::read_dead_letters;
-use shared_events::topology::SERVICES;
-use shared_events::{Topic, TopicNames};
 
 #[tokio::test]
 async fn each_service_is_its_own_kafka_user_with_only_the_acls_the_topology_gives_it() {

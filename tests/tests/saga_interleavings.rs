@@ -13,8 +13,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use inventory_service::domain::{self as inventory, OrderStock, StockLevel};
 use order_service::domain::{Line, Order, OrderEvent, OrderStatus, Placed};
 use proptest::prelude::*;
-use shared_events::contracts::Address;
-use shared_events::{Event, EventMetadata, EventPayload, Topic};
+use shared_events::contracts::{Address, Event, EventMetadata, EventPayload, Topic};
 use shipping_service::domain::{self as shipping, Carriers, OrderShipment};
 use uuid::Uuid;
 

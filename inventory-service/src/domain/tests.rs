@@ -1,6 +1,5 @@
-use shared_events::Money;
 use shared_events::contracts::{
-    Address, OrderLine, OrderPlaced, PaymentAuthorized, ShipmentFailed,
+    Address, Money, OrderLine, OrderPlaced, PaymentAuthorized, ShipmentFailed,
 };
 
 use super::*;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared_events::contracts::Contract;
-use shared_events::{EventTap, KafkaConfig, RegistryCodec, Topic, TopicNames};
+use shared_events::contracts::{Contract, Topic};
+use shared_events::{EventTap, KafkaConfig, RegistryCodec, TopicNames};
 use sqlx::PgPool;
 use tokio::sync::{Notify, broadcast};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -177,7 +177,7 @@ impl LiveOrders {
 /// those it receives, but not the catalog's. The topology's `watches` is what lets
 /// order-service's Kafka user read its own topic (`shared_events::acl`).
 fn order_event_types() -> Vec<&'static str> {
-    let order_service = shared_events::topology::ORDER_SERVICE;
+    let order_service = shared_events::contracts::topology::ORDER_SERVICE;
     order_service
         .watches
         .iter()

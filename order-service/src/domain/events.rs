@@ -7,10 +7,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_events::contracts::{
-    Address, DeadLetterPosition, DeadLetterRedriveRequested, OrderCancellationRequested,
-    OrderCancelled, OrderCompleted, OrderLine, OrderPlaced,
+    Address, DeadLetterPosition, DeadLetterRedriveRequested, EventPayload, Money,
+    OrderCancellationRequested, OrderCancelled, OrderCompleted, OrderLine, OrderPlaced,
 };
-use shared_events::{EventPayload, Money};
 use uuid::Uuid;
 
 /// One line of an order, priced from the catalog when the order was placed.

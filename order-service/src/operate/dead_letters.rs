@@ -11,10 +11,10 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_runtime::{Admin, Problem};
-use shared_events::contracts::DeadLetterPosition;
+use shared_events::contracts::{DeadLetterPosition, Topic};
 use shared_events::dead_letter::{DeadLetter, read_dead_letters};
 use shared_events::topics::DLQ_SUFFIX;
-use shared_events::{KafkaConfig, Topic, TopicNames};
+use shared_events::{KafkaConfig, TopicNames};
 use utoipa::ToSchema;
 use uuid::Uuid;
 

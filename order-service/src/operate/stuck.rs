@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use service_runtime::{Admin, Problem};
 use shared_events::consumer::held_back::HeldBack;
+use shared_events::contracts::topology::ServiceTopology;
 use shared_events::key_position::{GroupProgress, KeyPosition};
-use shared_events::topology::ServiceTopology;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

@@ -1,7 +1,8 @@
 //! Watches the `orders` topic for terminal events: how the load generator learns that an
 //! order finished, and when, without polling the services it is measuring.
 
-use shared_events::{EventPayload, EventTap, KafkaConfig, RegistryCodec, Topic, TopicNames};
+use shared_events::contracts::{EventPayload, Topic};
+use shared_events::{EventTap, KafkaConfig, RegistryCodec, TopicNames};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use super::gate::TopicPartition;
 use super::handler::{EventHandler, HandlerError};
-use crate::ErrorClass;
 use crate::contracts::Event;
 use crate::database;
+use crate::error::ErrorClass;
 use crate::outbox::{Outbox, OutboxRecord};
 
 /// A decoded record waiting to be applied.

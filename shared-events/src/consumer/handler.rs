@@ -4,8 +4,8 @@ use std::future::Future;
 
 use sqlx::PgConnection;
 
-use crate::Error;
 use crate::contracts::Event;
+use crate::error::Error;
 use crate::error::with_causes;
 
 /// What a handler reports when it cannot apply an event.

@@ -13,7 +13,7 @@ use super::gate::{PartitionGate, TopicPartition};
 use super::rebalance::{ReassignedPartitions, RebalanceTracker};
 use super::stall::{Progress, Stall, StallJudge};
 use super::{EventHandler, IdempotentConsumer, Pace};
-use crate::Error;
+use crate::error::Error;
 use crate::kafka::KafkaConfig;
 
 impl<H: EventHandler> IdempotentConsumer<H> {

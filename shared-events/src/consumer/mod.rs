@@ -40,10 +40,10 @@ use rebalance::{ReassignedPartitions, RebalanceTracker};
 use records::{event_type_header, event_type_label};
 use stall::{ProgressRead, ProgressReader, Stall, StallJudge};
 
-use crate::Error;
 use crate::codec::RegistryCodec;
 use crate::contracts::{Contract, topics_of};
 use crate::dead_letter::DeadLetterPublisher;
+use crate::error::Error;
 use crate::kafka::KafkaConfig;
 use crate::metrics::{EventMetrics, RecordLabels, TopicLabels};
 use crate::outbox::Outbox;

@@ -9,8 +9,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::batch::Rejection;
 use super::{EventHandler, IdempotentConsumer, Record};
 use crate::contracts::{Contract, Event};
+use crate::error::Error;
 use crate::metrics::{DeadLetterLabels, TopicLabels};
-use crate::{Error, trace_context};
+use crate::trace_context;
 
 impl<H: EventHandler> IdempotentConsumer<H> {
     pub(super) async fn dead_letter(

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::gate::TopicPartition;
 use super::held_back::HeldBack;
-use crate::Error;
+use crate::error::Error;
 
 /// Where a partition stands: the group's committed offset and the log end.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,7 @@
-//! Event contracts of the order saga: the Avro schemas in `schemas/` and their Rust types.
+//! What the services say to each other: the event contracts of the order saga (the Avro
+//! schemas in `schemas/` and their Rust types), the topics they travel on and who sends and
+//! who receives each (`topology`). Nothing here knows how an event travels: this tree uses
+//! nothing of the plumbing beside it.
 //!
 //! The `.avsc` files are the source of truth; [`CONTRACTS`] embeds them at compile time.
 
@@ -6,6 +9,8 @@ mod avro_uuid;
 mod metadata;
 mod payloads;
 mod rules;
+mod topic;
+pub mod topology;
 
 use apache_avro::types::Value;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -13,8 +18,7 @@ use uuid::Uuid;
 
 pub use metadata::{CURRENCIES, Currency, EventMetadata, Money, UnknownCurrency};
 pub use payloads::*;
-
-use crate::topics::Topic;
+pub use topic::Topic;
 
 /// Namespace of every event record; subjects are `<topic>-orderflow.events.<EventType>`.
 pub const NAMESPACE: &str = "orderflow.events";

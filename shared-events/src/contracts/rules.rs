@@ -3,8 +3,7 @@
 //! that decodes but breaks one is poison, dead-lettered as `invalid_event`, so that no
 //! handler ever has to decide what a negative reservation would mean.
 
-use super::{DeadLetterPosition, EventPayload, Money, OrderLine, StockLine};
-use crate::topics::Topic;
+use super::{DeadLetterPosition, EventPayload, Money, OrderLine, StockLine, Topic};
 
 impl EventPayload {
     /// Why this payload cannot be true, if it cannot.

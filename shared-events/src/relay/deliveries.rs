@@ -18,7 +18,7 @@ use tracing::{debug, error, warn};
 use super::OutboxRelay;
 use super::gaps::Gaps;
 use super::reads::OutboxRow;
-use crate::Error;
+use crate::error::Error;
 use crate::metrics::TopicLabels;
 use crate::outbox::headers;
 

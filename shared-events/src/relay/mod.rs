@@ -34,8 +34,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::Error;
 use crate::database::{RELEASE_CHECK_LIMIT, bounded};
+use crate::error::Error;
 use crate::kafka::KafkaConfig;
 use crate::metrics::EventMetrics;
 use crate::outbox::Outbox;

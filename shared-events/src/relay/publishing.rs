@@ -16,8 +16,8 @@ use tracing::warn;
 
 use super::OutboxRelay;
 use super::deliveries::Pipeline;
-use crate::Error;
 use crate::database::bounded;
+use crate::error::Error;
 
 /// How often the relay sweeps below its cursor for rows older than any gap it remembers.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);

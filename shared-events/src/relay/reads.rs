@@ -7,7 +7,7 @@ use tracing::debug;
 
 use super::OutboxRelay;
 use super::deliveries::{Held, Pipeline};
-use crate::Error;
+use crate::error::Error;
 
 pub(super) struct OutboxRow {
     pub id: i64,

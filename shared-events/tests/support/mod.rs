@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use shared_events::contracts::{OrderCancellationRequested, OrderPlaced};
+use shared_events::contracts::{Event, OrderCancellationRequested, OrderPlaced};
 use shared_events::topics::provision_topics;
 use shared_events::{
-    ConsumerConfig, ConsumerSettings, Event, EventHandler, EventMetrics, HandlerError,
-    IdempotentConsumer, KafkaConfig, Outbox, OutboxRelay, Pace, RegistryCodec, RegistryConfig,
-    RelayConfig, RetryConfig, TopicNames,
+    ConsumerConfig, ConsumerSettings, EventHandler, EventMetrics, HandlerError, IdempotentConsumer,
+    KafkaConfig, Outbox, OutboxRelay, Pace, RegistryCodec, RegistryConfig, RelayConfig,
+    RetryConfig, TopicNames,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
@@ -237,8 +237,7 @@ pub fn step_event(order_id: Uuid, step: usize) -> Event {
 }
 
 pub fn sample_order_placed(order_id: Uuid) -> Event {
-    use shared_events::Money;
-    use shared_events::contracts::{Address, OrderLine};
+    use shared_events::contracts::{Address, Money, OrderLine};
     Event::first_of_order(
         order_id,
         "integration-test",
@@ -301,7 +300,9 @@ impl EventHandler for RecordingHandler {
 impl RecordingHandler {
     async fn apply(&self, event: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
         let step = match &event.payload {
-            shared_events::EventPayload::OrderCancellationRequested(p) => p.reason.clone(),
+            shared_events::contracts::EventPayload::OrderCancellationRequested(p) => {
+                p.reason.clone()
+            }
             other => other.event_type().to_owned(),
         };
         if step == "reject-me" {
@@ -340,7 +341,7 @@ pub fn idle_member(
 ) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let config = stack.kafka.at_least_once_consumer(group);
-    let topic = stack.names.name(shared_events::Topic::Orders);
+    let topic = stack.names.name(shared_events::contracts::Topic::Orders);
     let (assigned_tx, assigned) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let consumer: BaseConsumer = config.create().unwrap();

@@ -1,6 +1,7 @@
 use chrono::Duration;
-use shared_events::contracts::{OrderCancellationRequested, OrderPlaced, StockLine, StockReserved};
-use shared_events::{Event, Money};
+use shared_events::contracts::{
+    Event, Money, OrderCancellationRequested, OrderPlaced, StockLine, StockReserved,
+};
 
 use super::*;
 

@@ -14,7 +14,8 @@ use orderflow_e2e::kafka_cluster::KafkaCluster;
 use orderflow_e2e::local_postgres;
 use orderflow_e2e::workload::inject_poison;
 use orderflow_e2e::{ProxiedPostgres, SERVICES, ServiceProcess, Stack};
-use shared_events::{KafkaConfig, Topic};
+use shared_events::KafkaConfig;
+use shared_events::contracts::Topic;
 use tokio::sync::Mutex;
 
 /// How long PostgreSQL is away once, while orders flow.

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use clap::CommandFactory;
 use serde::Deserialize;
 use serde_json::Value;
-use shared_events::{Topic, topology};
+use shared_events::contracts::Topic;
+use shared_events::contracts::topology;
 
 mod alerts;
 mod compose;

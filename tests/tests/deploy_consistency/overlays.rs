@@ -325,7 +325,7 @@ fn kafka_user_problems(name: &str, objects: &[Value]) -> Vec<String> {
             .iter()
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == object)
     };
-    for service in shared_events::topology::SERVICES {
+    for service in shared_events::contracts::topology::SERVICES {
         let prefix = find("ConfigMap", service.name)
             .and_then(|c| c["data"]["KAFKA_TOPIC_PREFIX"].as_str())
             .unwrap_or_default();

@@ -11,8 +11,9 @@ use orderflow_e2e::corrupt_history::CorruptHistory;
 use orderflow_e2e::{Stack, offsets, timeline_types};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared_events::contracts::Topic;
 use shared_events::key_position::{GroupProgress, KeyPosition};
-use shared_events::{KafkaConfig, Topic, TopicNames};
+use shared_events::{KafkaConfig, TopicNames};
 use sqlx::Connection;
 
 use crate::FaultScenario;

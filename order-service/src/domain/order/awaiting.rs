@@ -1,7 +1,7 @@
 //! What an order in flight waits for, and from whom: what an operator asks of a stuck saga.
 //! Derived from the facts alone, like the status, so it needs no I/O.
 
-use shared_events::topology;
+use shared_events::contracts::topology;
 
 use super::Order;
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
+use shared_events::contracts::Topic;
 use shared_events::dead_letter::read_dead_letters;
-use shared_events::{KafkaConfig, Topic, TopicNames};
+use shared_events::{KafkaConfig, TopicNames};
 
 use super::{Ctx, Run};
 

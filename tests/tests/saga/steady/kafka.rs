@@ -9,7 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, Topic, TopicNames};
+use shared_events::contracts::Topic;
+use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
 
 use super::{Ctx, Run, seed};
 

@@ -90,7 +90,7 @@ pub const SERVICES: [ServiceTopology; 4] = [
 ];
 
 /// What every service hears besides its own `receives`, in a consumer group of its own
-/// ([`crate::redrive`]): an operator's requests, each carried out by the service it falls to.
+/// (`shared_events::redrive`): an operator's requests, each carried out by the service it falls to.
 pub const HEARD_BY_EVERY_SERVICE: &[&str] = &["DeadLetterRedriveRequested"];
 
 /// The service that publishes `event_type`.
