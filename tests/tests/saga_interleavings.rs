@@ -13,7 +13,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use inventory_service::domain::{self as inventory, OrderStock, StockLevel};
 use order_service::domain::{Line, Order, OrderEvent, OrderStatus, Placed};
 use proptest::prelude::*;
-use shared_events::contracts::{Address, Event, EventMetadata, EventPayload, Topic};
+use shared_events::contracts::topology::{self, ServiceTopology};
+use shared_events::contracts::{Address, Event, EventMetadata, EventPayload};
 use shipping_service::domain::{self as shipping, Carriers, OrderShipment};
 use uuid::Uuid;
 
@@ -35,23 +36,23 @@ const SERVICES: [Service; 4] = [
 ];
 
 impl Service {
-    fn hears(self, topic: Topic) -> bool {
-        use Topic::*;
+    /// The service's part as the topology writes it down: its name and what it receives.
+    fn topology(self) -> &'static ServiceTopology {
         match self {
-            Service::Order => matches!(topic, Payments | Inventory | Shipments),
-            Service::Billing => matches!(topic, Orders | Inventory | Shipments),
-            Service::Inventory => matches!(topic, Orders | Payments | Shipments),
-            Service::Shipping => matches!(topic, Orders | Inventory),
+            Service::Order => &topology::ORDER_SERVICE,
+            Service::Billing => &topology::BILLING_SERVICE,
+            Service::Inventory => &topology::INVENTORY_SERVICE,
+            Service::Shipping => &topology::SHIPPING_SERVICE,
         }
     }
 
+    /// Whether the service's consumer takes `event_type` (it skips the rest of a topic).
+    fn hears(self, event_type: &str) -> bool {
+        self.topology().receives.contains(&event_type)
+    }
+
     fn name(self) -> &'static str {
-        match self {
-            Service::Order => "order-service",
-            Service::Billing => "billing-service",
-            Service::Inventory => "inventory-service",
-            Service::Shipping => "shipping-service",
-        }
+        self.topology().name
     }
 }
 
@@ -184,7 +185,7 @@ impl World {
 
     fn publish(&mut self, event: Event) {
         for (i, service) in SERVICES.iter().enumerate() {
-            if service.hears(event.topic()) {
+            if service.hears(event.event_type()) {
                 self.inboxes[i].push(event.clone());
             }
         }
