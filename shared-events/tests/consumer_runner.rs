@@ -8,7 +8,7 @@ use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shared_events::consumer::held_back::HeldBack;
-use shared_events::contracts::{Event, OrderCancellationRequested, Topic};
+use shared_events::contracts::{Event, Topic};
 use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
 use shared_events::key_position::GroupProgress;
 use shared_events::{EventHandler, GroupProtocol, HandlerError};
@@ -82,13 +82,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_next_record_is_proce
         &[0, 0x7f, 0xff, 0xff, 0x01, 2, 4],
     )
     .await;
-    let rejected = Event::first_of_order(
-        order,
-        "integration-test",
-        OrderCancellationRequested {
-            reason: "reject-me".into(),
-        },
-    );
+    let rejected = support::cancellation_request(order, "reject-me");
     let valid = step_event(order, 7);
     stack
         .append_committed(&[rejected.clone(), valid.clone()])
@@ -160,13 +154,7 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
     // A valid event whose schema id the consumer cannot resolve yet is indistinguishable on
     // the wire from a fixed-up record; here the dead letter is a valid record sent to the DLQ
     // by the handler, then replayed to a consumer group that accepts it.
-    let event = Event::first_of_order(
-        order,
-        "integration-test",
-        OrderCancellationRequested {
-            reason: "reject-me".into(),
-        },
-    );
+    let event = support::cancellation_request(order, "reject-me");
     stack.append_committed(std::slice::from_ref(&event)).await;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
@@ -214,13 +202,7 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
 async fn transient_failures_are_retried_then_the_partition_pauses_and_resumes_in_order() {
     let stack = TestStack::new(1).await;
     let order = Uuid::now_v7();
-    let flaky = Event::first_of_order(
-        order,
-        "integration-test",
-        OrderCancellationRequested {
-            reason: "flaky-step".into(),
-        },
-    );
+    let flaky = support::cancellation_request(order, "flaky-step");
     let after = step_event(order, 1);
     stack
         .append_committed(&[flaky.clone(), after.clone()])
@@ -276,13 +258,7 @@ async fn transient_failures_are_retried_then_the_partition_pauses_and_resumes_in
 async fn a_paused_partition_says_why_with_its_commit_until_it_moves_again() {
     let stack = TestStack::new(1).await;
     let order = Uuid::now_v7();
-    let flaky = Event::first_of_order(
-        order,
-        "integration-test",
-        OrderCancellationRequested {
-            reason: "flaky-step".into(),
-        },
-    );
+    let flaky = support::cancellation_request(order, "flaky-step");
     stack.append_committed(std::slice::from_ref(&flaky)).await;
     let shutdown = CancellationToken::new();
     let relay = stack.spawn_relay(&shutdown);
@@ -426,13 +402,7 @@ async fn members_join_and_leave(protocol: GroupProtocol) {
 async fn a_rejected_record_costs_only_itself_and_its_batch_is_kept() {
     let stack = TestStack::new(1).await;
     let order = Uuid::now_v7();
-    let rejected = Event::first_of_order(
-        order,
-        "integration-test",
-        OrderCancellationRequested {
-            reason: "reject-me".into(),
-        },
-    );
+    let rejected = support::cancellation_request(order, "reject-me");
     let mut events: Vec<Event> = (0..5).map(|step| step_event(order, step)).collect();
     events.push(rejected.clone());
     events.extend((5..10).map(|step| step_event(order, step)));

@@ -143,6 +143,19 @@ pub struct CatalogPrice {
 pub struct Catalog(pub BTreeMap<String, CatalogPrice>);
 
 impl Catalog {
+    /// A catalog of `(product id, unit price in minor units, currency)`, for tests.
+    #[cfg(test)]
+    pub fn of(prices: &[(&str, i64, &str)]) -> Self {
+        let price = |&(id, unit_price_minor, currency): &(&str, i64, &str)| {
+            let price = CatalogPrice {
+                unit_price_minor,
+                currency: currency.to_owned(),
+            };
+            (id.to_owned(), price)
+        };
+        Catalog(prices.iter().map(price).collect())
+    }
+
     /// Prices `quantity` of `product` in the order's currency (`None` when the order's own
     /// currency did not parse: the product then only has to exist).
     pub fn price(
@@ -247,18 +260,7 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        Catalog(
-            [("p1", 250, "EUR"), ("usd", 5, "USD")]
-                .into_iter()
-                .map(|(id, price, currency)| {
-                    let price = CatalogPrice {
-                        unit_price_minor: price,
-                        currency: currency.to_owned(),
-                    };
-                    (id.to_owned(), price)
-                })
-                .collect(),
-        )
+        Catalog::of(&[("p1", 250, "EUR"), ("usd", 5, "USD")])
     }
 
     #[test]

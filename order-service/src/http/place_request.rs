@@ -157,7 +157,6 @@ impl AddressRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::new_order::CatalogPrice;
 
     fn request() -> PlaceOrder {
         serde_json::from_value(serde_json::json!({
@@ -170,18 +169,7 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        Catalog(
-            [("p1", 250, "EUR"), ("p2", 1000, "EUR"), ("usd", 5, "USD")]
-                .into_iter()
-                .map(|(id, price, currency)| {
-                    let price = CatalogPrice {
-                        unit_price_minor: price,
-                        currency: currency.to_owned(),
-                    };
-                    (id.to_owned(), price)
-                })
-                .collect(),
-        )
+        Catalog::of(&[("p1", 250, "EUR"), ("p2", 1000, "EUR"), ("usd", 5, "USD")])
     }
 
     fn fields(result: Result<NewOrder, FieldErrors>) -> Vec<String> {

@@ -167,15 +167,21 @@ struct TakenScan {
 pub const LISTING_MAX_AGE: Duration = Duration::from_secs(2);
 
 impl DeadLetterScans {
-    /// A scan at most `max_age` old: the last one, or a new one.
-    pub async fn read(&self, state: &OperateState, max_age: Duration) -> Arc<Scan> {
+    /// A scan at most `max_age` old: the last one, or a new one of the topics `names` gives
+    /// on the broker `kafka` reaches.
+    pub async fn read(
+        &self,
+        kafka: &KafkaConfig,
+        names: &TopicNames,
+        max_age: Duration,
+    ) -> Arc<Scan> {
         let mut last = self.last.lock().await;
         if let Some(taken) = last.as_ref()
             && taken.at.elapsed() <= max_age
         {
             return taken.scan.clone();
         }
-        let (kafka, names) = (state.kafka.clone(), state.names.clone());
+        let (kafka, names) = (kafka.clone(), names.clone());
         let scan = from_broker(move || Scan::read(&kafka, &names))
             .await
             .unwrap_or_else(|why| Scan {
@@ -206,7 +212,7 @@ pub(super) async fn dead_letters(
     _admin: Admin,
     State(state): State<OperateState>,
 ) -> Result<Json<DeadLetterList>, Problem> {
-    let scan = state.dead_letters.read(&state, LISTING_MAX_AGE).await;
+    let scan = state.dead_letter_scan(LISTING_MAX_AGE).await;
     let letters = scan.newest(LISTED);
     let mut entries = Vec::with_capacity(letters.len());
     for (dlq, letter) in letters {

@@ -7,6 +7,7 @@ mod stuck;
 mod watch;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,8 @@ use service_runtime::problem::kind;
 use shared_events::{KafkaConfig, Outbox, RegistryCodec, TopicNames};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use dead_letters::Scan;
 
 pub use actions::{OperatorAction, OperatorRequest, RedriveRequest};
 pub use dead_letters::{
@@ -59,10 +62,17 @@ async fn from_broker<T: Send + 'static>(
 }
 
 impl OperateState {
+    /// The dead-letter topics' records, from a scan at most `max_age` old.
+    async fn dead_letter_scan(&self, max_age: Duration) -> Arc<Scan> {
+        self.dead_letters
+            .read(&self.kafka, &self.names, max_age)
+            .await
+    }
+
     /// The order's records in the dead-letter topics, read now; a 503 if any topic could not
     /// be read (a redrive must not miss one).
     async fn dead_letters_of(&self, order_id: Uuid) -> Result<Vec<DeadLetterView>, Problem> {
-        let scan = self.dead_letters.read(self, Duration::ZERO).await;
+        let scan = self.dead_letter_scan(Duration::ZERO).await;
         if !scan.unavailable.is_empty() {
             return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

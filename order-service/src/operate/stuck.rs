@@ -208,7 +208,7 @@ impl Evidence {
                 })
                 .collect::<Vec<_>>()
         });
-        let dead_letters = state.dead_letters.read(state, LISTING_MAX_AGE);
+        let dead_letters = state.dead_letter_scan(LISTING_MAX_AGE);
         let (groups, dead_letters) = tokio::join!(groups, dead_letters);
         match groups {
             Ok(groups) => {

@@ -152,9 +152,10 @@ enum Ended {
 }
 
 /// How a batch ended.
-enum Settled {
-    /// Every record is done, or its partition is paused for a cool-down.
-    Done,
+enum BatchEnd {
+    /// Every record is settled (its offset may pass), or its partition is paused for a
+    /// cool-down.
+    Settled,
     /// Shutdown came during a retry delay: what is not done is delivered again.
     Interrupted,
 }
@@ -312,7 +313,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 continue;
             }
             self.metrics.batch_size.observe(batch.len() as f64);
-            if let Settled::Interrupted = self.settle(batch, &mut gate, shutdown).await {
+            if let BatchEnd::Interrupted = self.settle(batch, &mut gate, shutdown).await {
                 return Ended::Stopped;
             }
         }
@@ -365,7 +366,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         batch: Vec<Record>,
         gate: &mut PartitionGate,
         shutdown: &CancellationToken,
-    ) -> Settled {
+    ) -> BatchEnd {
         let mut remaining: Vec<&Record> = batch.iter().collect();
         let mut delays = self.retry.delays();
         // After a record failed, retries go record by record: the batch call would only
@@ -389,7 +390,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
             }
             if verdicts.iter().all(Verdict::is_settled) {
-                return Settled::Done;
+                return BatchEnd::Settled;
             }
             let mut failures: HashMap<&TopicPartition, &str> = HashMap::new();
             for (record, verdict) in remaining.iter().zip(&verdicts) {
@@ -406,11 +407,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             let rest = from_first_unsettled(&remaining, &verdicts);
             let Some(delay) = delays.next() else {
                 self.pause(&rest, &failures, gate);
-                return Settled::Done;
+                return BatchEnd::Settled;
             };
             remaining = rest;
             tokio::select! {
-                () = shutdown.cancelled() => return Settled::Interrupted,
+                () = shutdown.cancelled() => return BatchEnd::Interrupted,
                 () = tokio::time::sleep(delay) => {}
             }
         }

@@ -225,15 +225,21 @@ impl TestStack {
     }
 }
 
-/// A test event of `order_id` whose step label says where it stands in its order's sequence.
-pub fn step_event(order_id: Uuid, step: usize) -> Event {
+/// A request to cancel `order_id`, the tests' event: its reason tells the
+/// [`RecordingHandler`] what to do with it ("reject-me", "flaky-step") or labels it.
+pub fn cancellation_request(order_id: Uuid, reason: &str) -> Event {
     Event::first_of_order(
         order_id,
         "integration-test",
         OrderCancellationRequested {
-            reason: format!("step-{step:04}"),
+            reason: reason.to_owned(),
         },
     )
+}
+
+/// A test event of `order_id` whose step label says where it stands in its order's sequence.
+pub fn step_event(order_id: Uuid, step: usize) -> Event {
+    cancellation_request(order_id, &format!("step-{step:04}"))
 }
 
 pub fn sample_order_placed(order_id: Uuid) -> Event {
