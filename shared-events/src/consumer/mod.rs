@@ -4,6 +4,11 @@
 //! `processed_events` beside the handler's effects and outgoing events ([`batch`]). Offsets
 //! are stored only after the commit. Handlers see each event's effect once, however often
 //! Kafka delivers it, and one order's events in order.
+//!
+//! This file is the loop: join, fill a batch, settle it (retrying, pausing), rejoin when
+//! stalled. One attempt at a batch (decode, apply, dead-letter) is `step.rs`, its
+//! transaction [`batch`]; the pauses are `pausing.rs`, membership and stalls `membership.rs`
+//! and [`stall`], leaving the group `close.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,10 +31,10 @@ pub mod held_back;
 mod membership;
 mod pausing;
 mod rebalance;
-mod records;
 pub mod stall;
+mod step;
 
-use batch::{Applier, Mode, Pending, Rejection, Verdict, settled_prefix};
+use batch::{Applier, Mode, Verdict, settled_prefix};
 pub use close::finish_abandoned_closes;
 use close::{CLOSE_TIMEOUT, close_within};
 use gate::{PartitionGate, TopicPartition};
@@ -37,11 +42,11 @@ pub use handler::{EventHandler, HandlerError};
 use held_back::HeldBack;
 use membership::{PROGRESS_READ_INTERVAL, STALLED_AFTER_SESSIONS, join};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
-use records::{event_type_header, event_type_label};
 use stall::{ProgressRead, ProgressReader, Stall, StallJudge};
+use step::{BatchStep, event_type_label};
 
 use crate::codec::RegistryCodec;
-use crate::contracts::{Contract, topics_of};
+use crate::contracts::topics_of;
 use crate::dead_letter::DeadLetterPublisher;
 use crate::error::Error;
 use crate::kafka::KafkaConfig;
@@ -129,9 +134,7 @@ pub struct IdempotentConsumer<H> {
     stall_check: Duration,
     stall_after: Duration,
     pace: Pace,
-    codec: RegistryCodec,
-    applier: Applier<H>,
-    dead_letters: DeadLetterPublisher,
+    step: BatchStep<H>,
     retry: RetryConfig,
     batching: ConsumerConfig,
     metrics: EventMetrics,
@@ -158,17 +161,6 @@ enum BatchEnd {
     Settled,
     /// Shutdown came during a retry delay: what is not done is delivered again.
     Interrupted,
-}
-
-/// The decode phase's judgement of one record.
-// Nearly every record is to apply: boxing it would cost an allocation per record for
-// the few that are decided.
-#[allow(clippy::large_enum_variant)]
-enum Decoded {
-    /// To apply in the batch's transaction.
-    Apply(Pending),
-    /// Decided without the database: skipped, rejected, to retry, or blocked.
-    Decided(Verdict),
 }
 
 impl<H: EventHandler> IdempotentConsumer<H> {
@@ -205,10 +197,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             pace: settings.pace,
             stall_check,
             stall_after: session * STALLED_AFTER_SESSIONS,
-            applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
+            step: BatchStep {
+                group_id: settings.group_id.clone(),
+                codec,
+                applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
+                dead_letters: DeadLetterPublisher::new(&settings.kafka),
+                metrics: metrics.clone(),
+            },
             group_id: settings.group_id,
-            codec,
-            dead_letters: DeadLetterPublisher::new(&settings.kafka),
             retry: settings.retry,
             batching: settings.batching,
             metrics,
@@ -373,7 +369,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         // fail on it again.
         let mut mode = Mode::Together;
         loop {
-            let verdicts = self.attempt(&remaining, mode).await;
+            let verdicts = self.step.attempt(&remaining, mode).await;
             mode = Mode::OneByOne;
             let settled = remaining
                 .iter()
@@ -415,117 +411,6 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 () = tokio::time::sleep(delay) => {}
             }
         }
-    }
-
-    /// One attempt at `records`: a verdict for each, in order. Decoded first, then applied
-    /// in one transaction, then the rejected ones dead-lettered.
-    async fn attempt(&self, records: &[&Record], mode: Mode) -> Vec<Verdict> {
-        let decoded = self.decode(records).await;
-        let mut verdicts = self.apply(decoded, mode).await;
-        for (record, verdict) in records.iter().zip(&mut verdicts) {
-            if let Verdict::Rejected(rejection) = verdict
-                && let Err(e) = self.dead_letter(record, rejection).await
-            {
-                *verdict = Verdict::Failed(format!("dead-letter publish failed: {e}"));
-            }
-        }
-        verdicts
-    }
-
-    /// Judges each record, in order: skipped, to apply, rejected, or to retry; after a
-    /// record to retry, the rest of its partition is blocked.
-    async fn decode(&self, records: &[&Record]) -> Vec<Decoded> {
-        let mut blocked = HashSet::new();
-        let mut decoded = Vec::with_capacity(records.len());
-        for record in records {
-            let judged = if blocked.contains(&record.partition) {
-                Decoded::Decided(Verdict::Blocked)
-            } else {
-                self.decode_one(record).await
-            };
-            if let Decoded::Decided(Verdict::Failed(_)) = judged {
-                blocked.insert(&record.partition);
-            }
-            decoded.push(judged);
-        }
-        decoded
-    }
-
-    async fn decode_one(&self, record: &Record) -> Decoded {
-        // Skipped unread only when the header names one of our contracts that the handler
-        // does not take; anything else (no header, an unknown type) is decoded, so that
-        // garbage reaches the dead-letter topic instead of vanishing.
-        let header = event_type_header(&record.message).and_then(Contract::by_event_type);
-        if header.is_some_and(|contract| !H::EVENT_TYPES.contains(&contract.event_type)) {
-            self.count_skipped(record);
-            return Decoded::Decided(Verdict::Skipped);
-        }
-        let message = &record.message;
-        match self
-            .codec
-            .decode_from(message.topic(), message.payload())
-            .await
-        {
-            Ok(event) if !H::EVENT_TYPES.contains(&event.event_type()) => {
-                self.count_skipped(record);
-                Decoded::Decided(Verdict::Skipped)
-            }
-            Ok(event) => Decoded::Apply(Pending {
-                span: self.record_span(record, &event),
-                partition: record.partition.clone(),
-                offset: message.offset(),
-                event,
-            }),
-            Err(e) if e.is_transient() => Decoded::Decided(Verdict::Failed(e.to_string())),
-            Err(e) => Decoded::Decided(Verdict::Rejected(Rejection {
-                event_type: event_type_label(message),
-                class: e.class(),
-                reason: e.to_string(),
-            })),
-        }
-    }
-
-    /// Applies the decoded records in one transaction (the [`Applier`]); every record gets
-    /// its verdict, in order.
-    async fn apply(&self, decoded: Vec<Decoded>, mode: Mode) -> Vec<Verdict> {
-        let mut batch = Vec::new();
-        // The verdicts decided already; a hole where a record goes to the batch.
-        let decided: Vec<Option<Verdict>> = decoded
-            .into_iter()
-            .map(|judged| match judged {
-                Decoded::Apply(pending) => {
-                    batch.push(pending);
-                    None
-                }
-                Decoded::Decided(verdict) => Some(verdict),
-            })
-            .collect();
-        let started = Instant::now();
-        let applied = match self.applier.apply(&batch, mode).await {
-            Ok(verdicts) => verdicts,
-            Err(e) => vec![Verdict::Failed(format!("database: {e}")); batch.len()],
-        };
-        if !batch.is_empty() {
-            self.metrics
-                .batch_duration
-                .observe(started.elapsed().as_secs_f64());
-        }
-        for (pending, verdict) in batch.iter().zip(&applied) {
-            let counter = match verdict {
-                Verdict::Applied => &self.metrics.handled,
-                Verdict::Duplicate => &self.metrics.duplicates_skipped,
-                _ => continue,
-            };
-            let labels = RecordLabels::new(&pending.partition.topic, pending.event.event_type());
-            counter.get_or_create(&labels).inc();
-        }
-        let mut applied = applied.into_iter();
-        decided
-            .into_iter()
-            .map(|verdict| {
-                verdict.unwrap_or_else(|| applied.next().expect("a verdict per record applied"))
-            })
-            .collect()
     }
 }
 
