@@ -4,7 +4,7 @@
 //!
 //! A handler locks the rows of every order in its batch before deciding, so two events of one
 //! order (arriving on different topics, possibly handled by different replicas) are decided
-//! one after the other. The table's SQL is written once, in [`saga_state_table!`], and
+//! one after the other. The table's SQL is written once, in [`saga_state_table!`](crate::saga_state_table), and
 //! expanded in the service that owns the table, where `sqlx::query!` checks it against that
 //! service's schema.
 
