@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use shared_events::contracts::EventMetadata;
+use shared_events::contracts::{Address, EventMetadata};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::history::{LoadedOrder, fold, histories, load, placed_metadata};
 use super::upcaster;
-use crate::domain::{Order, OrderEvent};
+use crate::domain::{Line, Order, OrderEvent};
 use crate::error::Error;
 
 /// What `orders_view.snapshot` holds: the order after its last event, and what the
@@ -39,7 +39,7 @@ pub async fn lock_all(
 ) -> Result<BTreeMap<Uuid, LoadedOrder>, Error> {
     let ids: Vec<Uuid> = order_ids.into_iter().collect();
     let rows = sqlx::query_as!(
-        ViewRow,
+        SnapshotRow,
         r#"SELECT order_id, snapshot AS "snapshot: Json<serde_json::Value>", version,
                   placed_at, updated_at
            FROM orders_view WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
@@ -91,7 +91,7 @@ pub async fn idle_since(
     .await?;
     let mut orders = Vec::with_capacity(rows.len());
     for row in rows {
-        let view = ViewRow {
+        let view = SnapshotRow {
             order_id: row.order_id,
             snapshot: row.snapshot,
             version: row.version,
@@ -113,7 +113,7 @@ pub async fn idle_since(
 }
 
 /// What a command needs of an `orders_view` row.
-struct ViewRow {
+struct SnapshotRow {
     order_id: Uuid,
     snapshot: Option<Json<serde_json::Value>>,
     version: i32,
@@ -123,7 +123,7 @@ struct ViewRow {
 
 /// The order of a projection row: from its snapshot, or folded from its history where the
 /// snapshot is missing or stale.
-async fn loaded(conn: &mut PgConnection, row: ViewRow) -> Result<LoadedOrder, Error> {
+async fn loaded(conn: &mut PgConnection, row: SnapshotRow) -> Result<LoadedOrder, Error> {
     let snapshot = row
         .snapshot
         .and_then(|Json(value)| serde_json::from_value::<Snapshot>(value).ok())
@@ -150,153 +150,134 @@ async fn loaded(conn: &mut PgConnection, row: ViewRow) -> Result<LoadedOrder, Er
     }
 }
 
-/// Writes `orders`: their appended events to the history, then their `orders_view` rows. A
-/// row is a function of the history alone (`version` is the number of events, `updated_at`
-/// the time of the last saga event, `snapshot` the order after it), so a rebuild yields the
-/// same row.
+/// Writes `orders`: their appended events to the history and their `orders_view` rows, in
+/// one statement (one round trip per batch, which order-service writes several times per
+/// order). A row is a function of the history alone (`version` is the number of events,
+/// `updated_at` the time of the last saga event, `snapshot` the order after it), so a
+/// rebuild yields the same row.
 pub async fn record<'a>(
     tx: &mut PgConnection,
     orders: impl IntoIterator<Item = &'a LoadedOrder>,
 ) -> Result<(), Error> {
-    let mut events = EventColumns::default();
-    let mut views = ViewColumns::default();
+    let mut events = Vec::new();
+    let mut views = Vec::new();
     for loaded in orders {
         for (i, (metadata, event)) in loaded.appended.iter().enumerate() {
-            events.push(loaded.order.id, loaded.stored + i as i32, metadata, event);
+            events.push(EventRow::new(
+                loaded,
+                loaded.stored + i as i32,
+                metadata,
+                event,
+            ));
         }
-        views.push(loaded);
+        views.push(ViewRow::new(loaded));
     }
-    if views.order_ids.is_empty() {
+    if views.is_empty() {
         return Ok(());
     }
-    // Arrays of optional or borrowed values are bound unchecked (`as _`): the macros'
-    // parameter check knows only owned, non-null element types; the statements still are.
-    if !events.order_ids.is_empty() {
-        sqlx::query!(
-            "INSERT INTO order_events (order_id, sequence, event_id, event_type, producer,
-                 causation_id, occurred_at, data, event_version)
-             SELECT *, $9 FROM UNNEST($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[],
-                 $6::uuid[], $7::timestamptz[], $8::jsonb[])",
-            &events.order_ids,
-            &events.sequences,
-            &events.event_ids,
-            &events.event_types as _,
-            &events.producers,
-            &events.causation_ids as _,
-            &events.occurred_at,
-            &events.data,
-            upcaster::CURRENT_VERSION,
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    // The rows travel as two JSON arrays, each read back as its table's row type: two plain
+    // INSERTs, one per table, in one statement.
     sqlx::query!(
-        "INSERT INTO orders_view (order_id, customer_id, status, currency, total_minor, lines,
+        "WITH appended AS (
+             INSERT INTO order_events (order_id, sequence, event_id, event_type, producer,
+                 causation_id, occurred_at, data, event_version)
+             SELECT order_id, sequence, event_id, event_type, producer, causation_id,
+                 occurred_at, data, $3
+             FROM jsonb_populate_recordset(NULL::order_events, $1)
+         )
+         INSERT INTO orders_view (order_id, customer_id, status, currency, total_minor, lines,
              shipping_address, outcome_reason, saga_deadline, placed_at, updated_at, version,
              snapshot)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-             $6::jsonb[], $7::jsonb[], $8::text[], $9::timestamptz[], $10::timestamptz[],
-             $11::timestamptz[], $12::int[], $13::jsonb[])
+         SELECT order_id, customer_id, status, currency, total_minor, lines, shipping_address,
+             outcome_reason, saga_deadline, placed_at, updated_at, version, snapshot
+         FROM jsonb_populate_recordset(NULL::orders_view, $2)
          ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,
              outcome_reason = excluded.outcome_reason, updated_at = excluded.updated_at,
              version = excluded.version, snapshot = excluded.snapshot",
-        &views.order_ids,
-        &views.customer_ids,
-        &views.statuses as _,
-        &views.currencies,
-        &views.totals,
-        &views.lines,
-        &views.addresses,
-        &views.outcome_reasons as _,
-        &views.saga_deadlines,
-        &views.placed_at,
-        &views.updated_at,
-        &views.versions,
-        &views.snapshots,
+        Json(&events) as _,
+        Json(&views) as _,
+        upcaster::CURRENT_VERSION,
     )
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// `order_events` rows as the columns of one multi-row insert.
-#[derive(Default)]
-struct EventColumns {
-    order_ids: Vec<Uuid>,
-    sequences: Vec<i32>,
-    event_ids: Vec<Uuid>,
-    event_types: Vec<&'static str>,
-    producers: Vec<String>,
-    causation_ids: Vec<Option<Uuid>>,
-    occurred_at: Vec<DateTime<Utc>>,
-    data: Vec<serde_json::Value>,
+/// An `order_events` row as [`record`] writes it.
+#[derive(Serialize)]
+struct EventRow<'a> {
+    order_id: Uuid,
+    sequence: i32,
+    event_id: Uuid,
+    event_type: &'static str,
+    producer: &'a str,
+    causation_id: Option<Uuid>,
+    occurred_at: DateTime<Utc>,
+    data: serde_json::Value,
 }
 
-impl EventColumns {
-    fn push(
-        &mut self,
-        order_id: Uuid,
+impl<'a> EventRow<'a> {
+    fn new(
+        loaded: &LoadedOrder,
         sequence: i32,
-        metadata: &EventMetadata,
+        metadata: &'a EventMetadata,
         event: &OrderEvent,
-    ) {
-        self.order_ids.push(order_id);
-        self.sequences.push(sequence);
-        self.event_ids.push(metadata.event_id);
-        self.event_types.push(event.event_type());
-        self.producers.push(metadata.producer.clone());
-        self.causation_ids.push(metadata.causation_id);
-        self.occurred_at.push(metadata.occurred_at);
-        self.data.push(upcaster::encode(event));
+    ) -> Self {
+        Self {
+            order_id: loaded.order.id,
+            sequence,
+            event_id: metadata.event_id,
+            event_type: event.event_type(),
+            producer: &metadata.producer,
+            causation_id: metadata.causation_id,
+            occurred_at: metadata.occurred_at,
+            data: upcaster::encode(event),
+        }
     }
 }
 
-/// `orders_view` rows as the columns of one multi-row upsert.
-#[derive(Default)]
-struct ViewColumns {
-    order_ids: Vec<Uuid>,
-    customer_ids: Vec<String>,
-    statuses: Vec<&'static str>,
-    currencies: Vec<String>,
-    totals: Vec<i64>,
-    lines: Vec<serde_json::Value>,
-    addresses: Vec<serde_json::Value>,
-    outcome_reasons: Vec<Option<String>>,
-    saga_deadlines: Vec<DateTime<Utc>>,
-    placed_at: Vec<DateTime<Utc>>,
-    updated_at: Vec<DateTime<Utc>>,
-    versions: Vec<i32>,
-    snapshots: Vec<serde_json::Value>,
+/// An `orders_view` row as [`record`] writes it.
+#[derive(Serialize)]
+struct ViewRow<'a> {
+    order_id: Uuid,
+    customer_id: &'a str,
+    status: &'static str,
+    currency: &'a str,
+    total_minor: i64,
+    lines: &'a [Line],
+    shipping_address: &'a Address,
+    outcome_reason: Option<String>,
+    saga_deadline: DateTime<Utc>,
+    placed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i32,
+    snapshot: Snapshot,
 }
 
-impl ViewColumns {
-    fn push(&mut self, loaded: &LoadedOrder) {
+impl<'a> ViewRow<'a> {
+    fn new(loaded: &'a LoadedOrder) -> Self {
         let order = &loaded.order;
         let placed = &order.placed;
-        let snapshot = Snapshot {
-            format: SNAPSHOT_FORMAT,
-            order: order.clone(),
-            placed_event_id: loaded.placed.event_id,
-            placed_by: loaded.placed.producer.clone(),
-        };
-        let json = |value: serde_json::Result<serde_json::Value>| {
-            value.expect("plain data always serializes")
-        };
-        self.order_ids.push(order.id);
-        self.customer_ids.push(placed.customer_id.clone());
-        self.statuses.push(order.status().as_str());
-        self.currencies.push(placed.currency.clone());
-        self.totals.push(placed.total_minor);
-        self.lines.push(json(serde_json::to_value(&placed.lines)));
-        self.addresses
-            .push(json(serde_json::to_value(&placed.shipping_address)));
-        self.outcome_reasons.push(order.outcome_reason());
-        self.saga_deadlines.push(placed.saga_deadline);
-        self.placed_at.push(loaded.placed.occurred_at);
-        self.updated_at.push(loaded.updated_at);
-        self.versions
-            .push(loaded.stored + loaded.appended.len() as i32);
-        self.snapshots.push(json(serde_json::to_value(&snapshot)));
+        Self {
+            order_id: order.id,
+            customer_id: &placed.customer_id,
+            status: order.status().as_str(),
+            currency: &placed.currency,
+            total_minor: placed.total_minor,
+            lines: &placed.lines,
+            shipping_address: &placed.shipping_address,
+            outcome_reason: order.outcome_reason(),
+            saga_deadline: placed.saga_deadline,
+            placed_at: loaded.placed.occurred_at,
+            updated_at: loaded.updated_at,
+            version: loaded.stored + loaded.appended.len() as i32,
+            snapshot: Snapshot {
+                format: SNAPSHOT_FORMAT,
+                order: order.clone(),
+                placed_event_id: loaded.placed.event_id,
+                placed_by: loaded.placed.producer.clone(),
+            },
+        }
     }
 }
 
