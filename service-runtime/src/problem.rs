@@ -282,9 +282,14 @@ impl FieldErrors {
     /// Records `message` against `field` unless `ok`.
     pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) {
         if !ok {
-            self.0
-                .push(json!({"field": field, "message": message.into()}));
+            self.add(field, message);
         }
+    }
+
+    /// Records `message` against `field`.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0
+            .push(json!({"field": field, "message": message.into()}));
     }
 
     /// The parsed value, or `None` with the parse's error recorded against `field`.
@@ -293,9 +298,13 @@ impl FieldErrors {
         field: &str,
         parsed: Result<T, E>,
     ) -> Option<T> {
-        parsed
-            .map_err(|e| self.check(false, field, e.to_string()))
-            .ok()
+        match parsed {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {

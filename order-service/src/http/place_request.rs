@@ -1,10 +1,13 @@
 //! The body of `POST /orders` as it travels, and its reading into a [`NewOrder`]: each field
 //! parsed by the domain type it becomes, every broken rule reported against its field.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use service_runtime::FieldErrors;
 use shared_events::contracts::Currency;
 
+use crate::domain::Line;
 use crate::domain::new_order::{
     Catalog, CountryCode, Limited, MAX_LINES, NewOrder, Note, PricedLines, ProductId, Quantity,
     ShippingAddress, Text, check_line_count,
@@ -90,9 +93,9 @@ impl PlaceOrder {
         currency: Option<Currency>,
         catalog: &Catalog,
         errors: &mut FieldErrors,
-    ) -> Vec<crate::domain::Line> {
+    ) -> Vec<Line> {
         errors.parse("items", check_line_count(self.items.len()));
-        let mut products = std::collections::BTreeSet::new();
+        let mut products = BTreeSet::new();
         let mut lines = Vec::new();
         for (i, item) in self.items.iter().enumerate().take(MAX_LINES) {
             let product_field = format!("items[{i}].product_id");
