@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let Args { config, command } = Args::parse();
     if let Some(Command::Healthcheck) = command {
         let address = config.listen.parse()?;
-        return service_runtime::maintenance::probe(address, "/.well-known/jwks.json").await;
+        return container_healthcheck::probe(address, "/.well-known/jwks.json").await;
     }
     let issuer = Arc::new(dev_token_issuer::Issuer::generate(config.issuer)?);
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;

@@ -8,6 +8,8 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "SCHEMA_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
@@ -20,6 +22,13 @@ struct Args {
     data_file: PathBuf,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Exit 0 if the registry listening at SCHEMA_REGISTRY_LISTEN lists its subjects (for
+    /// container healthchecks: the image has no curl).
+    Healthcheck,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -28,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::Healthcheck) = args.command {
+        return container_healthcheck::probe(args.listen.parse()?, "/subjects").await;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, data_file = %args.data_file.display(), "dev schema registry listening");
     schema_registry_dev::run(listener, Some(&args.data_file), shutdown_signal()).await
