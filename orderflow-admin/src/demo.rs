@@ -66,6 +66,8 @@ struct Scenario {
     country: &'static str,
     /// Cancelled by the customer right after it was placed.
     cancel_at_once: bool,
+    /// The status the saga must end in: the demo fails on any other.
+    outcome: &'static str,
 }
 
 const SCENARIOS: [Scenario; 5] = [
@@ -75,6 +77,7 @@ const SCENARIOS: [Scenario; 5] = [
         items: &[("espresso-beans", 2), ("grinder", 1)],
         country: "DE",
         cancel_at_once: false,
+        outcome: "COMPLETED",
     },
     Scenario {
         title: "Payment declined (bob cannot afford it)",
@@ -82,6 +85,7 @@ const SCENARIOS: [Scenario; 5] = [
         items: &[("grinder", 1)],
         country: "DE",
         cancel_at_once: false,
+        outcome: "CANCELLED",
     },
     Scenario {
         title: "Out of stock (one kettle left, two ordered)",
@@ -89,6 +93,7 @@ const SCENARIOS: [Scenario; 5] = [
         items: &[("limited-kettle", 2)],
         country: "FR",
         cancel_at_once: false,
+        outcome: "CANCELLED",
     },
     Scenario {
         title: "Shipping refused (nobody ships to Antarctica)",
@@ -96,6 +101,7 @@ const SCENARIOS: [Scenario; 5] = [
         items: &[("espresso-beans", 1)],
         country: "AQ",
         cancel_at_once: false,
+        outcome: "CANCELLED",
     },
     Scenario {
         title: "Cancelled by the customer right after ordering",
@@ -103,6 +109,7 @@ const SCENARIOS: [Scenario; 5] = [
         items: &[("grinder", 1)],
         country: "GB",
         cancel_at_once: true,
+        outcome: "CANCELLED",
     },
 ];
 
@@ -178,13 +185,20 @@ pub async fn run(urls: ServiceUrls) -> anyhow::Result<()> {
         if scenario.cancel_at_once {
             demo.cancel(&order_id).await?;
         }
-        orders.push((scenario.title, order_id));
+        orders.push((scenario, order_id));
     }
-    for (i, (title, order_id)) in orders.iter().enumerate() {
+    let mut unexpected = Vec::new();
+    for (i, (scenario, order_id)) in orders.iter().enumerate() {
         let order = demo.wait_terminal(order_id).await?;
         println!();
-        println!("{}. {title}", i + 1);
+        println!("{}. {}", i + 1, scenario.title);
         print_order(&order);
+        if order.status != scenario.outcome {
+            unexpected.push(format!(
+                "{}: {} instead of {}",
+                scenario.title, order.status, scenario.outcome
+            ));
+        }
     }
     // The point of no return: a shipped order cannot be cancelled.
     let (_, shipped) = &orders[0];
@@ -196,12 +210,16 @@ pub async fn run(urls: ServiceUrls) -> anyhow::Result<()> {
         ))
         .send()
         .await?;
-    let status = response.status().as_u16();
+    let status = response.status();
+    if status.is_success() {
+        bail!("cancelling the shipped order from 1. was accepted: a shipped order must refuse it");
+    }
     let refusal: Problem = response.json().await?;
     println!();
     println!(
-        "{}. Cancelling the shipped order from 1. is refused: {status} {}",
+        "{}. Cancelling the shipped order from 1. is refused: {} {}",
         orders.len() + 1,
+        status.as_u16(),
         refusal.title
     );
     let alice: Account = demo
@@ -213,6 +231,12 @@ pub async fn run(urls: ServiceUrls) -> anyhow::Result<()> {
         alice.payments.len(),
         alice.refunds.len()
     );
+    if !unexpected.is_empty() {
+        bail!(
+            "orders that did not end as their scenario says: {}",
+            unexpected.join("; ")
+        );
+    }
     Ok(())
 }
 
