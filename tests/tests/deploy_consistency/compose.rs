@@ -141,3 +141,44 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
     }
     problems
 }
+
+/// Workspace members the image build context leaves out: `.dockerignore` admits only what it
+/// names, and cargo must see every member's manifest to build any of them.
+pub fn build_context_problems(workspace_manifest: &str, dockerignore: &str) -> Vec<String> {
+    let admitted: BTreeSet<&str> = dockerignore
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('!'))
+        .map(|path| path.trim_end_matches('/'))
+        .collect();
+    let members = workspace_manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map_or("", |(members, _)| members);
+    members
+        .split(',')
+        .map(|member| member.trim().trim_matches('"'))
+        .filter(|member| !member.is_empty())
+        .filter(|member| {
+            !admitted.contains(member)
+                && !admitted.contains(format!("{member}/Cargo.toml").as_str())
+        })
+        .map(|member| {
+            format!(".dockerignore leaves the workspace member {member} out of the image build")
+        })
+        .collect()
+}
+
+#[test]
+fn every_workspace_member_is_in_the_image_build_context() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let dockerignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    let problems = build_context_problems(&manifest, &dockerignore);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    let without_billing = dockerignore.replace("!billing-service/\n", "");
+    assert_eq!(
+        build_context_problems(&manifest, &without_billing),
+        [".dockerignore leaves the workspace member billing-service out of the image build"]
+    );
+}
