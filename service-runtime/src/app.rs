@@ -31,6 +31,7 @@ use crate::admission::{self, Admission, OverloadProbe};
 use crate::auth::{self, Authenticator};
 use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, BrokerWatch, HealthState};
+use crate::startup::database_may_come_up;
 
 /// What a service's own code gets to build its routes and consumers from.
 #[derive(Clone)]
@@ -98,7 +99,10 @@ impl Application {
         let url = config.database_url(&defaults);
         // Migrations first, on a connection of their own: a long one must not meet the
         // statement timeout the service's own queries run under.
-        let mut migrating = PgConnection::connect(&url).await?;
+        let startup = config.startup;
+        let mut migrating = startup
+            .wait_for("the database", database_may_come_up, || PgConnection::connect(&url))
+            .await?;
         let migrator = shared_events::migrations::with_service_migrations(migrations);
         if config.database_migrate_on_start {
             migrator.run(&mut migrating).await?;
@@ -132,7 +136,14 @@ impl Application {
         // group its broker user may use.
         let mut config = config;
         config.kafka.reader_group = names.group_of(defaults.name);
-        let codec = RegistryCodec::connect(&config.registry, &names).await?;
+        // The provisioning step registers the schemas; it may finish after this replica starts.
+        let codec = startup
+            .wait_for(
+                "the schema subjects",
+                |error| matches!(error, shared_events::Error::SchemaRegistration { .. }),
+                || RegistryCodec::connect(&config.registry, &names),
+            )
+            .await?;
         let mut registry = Registry::with_labels(
             [(
                 std::borrow::Cow::Borrowed("service"),

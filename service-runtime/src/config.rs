@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::server::HttpConfig;
+use crate::startup::StartupConfig;
 use shared_events::settings::{LOCAL_POSTGRES, database_url};
 use shared_events::{
     ConsumerConfig, KafkaConfig, RegistryConfig, RelayConfig, RetentionConfig, RetryConfig,
@@ -52,6 +53,8 @@ pub struct ServiceConfig {
         action = clap::ArgAction::Set
     )]
     pub database_migrate_on_start: bool,
+    #[command(flatten)]
+    pub startup: StartupConfig,
     #[command(flatten)]
     pub http: HttpConfig,
     #[command(flatten)]

@@ -13,6 +13,7 @@ pub mod precondition;
 pub mod problem;
 pub mod server;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 
 pub use app::{Application, Plumbing};

@@ -6,6 +6,7 @@ use anyhow::Context;
 use sqlx::migrate::Migrator;
 
 use crate::config::{ServiceConfig, ServiceDefaults};
+use crate::startup::database_may_come_up;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Maintenance {
@@ -29,7 +30,12 @@ pub async fn run(
             container_healthcheck::probe(config.http_addr(&defaults), "/readyz").await
         }
         Maintenance::Migrate => {
-            let pool = sqlx::PgPool::connect(&config.database_url(&defaults))
+            let url = config.database_url(&defaults);
+            let pool = config
+                .startup
+                .wait_for("the database", database_may_come_up, || {
+                    sqlx::PgPool::connect(&url)
+                })
                 .await
                 .context("connecting to the database")?;
             shared_events::migrations::with_service_migrations(migrations)
