@@ -30,6 +30,8 @@ pub async fn run(
             container_healthcheck::probe(config.http_addr(&defaults), "/readyz").await
         }
         Maintenance::Migrate => {
+            // Its waits for the database are logged like the service's own.
+            let _telemetry = crate::telemetry::init(defaults.name, &config.telemetry)?;
             let url = config.database_url(&defaults);
             let pool = config
                 .startup
