@@ -311,12 +311,15 @@ impl Load {
     async fn place(&self, n: u64, intent: Intent, done: Option<oneshot::Sender<()>>) -> bool {
         let body = self.seeded.order_body(n, intent);
         let sent_ms = unix_ms();
+        // One key for every attempt: a retry of a POST whose answer was lost places nothing new.
+        let idempotency_key = Uuid::new_v4().to_string();
         let response = self
-            .http
-            .post(format!("{}/orders", self.urls.order_service))
-            .header("Idempotency-Key", Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
+            .send_retrying(|| {
+                self.http
+                    .post(format!("{}/orders", self.urls.order_service))
+                    .header("Idempotency-Key", &idempotency_key)
+                    .json(&body)
+            })
             .await;
         let order_id = match response {
             Ok(response) if response.status() == StatusCode::ACCEPTED => {
@@ -345,13 +348,14 @@ impl Load {
             .expect("tracker poisoned")
             .register(order_id, intent, sent_ms, done);
         if intent == Intent::Cancelled {
+            // Asking twice to cancel one order asks once.
             let cancel = self
-                .http
-                .post(format!(
-                    "{}/orders/{order_id}/cancel",
-                    self.urls.order_service
-                ))
-                .send()
+                .send_retrying(|| {
+                    self.http.post(format!(
+                        "{}/orders/{order_id}/cancel",
+                        self.urls.order_service
+                    ))
+                })
                 .await;
             match cancel {
                 // 409: the shipment won the race; the order completes.
@@ -364,6 +368,33 @@ impl Load {
             }
         }
         true
+    }
+
+    /// Sends a request that is safe to repeat, again when the connection failed before an
+    /// answer came (a replica that stopped between two requests on a kept-alive connection, a
+    /// Service with no ready pod for a moment), as a client of the API should. Timeouts are not
+    /// retried: the order may be under way, and the run reports them.
+    async fn send_retrying(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut delays = [100, 300, 1_000, 3_000].into_iter().map(Duration::from_millis);
+        loop {
+            match request().send().await {
+                Err(e) if !e.is_timeout() => match delays.next() {
+                    Some(delay) => {
+                        self.tracker
+                            .lock()
+                            .expect("tracker poisoned")
+                            .recorder
+                            .retried(error_kind(&e));
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e),
+                },
+                answer => return answer,
+            }
+        }
     }
 
     fn error(&self, what: String) {

@@ -15,6 +15,8 @@ pub struct Recorder {
     /// Orders whose outcome is not what their intent asked for, by (intent, outcome).
     pub unexpected: BTreeMap<String, u64>,
     pub http_errors: BTreeMap<String, u64>,
+    /// Requests sent again after a transport error, by the error.
+    pub retried: BTreeMap<String, u64>,
     pub placed: u64,
     pub terminal: u64,
     first_sent_ms: Option<i64>,
@@ -28,6 +30,7 @@ impl Default for Recorder {
             outcomes: BTreeMap::new(),
             unexpected: BTreeMap::new(),
             http_errors: BTreeMap::new(),
+            retried: BTreeMap::new(),
             placed: 0,
             terminal: 0,
             first_sent_ms: None,
@@ -44,6 +47,10 @@ impl Recorder {
 
     pub fn http_error(&mut self, what: String) {
         *self.http_errors.entry(what).or_default() += 1;
+    }
+
+    pub fn retried(&mut self, after: &str) {
+        *self.retried.entry(after.to_owned()).or_default() += 1;
     }
 
     pub fn finished(&mut self, intent: Intent, outcome: Outcome, sent_ms: i64, terminal_ms: i64) {
@@ -90,6 +97,7 @@ impl Recorder {
             outcomes: self.outcomes.clone(),
             unexpected_outcomes: self.unexpected.clone(),
             http_errors: self.http_errors.clone(),
+            retried: self.retried.clone(),
             trend,
             cpu_seconds: own_cpu_seconds(),
         }
@@ -145,6 +153,8 @@ pub struct Summary {
     pub outcomes: BTreeMap<Outcome, u64>,
     pub unexpected_outcomes: BTreeMap<String, u64>,
     pub http_errors: BTreeMap<String, u64>,
+    /// Requests sent again (same Idempotency-Key) after a transport error, by the error.
+    pub retried: BTreeMap<String, u64>,
     pub trend: Trend,
     /// CPU time this load generator used (Linux), so a benchmark can count its share.
     pub cpu_seconds: Option<f64>,
@@ -192,6 +202,9 @@ impl Summary {
         }
         let errors: u64 = self.http_errors.values().sum();
         println!("HTTP errors      {errors} {:?}", self.http_errors);
+        if !self.retried.is_empty() {
+            println!("sent again       {:?} (same Idempotency-Key)", self.retried);
+        }
         let t = &self.trend;
         println!(
             "backlog          {} in flight mid-window, {} at its end, drained in {:.1} s after the last POST{}",
