@@ -101,7 +101,9 @@ impl Application {
         // statement timeout the service's own queries run under.
         let startup = config.startup;
         let mut migrating = startup
-            .wait_for("the database", database_may_come_up, || PgConnection::connect(&url))
+            .wait_for("the database", database_may_come_up, || {
+                PgConnection::connect(&url)
+            })
             .await?;
         let migrator = shared_events::migrations::with_service_migrations(migrations);
         if config.database_migrate_on_start {

@@ -70,12 +70,16 @@ mod tests {
         let attempts = AtomicU32::new(0);
         let config = StartupConfig { wait_secs: 60 };
         let result: Result<u32, String> = config
-            .wait_for("a dependency", |_| true, || async {
-                match attempts.fetch_add(1, Ordering::SeqCst) {
-                    n if n < 3 => Err(format!("not yet ({n})")),
-                    n => Ok(n),
-                }
-            })
+            .wait_for(
+                "a dependency",
+                |_| true,
+                || async {
+                    match attempts.fetch_add(1, Ordering::SeqCst) {
+                        n if n < 3 => Err(format!("not yet ({n})")),
+                        n => Ok(n),
+                    }
+                },
+            )
             .await;
         assert_eq!(result, Ok(3));
     }
@@ -85,9 +89,16 @@ mod tests {
         let attempts = AtomicU32::new(0);
         let config = StartupConfig { wait_secs: 10 };
         let result: Result<(), String> = config
-            .wait_for("a dependency", |_| true, || async {
-                Err(format!("refused ({})", attempts.fetch_add(1, Ordering::SeqCst)))
-            })
+            .wait_for(
+                "a dependency",
+                |_| true,
+                || async {
+                    Err(format!(
+                        "refused ({})",
+                        attempts.fetch_add(1, Ordering::SeqCst)
+                    ))
+                },
+            )
             .await;
         let last = attempts.load(Ordering::SeqCst) - 1;
         assert_eq!(result, Err(format!("refused ({last})")));
@@ -99,10 +110,14 @@ mod tests {
         let attempts = AtomicU32::new(0);
         let config = StartupConfig { wait_secs: 60 };
         let result: Result<(), &str> = config
-            .wait_for("a dependency", |error| *error != "wrong password", || async {
-                attempts.fetch_add(1, Ordering::SeqCst);
-                Err("wrong password")
-            })
+            .wait_for(
+                "a dependency",
+                |error| *error != "wrong password",
+                || async {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    Err("wrong password")
+                },
+            )
             .await;
         assert_eq!(result, Err("wrong password"));
         assert_eq!(attempts.load(Ordering::SeqCst), 1);

@@ -378,7 +378,9 @@ impl Load {
         &self,
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> reqwest::Result<reqwest::Response> {
-        let mut delays = [100, 300, 1_000, 3_000].into_iter().map(Duration::from_millis);
+        let mut delays = [100, 300, 1_000, 3_000]
+            .into_iter()
+            .map(Duration::from_millis);
         loop {
             match request().send().await {
                 Err(e) if !e.is_timeout() => match delays.next() {
