@@ -136,6 +136,9 @@ pub enum OperatorRefusal {
     StillQueued {
         event_type: String,
     },
+    /// Every dead letter the redrive names was redriven before (by a request that came
+    /// meanwhile): sent again, they would only fail again.
+    AlreadyRedriven,
     /// order-service cannot read the order's history back: it must be repaired first.
     Unreadable {
         reason: String,
@@ -249,6 +252,11 @@ pub async fn request_redrive(
         Ok(loaded) => loaded,
         Err(refusal) => return Ok(Err(refusal)),
     };
+    // Under the order's lock: of two redrives asked at once, the second finds the first's.
+    let before = redriven(&mut *tx, order_id).await?;
+    if dead_letters.iter().any(|letter| before.contains(letter)) {
+        return Ok(Err(OperatorRefusal::AlreadyRedriven));
+    }
     let requested = OrderEvent::DeadLetterRedriveRequested {
         operator: operator.to_owned(),
         reason: reason.to_owned(),
@@ -256,6 +264,23 @@ pub async fn request_redrive(
     };
     let published = record_operation(tx, &mut loaded, vec![requested]).await?;
     Ok(Ok((Operated::sent(&loaded, &published[0]), published)))
+}
+
+/// The dead letters of the order that operators asked to redrive before: a dead letter is
+/// redriven once (when its record fails again, that is a new dead letter).
+pub async fn redriven(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Vec<DeadLetterPosition>, Error> {
+    Ok(store::history(tx, order_id)
+        .await?
+        .into_iter()
+        .filter_map(|recorded| match recorded.event {
+            OrderEvent::DeadLetterRedriveRequested { dead_letters, .. } => Some(dead_letters),
+            _ => None,
+        })
+        .flatten()
+        .collect())
 }
 
 /// Appends an operator's `events` to the order (caused by its placement, as no saga event

@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use shared_events::contracts::Topic;
-use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
-use shared_events::topics::provision_topics;
+use shared_events::dead_letter::read_dead_letters;
+use shared_events::redrive::redrive_dead_letters;
+use shared_events::topics::{DLQ_SUFFIX, provision_topics};
 use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
 
 #[derive(Parser)]
@@ -105,7 +106,8 @@ enum DlqCommand {
         /// Topic whose dead letters to list, e.g. `payments` (reads `payments.dlq`).
         topic: String,
     },
-    /// Publish dead letters again to their original topic (after fixing the cause).
+    /// Send again the records dead letters stand for (after fixing the cause): each is read
+    /// back from the topic itself, never copied from the dead letter.
     Replay {
         /// Topic whose dead letters to replay, e.g. `payments`.
         topic: String,
@@ -233,9 +235,19 @@ async fn main() -> anyhow::Result<()> {
                     bail!("name dead letters with --record PARTITION:OFFSET, or pass --all");
                 }
                 let dlq = dead_letter_topic(&names, &topic)?;
+                let topic = dlq.trim_end_matches(DLQ_SUFFIX);
                 let selected = (!all).then_some(records.as_slice());
-                let sent = replay_dead_letters(&cli.kafka, &dlq, selected).await?;
-                println!("replayed {sent} dead letter(s) from {dlq}");
+                let redriven = redrive_dead_letters(&cli.kafka, topic, selected, None).await?;
+                println!(
+                    "sent {} record(s) of {topic} again for the dead letters of {dlq}",
+                    redriven.sent
+                );
+                for refused in &redriven.refused {
+                    println!(
+                        "refused {}:{}: {}",
+                        refused.partition, refused.offset, refused.why
+                    );
+                }
             }
         },
     }
@@ -244,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Accepts `payments` or `payments.dlq`; refuses names that are not saga topics.
 fn dead_letter_topic(names: &TopicNames, topic: &str) -> anyhow::Result<String> {
-    let base = topic.trim_end_matches(shared_events::topics::DLQ_SUFFIX);
+    let base = topic.trim_end_matches(DLQ_SUFFIX);
     let parsed: Topic = names
         .parse(base)
         .or_else(|| names.parse(&names.name_for_base(base)))

@@ -67,6 +67,10 @@ pub mod kind {
     pub const ORDER_CANCELLING: &str = "/problems/order-cancelling";
     /// 409: the order has no dead letters to redrive.
     pub const NO_DEAD_LETTERS: &str = "/problems/no-dead-letters";
+    /// 409: the dead letters a redrive names were redriven before.
+    pub const ALREADY_REDRIVEN: &str = "/problems/already-redriven";
+    /// 409: the order's dead letters left are records that failed again after a redrive.
+    pub const FAILED_AGAIN: &str = "/problems/failed-again-after-redrive";
     /// 409: the order's history does not read back.
     pub const UNREADABLE_HISTORY: &str = "/problems/unreadable-history";
     /// 409: the event to republish is still in the outbox.

@@ -1,8 +1,8 @@
 //! What each service may do on the broker, derived from the topology, so that a service's
 //! Kafka identity can do its part of the saga and nothing else: write the topics of the
 //! events it sends and the dead-letter topics of those it consumes, read the topics of the
-//! events it receives or watches and the operators' requests, read the dead letters of its
-//! own topics (to redrive them), and use its own consumer groups. Billing's credentials cannot publish
+//! events it receives or watches and the operators' requests, read its own topics and their
+//! dead letters (to redrive them), and use its own consumer groups. Billing's credentials cannot publish
 //! `ShipmentScheduled`, nor read the orders' topic as order-service's group.
 //!
 //! The prod overlay's Strimzi `KafkaUser`s are generated from here (`orderflow-admin
@@ -101,14 +101,22 @@ impl ServiceTopology {
             resource_type: ResourceType::Group,
             name: names.redrive_group_of(self.name),
         });
-        // The dead letters it redrives: those of the topics it publishes to; the saga's
-        // operator reads them all, to show them.
+        // The dead letters it redrives: those of the topics it publishes to, and those topics
+        // themselves, from which a redrive reads the records back (never trusting a dead
+        // letter's bytes); the saga's operator reads every dead-letter topic, to show them.
         let redriven = if self.operates_the_saga {
             Topic::ALL.to_vec()
         } else {
             self.publishes_to()
         };
         reads.extend(redriven.into_iter().map(|t| topic(names.dead_letter(t))));
+        reads.extend(
+            self.publishes_to()
+                .into_iter()
+                .map(|t| topic(names.name(t))),
+        );
+        reads.sort();
+        reads.dedup();
         writes.sort();
         reads.sort();
         let mut grants = vec![
@@ -204,13 +212,15 @@ mod tests {
                 "staging-shipments.dlq"
             ]
         );
-        // What it hears, the operators' requests, and its own dead letters to redrive.
+        // What it hears, the operators' requests, and its own topic and dead letters, which
+        // a redrive reads.
         assert_eq!(
             names(read),
             [
                 "staging-inventory",
                 "staging-operations",
                 "staging-orders",
+                "staging-payments",
                 "staging-payments.dlq",
                 "staging-shipments",
                 "staging-billing-service",
@@ -218,7 +228,7 @@ mod tests {
             ]
         );
         assert!(
-            read.resources[5..]
+            read.resources[6..]
                 .iter()
                 .all(|r| r.resource_type == ResourceType::Group)
         );

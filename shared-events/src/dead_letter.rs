@@ -1,19 +1,18 @@
 //! Dead-letter topics: a poison record is copied to `<topic>.dlq` with headers saying where
 //! it came from and why it failed, so the consumer can move on and nothing is lost. The same
-//! module lists dead letters and replays them to their original topic.
+//! module lists dead letters; [`crate::redrive`] sends their records again.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, ErrorClass};
 use crate::kafka::KafkaConfig;
+use crate::topic_reading::scan_newest;
 use crate::topics::DLQ_SUFFIX;
 
 /// Header names of a dead letter, beside the original record's own headers.
@@ -97,7 +96,10 @@ impl DeadLetterPublisher {
     }
 }
 
-fn copy_headers(source: Option<&impl Headers>, keep: impl Fn(&str) -> bool) -> OwnedHeaders {
+pub(crate) fn copy_headers(
+    source: Option<&impl Headers>,
+    keep: impl Fn(&str) -> bool,
+) -> OwnedHeaders {
     let mut copy = OwnedHeaders::new();
     if let Some(source) = source {
         for header in source.iter().filter(|h| keep(h.key)) {
@@ -124,6 +126,9 @@ pub struct DeadLetter {
     pub error_message: Option<String>,
     /// Its `event_type` header, copied from the original record.
     pub event_type: Option<String>,
+    /// Set when the record that failed was itself sent again by a redrive: the dead letter
+    /// that redrive was for.
+    pub replayed_from: Option<String>,
     /// When it was dead-lettered (the record's timestamp).
     pub timestamp: Option<DateTime<Utc>>,
     /// The original record's value.
@@ -131,10 +136,20 @@ pub struct DeadLetter {
 }
 
 /// Reads every record currently in `dlq_topic` (from the beginning up to the high
-/// watermark of each partition) without joining a consumer group.
+/// watermark of each partition) without joining a consumer group. Blocking.
 pub fn read_dead_letters(kafka: &KafkaConfig, dlq_topic: &str) -> Result<Vec<DeadLetter>, Error> {
+    read_newest_dead_letters(kafka, dlq_topic, None)
+}
+
+/// The newest `per_partition` records of each partition of `dlq_topic` (all when `None`).
+/// Blocking.
+pub fn read_newest_dead_letters(
+    kafka: &KafkaConfig,
+    dlq_topic: &str,
+    per_partition: Option<i64>,
+) -> Result<Vec<DeadLetter>, Error> {
     let mut letters = Vec::new();
-    scan_topic(kafka, dlq_topic, |message| {
+    scan_newest(kafka, dlq_topic, per_partition, |message| {
         letters.push(DeadLetter {
             partition: message.partition(),
             offset: message.offset(),
@@ -148,6 +163,7 @@ pub fn read_dead_letters(kafka: &KafkaConfig, dlq_topic: &str) -> Result<Vec<Dea
             error_class: header(message, headers::ERROR_CLASS),
             error_message: header(message, headers::ERROR_MESSAGE),
             event_type: header(message, crate::outbox::headers::EVENT_TYPE),
+            replayed_from: header(message, headers::REPLAYED_FROM),
             timestamp: message
                 .timestamp()
                 .to_millis()
@@ -159,74 +175,8 @@ pub fn read_dead_letters(kafka: &KafkaConfig, dlq_topic: &str) -> Result<Vec<Dea
     Ok(letters)
 }
 
-/// Re-publishes the selected dead letters (`(partition, offset)`; all when `None`) to their
-/// original topic with their original key, value and headers. Returns how many were sent.
-pub async fn replay_dead_letters(
-    kafka: &KafkaConfig,
-    dlq_topic: &str,
-    selected: Option<&[(i32, i64)]>,
-) -> Result<usize, Error> {
-    let producer: FutureProducer = kafka.idempotent_producer().create().map_err(Error::Kafka)?;
-    let to_send = {
-        let (kafka, topic) = (kafka.clone(), dlq_topic.to_owned());
-        let selected = selected.map(<[(i32, i64)]>::to_vec);
-        // The scan blocks (a plain consumer's poll): off the async threads.
-        tokio::task::spawn_blocking(move || read_for_replay(&kafka, &topic, selected.as_deref()))
-            .await
-            .map_err(|e| Error::Timeout(format!("reading {dlq_topic} for a replay: {e}")))??
-    };
-    let timeout = Duration::from_millis(u64::from(kafka.message_timeout_ms));
-    for (topic, key, payload, record_headers) in &to_send {
-        let record = record(
-            topic,
-            key.as_deref(),
-            payload.as_deref(),
-            record_headers.clone(),
-        );
-        producer
-            .send(record, timeout)
-            .await
-            .map_err(|(e, _)| Error::Kafka(e))?;
-    }
-    Ok(to_send.len())
-}
-
-/// A record to send again: topic, key, value and headers.
-type Replay = (String, Option<Vec<u8>>, Option<Vec<u8>>, OwnedHeaders);
-
-/// The selected dead letters of `dlq_topic` (all when `None`) as records for their
-/// original topic, with the `dlq.` headers replaced by where they were replayed from.
-fn read_for_replay(
-    kafka: &KafkaConfig,
-    dlq_topic: &str,
-    selected: Option<&[(i32, i64)]>,
-) -> Result<Vec<Replay>, Error> {
-    let mut to_send = Vec::new();
-    scan_topic(kafka, dlq_topic, |message| {
-        let wanted = selected.is_none_or(|s| s.contains(&(message.partition(), message.offset())));
-        if wanted {
-            let original = header(message, headers::ORIGINAL_TOPIC)
-                .unwrap_or_else(|| dlq_topic.trim_end_matches(DLQ_SUFFIX).to_owned());
-            let mut record_headers = copy_headers(message.headers(), |k| !k.starts_with("dlq."));
-            let from = format!("{dlq_topic}:{}:{}", message.partition(), message.offset());
-            record_headers = record_headers.insert(Header {
-                key: headers::REPLAYED_FROM,
-                value: Some(&from),
-            });
-            to_send.push((
-                original,
-                message.key().map(<[u8]>::to_vec),
-                message.payload().map(<[u8]>::to_vec),
-                record_headers,
-            ));
-        }
-        Ok(())
-    })?;
-    Ok(to_send)
-}
-
 /// A record of raw bytes; Kafka allows records without key or value.
-fn record<'a>(
+pub(crate) fn record<'a>(
     topic: &'a str,
     key: Option<&'a [u8]>,
     payload: Option<&'a [u8]>,
@@ -247,56 +197,6 @@ pub(crate) fn header_value<'m, M: Message>(message: &'m M, key: &str) -> Option<
     message.headers()?.iter().find(|h| h.key == key)?.value
 }
 
-fn header(message: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+pub(crate) fn header(message: &impl Message, key: &str) -> Option<String> {
     header_value(message, key).map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// Calls `visit` for every record of `topic` between the low and high watermark at call time.
-fn scan_topic(
-    kafka: &KafkaConfig,
-    topic: &str,
-    mut visit: impl FnMut(&BorrowedMessage<'_>) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = kafka.reader().create().map_err(Error::Kafka)?;
-    let partitions = crate::kafka::partition_ids(&consumer, topic, timeout)?;
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = std::collections::HashMap::new();
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(Error::Kafka)?;
-        if high > low {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Offset(low))
-                .map_err(Error::Kafka)?;
-            remaining.insert(partition, high);
-        }
-    }
-    if remaining.is_empty() {
-        return Ok(());
-    }
-    consumer.assign(&assignment).map_err(Error::Kafka)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !remaining.is_empty() && std::time::Instant::now() < deadline {
-        let Some(result) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = result.map_err(Error::Kafka)?;
-        let Some(&high) = remaining.get(&message.partition()) else {
-            continue;
-        };
-        visit(&message)?;
-        if message.offset() + 1 >= high {
-            remaining.remove(&message.partition());
-        }
-    }
-    if remaining.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Timeout(format!(
-            "timed out reading {topic}: partitions {:?} not read to their end",
-            remaining.keys().collect::<Vec<_>>()
-        )))
-    }
 }

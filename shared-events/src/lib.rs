@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod key_position;
 pub mod schema_resolution;
 pub mod tap;
+pub mod topic_reading;
 pub mod topics;
 // PostgreSQL: connections, migrations, the outbox and per-order saga state, pruning.
 pub mod database;

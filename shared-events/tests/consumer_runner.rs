@@ -9,8 +9,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shared_events::consumer::held_back::HeldBack;
 use shared_events::contracts::{Event, Topic};
-use shared_events::dead_letter::{read_dead_letters, replay_dead_letters};
+use shared_events::dead_letter::read_dead_letters;
 use shared_events::key_position::GroupProgress;
+use shared_events::redrive::redrive_dead_letters;
 use shared_events::{EventHandler, GroupProtocol, HandlerError};
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
@@ -166,14 +167,15 @@ async fn a_replayed_dead_letter_is_processed_once_it_can_be() {
     })
     .await;
 
-    let replayed = replay_dead_letters(
+    let redriven = redrive_dead_letters(
         &stack.kafka,
-        &dlq,
+        &stack.names.name(Topic::Orders),
         Some(&[(letters[0].partition, letters[0].offset)]),
+        None,
     )
     .await
     .unwrap();
-    assert_eq!(replayed, 1);
+    assert_eq!((redriven.sent, redriven.refused), (1, Vec::new()));
     // The replayed record is on the original topic again with its payload intact: a plain
     // read decodes it to the same event.
     let consumer_config = stack.kafka.base();

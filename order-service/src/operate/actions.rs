@@ -10,6 +10,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use service_runtime::problem::kind;
 use service_runtime::{Admin, FieldErrors, Problem, ValidJson, ValidPath};
+use shared_events::TopicNames;
+use shared_events::contracts::DeadLetterPosition;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -66,7 +68,7 @@ pub struct OperatorAction {
         (status = 400, description = "The order id is not a UUID, or malformed JSON", content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", content_type = "application/problem+json"),
         (status = 404, description = "No such order", content_type = "application/problem+json"),
-        (status = 409, description = "The order has no dead letters, or its history cannot be read", content_type = "application/problem+json"),
+        (status = 409, description = "The order has no dead letters, they were redriven before, the ones left failed again after a redrive, or its history cannot be read", content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
         (status = 422, description = "No reason, one over 500 characters, or a dead letter that is not the order's", content_type = "application/problem+json"),
@@ -86,7 +88,10 @@ pub(super) async fn redrive(
         operable.map_err(|refusal| refused(order_id, refusal))?;
     }
     let letters = state.dead_letters_of(order_id).await?;
+    let named = request.dead_letters.is_some();
     let chosen = choose(letters, request.dead_letters)?;
+    let before = orders::redriven(&mut *state.pool.acquire().await?, order_id).await?;
+    let chosen = not_redriven(&state.names, chosen, &before, named)?;
     let positions = chosen
         .iter()
         .filter_map(|letter| letter.position(&state.names))
@@ -134,6 +139,57 @@ fn choose(
         .into_iter()
         .filter(|letter| wanted.iter().any(|id| letter.is(id)))
         .collect())
+}
+
+/// Of the `chosen` dead letters, those to redrive now: never one redriven `before` (409 when
+/// it is named); and, unless `named`, no record that failed again after a redrive (409
+/// when only those are left): each click would send them once more to fail again.
+fn not_redriven(
+    names: &TopicNames,
+    chosen: Vec<DeadLetterView>,
+    before: &[DeadLetterPosition],
+    named: bool,
+) -> Result<Vec<DeadLetterView>, Problem> {
+    let was_redriven = |letter: &DeadLetterView| {
+        letter
+            .position(names)
+            .is_some_and(|position| before.contains(&position))
+    };
+    let redriven = chosen.iter().filter(|letter| was_redriven(letter)).count();
+    if named && redriven > 0 {
+        return Err(already_redriven().detail(format!(
+            "{redriven} of the dead letters named were redriven before"
+        )));
+    }
+    let (failed_again, fresh): (Vec<_>, Vec<_>) = chosen
+        .into_iter()
+        .filter(|letter| !was_redriven(letter))
+        .partition(|letter| !named && letter.failed_again_after.is_some());
+    if !fresh.is_empty() {
+        return Ok(fresh);
+    }
+    if failed_again.is_empty() {
+        return Err(already_redriven()
+            .detail("every dead letter of this order was redriven before; none is new"));
+    }
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        kind::FAILED_AGAIN,
+        "The dead letters left failed again after a redrive",
+    )
+    .detail(format!(
+        "{} record(s) were sent again and failed again: fix the cause first, then name \
+         them in dead_letters to send them once more",
+        failed_again.len()
+    )))
+}
+
+fn already_redriven() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        kind::ALREADY_REDRIVEN,
+        "Already redriven",
+    )
 }
 
 /// Republishes the order's latest event under its own event id, so that a delivery that
@@ -261,6 +317,8 @@ fn refused(order_id: Uuid, refusal: OperatorRefusal) -> Problem {
             "compensations are under way; if one is stuck, nudge the order or redrive its \
              dead letters",
         ),
+        OperatorRefusal::AlreadyRedriven => already_redriven()
+            .detail("another redrive of these dead letters was asked for meanwhile"),
         OperatorRefusal::Unreadable { reason } => conflict(
             kind::UNREADABLE_HISTORY,
             "The order's history cannot be read",

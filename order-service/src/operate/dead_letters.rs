@@ -3,22 +3,24 @@
 //! decoded.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
 use service_runtime::{Admin, Problem};
 use shared_events::contracts::{DeadLetterPosition, Topic};
-use shared_events::dead_letter::{DeadLetter, read_dead_letters};
+use shared_events::dead_letter::{DeadLetter, read_newest_dead_letters};
 use shared_events::topics::DLQ_SUFFIX;
-use shared_events::{KafkaConfig, TopicNames};
+use shared_events::{KafkaConfig, RegistryCodec, TopicNames};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{OperateState, from_broker};
+use super::{EVIDENCE_LIMIT, OperateState};
 
 /// Most dead letters `GET /sagas/dead-letters` returns, the newest first.
 const LISTED: usize = 100;
@@ -34,6 +36,9 @@ pub struct DeadLetterView {
     pub error_class: Option<String>,
     /// Why the consumer gave up on the record.
     pub reason: Option<String>,
+    /// Set when the record had been sent again by a redrive and failed again: the dead
+    /// letter that redrive was for.
+    pub failed_again_after: Option<String>,
 }
 
 /// One dead letter, as `GET /sagas/stuck` lists it.
@@ -56,6 +61,7 @@ impl DeadLetterView {
             consumer_group: letter.consumer_group.clone(),
             error_class: letter.error_class.clone(),
             reason: letter.error_message.clone(),
+            failed_again_after: letter.replayed_from.clone(),
         }
     }
 
@@ -101,60 +107,155 @@ pub struct DeadLetterEntry {
     pub undecodable: Option<String>,
 }
 
-/// One read of every dead-letter topic: the records, each with its topic, and the topics
-/// that could not be read, with why.
+/// How many of the newest records of each partition of each dead-letter topic a scan reads:
+/// a listing shows the newest, and a stuck order's dead letters are recent. (A flood of dead
+/// letters leaves the older ones to `orderflow-admin dlq list`.)
+const SCANNED_PER_PARTITION: i64 = 500;
+
+/// One read of every dead-letter topic: the records, each with its topic and what its record
+/// decodes to, and the topics that could not be read, with why.
 #[derive(Debug, Default)]
 pub struct Scan {
-    letters: Vec<(String, DeadLetter)>,
+    letters: Vec<ScannedLetter>,
     pub unavailable: Vec<String>,
 }
 
+#[derive(Debug)]
+struct ScannedLetter {
+    dlq: String,
+    letter: DeadLetter,
+    decoded: Decoded,
+}
+
+/// A dead letter's record, decoded through the schema registry, or why it could not be.
+#[derive(Debug, Clone)]
+struct Decoded {
+    /// The order it is of: the record's own `order_id`; the Kafka key only for a record that
+    /// does not decode (a poison record has no other). Either can be forged by whoever may
+    /// write the dead-letter topic: a redrive never trusts it, it reads the record back from
+    /// the topic (`shared_events::redrive`).
+    order_id: Option<Uuid>,
+    record: Result<serde_json::Value, String>,
+}
+
 impl Scan {
-    /// Reads every dead-letter topic to its end. Blocking.
-    fn read(kafka: &KafkaConfig, names: &TopicNames) -> Self {
+    /// Reads the newest records of every dead-letter topic and decodes them (`known`: the
+    /// letters an earlier scan decoded, by topic, partition and offset, which never change).
+    async fn read(
+        kafka: &KafkaConfig,
+        names: &TopicNames,
+        codec: &RegistryCodec,
+        known: &HashMap<(String, i32, i64), Decoded>,
+    ) -> Self {
+        let (kafka_config, topic_names) = (kafka.clone(), names.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            Topic::ALL.map(|topic| {
+                let dlq = topic_names.dead_letter(topic);
+                let letters =
+                    read_newest_dead_letters(&kafka_config, &dlq, Some(SCANNED_PER_PARTITION));
+                (dlq, letters)
+            })
+        })
+        .await;
         let mut scan = Self::default();
-        for topic in Topic::ALL {
-            let dlq = names.dead_letter(topic);
-            match read_dead_letters(kafka, &dlq) {
-                Ok(letters) => scan
-                    .letters
-                    .extend(letters.into_iter().map(|letter| (dlq.clone(), letter))),
-                Err(e) => scan.unavailable.push(format!("{dlq}: {e}")),
+        let Ok(topics) = read else {
+            scan.unavailable
+                .push("the dead-letter topics: the read did not finish".to_owned());
+            return scan;
+        };
+        for (dlq, letters) in topics {
+            let letters = match letters {
+                Ok(letters) => letters,
+                Err(e) => {
+                    scan.unavailable.push(format!("{dlq}: {e}"));
+                    continue;
+                }
+            };
+            for letter in letters {
+                let position = (dlq.clone(), letter.partition, letter.offset);
+                let decoded = match known.get(&position) {
+                    Some(decoded) => decoded.clone(),
+                    None => Decoded::of(codec, &letter).await,
+                };
+                scan.letters.push(ScannedLetter {
+                    dlq: dlq.clone(),
+                    letter,
+                    decoded,
+                });
             }
         }
         scan
     }
 
+    fn unavailable(why: String) -> Self {
+        Self {
+            letters: Vec::new(),
+            unavailable: vec![why],
+        }
+    }
+
     /// The dead letters of the `wanted` orders, by order.
     pub fn of_orders(&self, wanted: &BTreeSet<Uuid>) -> HashMap<Uuid, Vec<DeadLetterView>> {
         let mut by_order: HashMap<Uuid, Vec<DeadLetterView>> = HashMap::new();
-        for (dlq, letter) in &self.letters {
-            if let Some(order) = order_of(letter).filter(|order| wanted.contains(order)) {
+        for scanned in &self.letters {
+            if let Some(order) = scanned.decoded.order_id.filter(|o| wanted.contains(o)) {
                 by_order
                     .entry(order)
                     .or_default()
-                    .push(DeadLetterView::of(dlq, letter));
+                    .push(DeadLetterView::of(&scanned.dlq, &scanned.letter));
             }
         }
         by_order
     }
 
     /// The newest `limit` dead letters.
-    fn newest(&self, limit: usize) -> Vec<&(String, DeadLetter)> {
+    fn newest(&self, limit: usize) -> Vec<&ScannedLetter> {
         let mut letters: Vec<_> = self.letters.iter().collect();
-        letters.sort_by_key(|(_, letter)| std::cmp::Reverse(letter.timestamp));
+        letters.sort_by_key(|scanned| std::cmp::Reverse(scanned.letter.timestamp));
         letters.truncate(limit);
         letters
     }
+
+    /// What each letter decoded to, for the next scan.
+    fn decoded(&self) -> HashMap<(String, i32, i64), Decoded> {
+        self.letters
+            .iter()
+            .map(|s| {
+                let position = (s.dlq.clone(), s.letter.partition, s.letter.offset);
+                (position, s.decoded.clone())
+            })
+            .collect()
+    }
 }
 
-/// The last scan of the dead-letter topics, kept for a moment: the console refreshes its
-/// stuck listing and its dead-letter list together every few seconds, and each would
-/// otherwise read every topic to its end with clients of its own. One scan runs at a time;
-/// callers that come meanwhile wait for it and share it.
+impl Decoded {
+    async fn of(codec: &RegistryCodec, letter: &DeadLetter) -> Self {
+        match codec.decode(letter.payload.as_deref()).await {
+            Ok(event) => Self {
+                order_id: event.metadata.order_id,
+                record: Ok(event.to_json()),
+            },
+            Err(e) => Self {
+                order_id: letter.key.as_deref().and_then(|key| key.parse().ok()),
+                record: Err(e.to_string()),
+            },
+        }
+    }
+}
+
+/// The scans of the dead-letter topics. One runs at a time, in a task of its own that no
+/// caller abandons: a caller that stops waiting (the broker is slow) leaves it to finish for
+/// the next, so scans never pile up. The last one is kept for a moment: the console
+/// refreshes its stuck listing and its dead-letter list together every few seconds.
 #[derive(Clone, Default)]
 pub struct DeadLetterScans {
-    last: Arc<tokio::sync::Mutex<Option<TakenScan>>>,
+    inner: Arc<Mutex<Scans>>,
+}
+
+#[derive(Default)]
+struct Scans {
+    last: Option<TakenScan>,
+    running: Option<Shared<BoxFuture<'static, Arc<Scan>>>>,
 }
 
 /// A scan and when it was taken.
@@ -167,38 +268,66 @@ struct TakenScan {
 pub const LISTING_MAX_AGE: Duration = Duration::from_secs(2);
 
 impl DeadLetterScans {
-    /// A scan at most `max_age` old: the last one, or a new one of the topics `names` gives
-    /// on the broker `kafka` reaches.
-    pub async fn read(
-        &self,
-        kafka: &KafkaConfig,
-        names: &TopicNames,
-        max_age: Duration,
-    ) -> Arc<Scan> {
-        let mut last = self.last.lock().await;
-        if let Some(taken) = last.as_ref()
-            && taken.at.elapsed() <= max_age
-        {
-            return taken.scan.clone();
-        }
-        let (kafka, names) = (kafka.clone(), names.clone());
-        let scan = from_broker(move || Scan::read(&kafka, &names))
+    /// A scan at most `max_age` old: the last one, the one running, or a new one.
+    pub async fn read(&self, state: &OperateState, max_age: Duration) -> Arc<Scan> {
+        let running = {
+            let mut scans = self.inner.lock().expect("scans lock poisoned");
+            if let Some(taken) = &scans.last
+                && taken.at.elapsed() <= max_age
+            {
+                return taken.scan.clone();
+            }
+            match &scans.running {
+                Some(running) => running.clone(),
+                None => {
+                    let known = scans.last.as_ref().map(|taken| taken.scan.decoded());
+                    let running = self.start(state, known.unwrap_or_default());
+                    scans.running = Some(running.clone());
+                    running
+                }
+            }
+        };
+        tokio::time::timeout(EVIDENCE_LIMIT, running)
             .await
-            .unwrap_or_else(|why| Scan {
-                letters: Vec::new(),
-                unavailable: vec![format!("the dead-letter topics: {why}")],
-            });
-        let scan = Arc::new(scan);
-        *last = Some(TakenScan {
-            at: Instant::now(),
-            scan: scan.clone(),
-        });
-        scan
+            .unwrap_or_else(|_| {
+                Arc::new(Scan::unavailable(format!(
+                    "the dead-letter topics: the broker did not answer within \
+                     {EVIDENCE_LIMIT:?} (the read goes on; ask again)"
+                )))
+            })
     }
-}
 
-fn order_of(letter: &DeadLetter) -> Option<Uuid> {
-    letter.key.as_deref()?.parse().ok()
+    /// Starts a scan in a task of its own; `known`: what the last scan's letters decoded to.
+    fn start(
+        &self,
+        state: &OperateState,
+        known: HashMap<(String, i32, i64), Decoded>,
+    ) -> Shared<BoxFuture<'static, Arc<Scan>>> {
+        let (kafka, names, codec) = (
+            state.kafka.clone(),
+            state.names.clone(),
+            state.codec.clone(),
+        );
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let scan = Arc::new(Scan::read(&kafka, &names, &codec, &known).await);
+            let mut scans = inner.lock().expect("scans lock poisoned");
+            scans.last = Some(TakenScan {
+                at: Instant::now(),
+                scan: scan.clone(),
+            });
+            scans.running = None;
+            scan
+        });
+        let finished = async move {
+            task.await.unwrap_or_else(|e| {
+                Arc::new(Scan::unavailable(format!(
+                    "the dead-letter topics: the scan failed: {e}"
+                )))
+            })
+        };
+        finished.boxed().shared()
+    }
 }
 
 /// The newest dead letters (of every topic, the catalog's too), with their records decoded.
@@ -213,22 +342,21 @@ pub(super) async fn dead_letters(
     State(state): State<OperateState>,
 ) -> Result<Json<DeadLetterList>, Problem> {
     let scan = state.dead_letter_scan(LISTING_MAX_AGE).await;
-    let letters = scan.newest(LISTED);
-    let mut entries = Vec::with_capacity(letters.len());
-    for (dlq, letter) in letters {
-        let (record, undecodable) = match state.codec.decode(letter.payload.as_deref()).await {
-            Ok(event) => (Some(event.to_json()), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        entries.push(DeadLetterEntry {
-            letter: DeadLetterView::of(dlq, letter),
-            order_id: order_of(letter),
-            dead_lettered_at: letter.timestamp,
-            event_type: letter.event_type.clone(),
-            record,
-            undecodable,
-        });
-    }
+    let entries = scan
+        .newest(LISTED)
+        .into_iter()
+        .map(|scanned| {
+            let (letter, decoded) = (&scanned.letter, &scanned.decoded);
+            DeadLetterEntry {
+                letter: DeadLetterView::of(&scanned.dlq, letter),
+                order_id: decoded.order_id,
+                dead_lettered_at: letter.timestamp,
+                event_type: letter.event_type.clone(),
+                record: decoded.record.as_ref().ok().cloned(),
+                undecodable: decoded.record.as_ref().err().cloned(),
+            }
+        })
+        .collect();
     Ok(Json(DeadLetterList {
         dead_letters: entries,
         unavailable: scan.unavailable.clone(),

@@ -64,9 +64,7 @@ async fn from_broker<T: Send + 'static>(
 impl OperateState {
     /// The dead-letter topics' records, from a scan at most `max_age` old.
     async fn dead_letter_scan(&self, max_age: Duration) -> Arc<Scan> {
-        self.dead_letters
-            .read(&self.kafka, &self.names, max_age)
-            .await
+        self.dead_letters.read(self, max_age).await
     }
 
     /// The order's records in the dead-letter topics, read now; a 503 if any topic could not

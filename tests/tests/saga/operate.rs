@@ -12,8 +12,6 @@ use orderflow_e2e::{Stack, offsets, timeline_types};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared_events::contracts::Topic;
-use shared_events::key_position::{GroupProgress, KeyPosition};
-use shared_events::{KafkaConfig, TopicNames};
 use sqlx::Connection;
 
 use crate::FaultScenario;
@@ -356,8 +354,8 @@ async fn eventually_listed(stack: &Stack, wanted: impl Fn(&Value) -> bool) -> Va
 /// order-service cannot read an order's history back (a bad manual edit), so it
 /// dead-letters each fact reported for it, with the reason, and lists it as stuck. Once
 /// the history is repaired, the operator redrives them: billing, inventory and shipping
-/// each copy back their own topic's record, and the order completes. A second redrive
-/// changes nothing.
+/// each read their own topic's record back and send it again, and the order completes. A
+/// second redrive of the same dead letters is refused.
 fn dead_letters_redriven_once_their_cause_is_fixed_complete_the_order_once(
     stack: &mut Stack,
 ) -> Run<'_> {
@@ -446,11 +444,24 @@ fn dead_letters_redriven_once_their_cause_is_fixed_complete_the_order_once(
         );
         eventually_metric(stack, "orderflow_sagas_stuck", unreadable, |v| v == 0.0).await;
 
-        // Again: the records are copied back once more, and order-service skips them.
-        let before = order_service_positions(stack, &order_id);
-        let (status, action) = client::operate(stack, &order_id, "redrive", "once more").await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{action:#}");
-        wait_replayed_and_consumed(stack, &order_id, &before).await;
+        // Again: refused, all of them or one named, since each was redriven once; before,
+        // every click sent each record again (and, were the cause not fixed, doubled the
+        // order's dead letters).
+        let (status, problem) = client::operate(stack, &order_id, "redrive", "once more").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+        assert_eq!(problem["type"], "/problems/already-redriven", "{problem:#}");
+        let named = &action["dead_letters"][0];
+        let (status, problem) = client::operate_with(
+            stack,
+            &order_id,
+            "redrive",
+            &json!({"reason": "this one once more",
+                    "dead_letters": [{"topic": named["topic"], "partition": named["partition"],
+                                      "offset": named["offset"]}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+        assert_eq!(problem["type"], "/problems/already-redriven", "{problem:#}");
         let order = client::order(stack, &order_id).await;
         let types = timeline_types(&order);
         for fact in ["PaymentAuthorized", "StockReserved", "ShipmentScheduled"] {
@@ -467,38 +478,4 @@ fn dead_letters_redriven_once_their_cause_is_fixed_complete_the_order_once(
             "charged once: {account:#}"
         );
     })
-}
-
-/// order-service's group on the partitions of the order, on the topics it hears.
-fn order_service_positions(stack: &Stack, order_id: &str) -> Vec<KeyPosition> {
-    let names = TopicNames::new(stack.prefix.clone());
-    let topics: Vec<String> = [Topic::Payments, Topic::Inventory, Topic::Shipments]
-        .map(|topic| names.name(topic))
-        .to_vec();
-    let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
-    GroupProgress::read(&kafka, &names.group_of("order-service"), &topics)
-        .unwrap()
-        .of_key(order_id.as_bytes())
-}
-
-/// Waits (30 s at most) until a record more is on each of the order's partitions than in
-/// `before`, and order-service's group has committed past it.
-async fn wait_replayed_and_consumed(stack: &Stack, order_id: &str, before: &[KeyPosition]) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let now = order_service_positions(stack, order_id);
-        let done = now.len() == before.len()
-            && now
-                .iter()
-                .zip(before)
-                .all(|(now, before)| now.end > before.end && now.committed == Some(now.end));
-        if done {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not replayed and consumed: before {before:?}, now {now:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }
