@@ -46,6 +46,7 @@ pub fn app(store: Store) -> Router {
             get(get_version_schema),
         )
         .route("/schemas/ids/{id}", get(get_schema_by_id))
+        .route("/schemas/ids/{id}/versions", get(get_versions_of_id))
         .route("/config", get(get_global_config).put(put_global_config))
         .route(
             "/config/{subject}",
@@ -185,6 +186,19 @@ async fn get_schema_by_id(State(shared): State<Shared>, UrlPath(id): UrlPath<Str
     let id: u32 = id.parse().map_err(|_| RegistryError::SchemaNotFound)?;
     let store = lock(&shared);
     Ok(RegistryJson(json!({ "schema": store.schema_by_id(id)? })))
+}
+
+async fn get_versions_of_id(
+    State(shared): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
+    let id: u32 = id.parse().map_err(|_| RegistryError::SchemaNotFound)?;
+    let found = lock(&shared).subject_versions_of(id)?;
+    let found: Vec<Value> = found
+        .into_iter()
+        .map(|(subject, version)| json!({ "subject": subject, "version": version }))
+        .collect();
+    Ok(RegistryJson(json!(found)))
 }
 
 async fn get_global_config(State(shared): State<Shared>) -> ApiResult {

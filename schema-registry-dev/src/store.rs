@@ -88,6 +88,23 @@ impl Store {
             .ok_or(RegistryError::SchemaNotFound)
     }
 
+    /// Every subject and version registered with schema `id` (Confluent's
+    /// `GET /schemas/ids/{id}/versions`).
+    pub fn subject_versions_of(&self, id: u32) -> Result<Vec<(String, u32)>, RegistryError> {
+        self.schema_by_id(id)?;
+        Ok(self
+            .state
+            .subjects
+            .iter()
+            .flat_map(|(subject, versions)| {
+                versions
+                    .iter()
+                    .filter(|v| v.id == id)
+                    .map(|v| (subject.clone(), v.version))
+            })
+            .collect())
+    }
+
     /// `version` is a number or `latest`.
     pub fn version(&self, subject: &str, version: &str) -> Result<Registered, RegistryError> {
         let versions = self.subject(subject)?;

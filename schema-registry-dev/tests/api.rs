@@ -142,6 +142,11 @@ async fn registered_ids_survive_a_restart() {
         .await;
     assert_eq!(status, 200);
     assert!(by_id["schema"].as_str().unwrap().contains("note"));
+    let (status, listed) = restarted
+        .call("GET", &format!("/schemas/ids/{}/versions", v2["id"]), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed, json!([{"subject": "a-value", "version": 2}]));
     let (_, again) = restarted.register("a-value", &heartbeat(vec![])).await;
     assert_eq!(
         again["id"], 1,
@@ -172,6 +177,7 @@ async fn lookups_and_errors_use_confluent_codes() {
         ("GET", "/subjects/missing/versions", None, 404, 40401),
         ("GET", "/subjects/a-value/versions/9", None, 404, 40402),
         ("GET", "/schemas/ids/999", None, 404, 40403),
+        ("GET", "/schemas/ids/999/versions", None, 404, 40403),
         (
             "POST",
             "/subjects/a-value",

@@ -22,6 +22,7 @@ use schema_registry_converter::schema_registry_common::{
 
 use crate::contracts::{CONTRACTS, Contract, ContractError, Event};
 use crate::error::{Error, ErrorClass};
+use crate::schema_guard::{MAX_RECORD_BYTES, unsafe_schema};
 use crate::schema_resolution::resolve_onto_reader;
 use crate::topics::TopicNames;
 
@@ -87,11 +88,73 @@ struct CodecInner {
     contracts: HashMap<&'static str, ContractCodec>,
     /// The topic names of this deployment, to tell which topic a record was read from.
     names: TopicNames,
-    /// Schema ids the registry said it never issued, and when: records naming them are
-    /// dead-lettered without asking again until [`UNKNOWN_ID_RECHECK`] has passed, so a
-    /// flood of poison costs the registry little and a late registration is still seen.
-    unknown_ids: Mutex<HashMap<u32, Instant>>,
+    /// Asks the registry under which subjects a schema id is registered.
+    subjects: SubjectLookup,
+    /// What the registry said of each schema id, and when. An id under a contract's subject
+    /// is believed for good; any other answer (never issued, or under no contract's
+    /// subject) only for [`UNKNOWN_ID_RECHECK`]: records naming such ids are dead-lettered
+    /// without asking again meanwhile, so a flood of poison costs the registry little and a
+    /// late registration is still seen. At most [`REMEMBERED_IDS`] entries.
+    ids: Mutex<HashMap<u32, (Instant, IdLookup)>>,
 }
+
+/// What the registry said of a schema id.
+#[derive(Debug, Clone)]
+enum IdLookup {
+    /// The subjects it is registered under.
+    Subjects(Vec<String>),
+    /// It was never issued: the registry's message.
+    NeverIssued(String),
+}
+
+/// `GET /schemas/ids/{id}/versions` on the registry.
+struct SubjectLookup {
+    client: reqwest::Client,
+    url: String,
+    username: Option<String>,
+    password: Option<crate::credentials::Secret>,
+}
+
+impl SubjectLookup {
+    async fn of(&self, id: u32) -> Result<IdLookup, DecodeError> {
+        let url = format!(
+            "{}/schemas/ids/{id}/versions",
+            self.url.trim_end_matches('/')
+        );
+        let mut request = self.client.get(url);
+        if let Some(username) = &self.username {
+            request = request.basic_auth(username, self.password.as_ref().map(|p| p.expose()));
+        }
+        let unavailable =
+            |e: &dyn std::fmt::Display| DecodeError::RegistryUnavailable(e.to_string());
+        let response = request.send().await.map_err(|e| unavailable(&e))?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| unavailable(&format!("{status}, {e}")))?;
+        if status.is_success() {
+            let subjects = body
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|version| version["subject"].as_str().map(str::to_owned))
+                .collect();
+            return Ok(IdLookup::Subjects(subjects));
+        }
+        // Only the registry's own "schema not found" says the id was never issued; anything
+        // else (a 5xx, a 404 from a proxy while the registry restarts) may pass: retried.
+        if body["error_code"] == SCHEMA_NOT_FOUND {
+            let message = body["message"].as_str().unwrap_or("schema not found");
+            return Ok(IdLookup::NeverIssued(message.to_owned()));
+        }
+        Err(unavailable(&format!("{status}: {body}")))
+    }
+}
+
+/// How many schema ids the codec remembers, accepted or refused: a flood of records naming
+/// new ids must not grow its memory without end.
+pub const REMEMBERED_IDS: usize = 1024;
 
 /// The most the Avro decoder may allocate for one string, bytes value or collection
 /// (apache-avro's process-wide `max_allocation_bytes`, 512 MiB by default). Our largest
@@ -129,6 +192,19 @@ pub enum DecodeError {
     Malformed { id: u32, reason: String },
     #[error("schema {id} is not an orderflow event's (its record is {record})")]
     UnknownRecord { id: u32, record: String },
+    #[error(
+        "schema {id} is registered under no orderflow contract's subject{}, only under {subjects:?}",
+        .topic.as_ref().map(|t| format!(" on {t}")).unwrap_or_default()
+    )]
+    NotAContractSubject {
+        id: u32,
+        topic: Option<String>,
+        subjects: Vec<String>,
+    },
+    #[error("schema {id} is not decoded: {reason}")]
+    UnsafeSchema { id: u32, reason: String },
+    #[error("a record of {len} bytes is over the {max} bytes any event takes")]
+    Oversized { len: usize, max: usize },
     #[error("schema {id} is {event_type}'s, which does not travel on {topic}")]
     NotThisTopicsContract {
         id: u32,
@@ -151,8 +227,12 @@ impl DecodeError {
             DecodeError::NotWireFormat(_) => ErrorClass::NotWireFormat,
             DecodeError::UnknownSchemaId { .. } => ErrorClass::UnknownSchemaId,
             DecodeError::RegistryUnavailable(_) => ErrorClass::Transient,
-            DecodeError::Malformed { .. } => ErrorClass::MalformedAvro,
+            DecodeError::Malformed { .. } | DecodeError::Oversized { .. } => {
+                ErrorClass::MalformedAvro
+            }
             DecodeError::UnknownRecord { .. }
+            | DecodeError::NotAContractSubject { .. }
+            | DecodeError::UnsafeSchema { .. }
             | DecodeError::NotThisTopicsContract { .. }
             | DecodeError::Incompatible { .. } => ErrorClass::WrongSchema,
             DecodeError::Contract(_) => ErrorClass::InvalidEvent,
@@ -217,7 +297,16 @@ impl RegistryCodec {
                 decoder: AvroDecoder::new(settings()?),
                 contracts,
                 names: names.clone(),
-                unknown_ids: Mutex::new(HashMap::new()),
+                subjects: SubjectLookup {
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .map_err(|e| Error::Timeout(format!("an HTTP client: {e}")))?,
+                    url: config.url.clone(),
+                    username: config.username.clone(),
+                    password: config.password.clone(),
+                },
+                ids: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -271,23 +360,32 @@ impl RegistryCodec {
             )));
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        if let Some(since) = self.recently_unknown(id) {
-            return Err(DecodeError::UnknownSchemaId {
-                id,
-                reason: format!(
-                    "the registry did not know it {} ms ago",
-                    since.elapsed().as_millis()
-                ),
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::Oversized {
+                len: bytes.len(),
+                max: MAX_RECORD_BYTES,
             });
         }
-        // Fetch the writer schema first so a registry outage (retry) is told apart from
-        // bytes that do not decode (poison), and so that a schema that is not ours is
-        // refused before decoding.
+        // Which contract the id is registered for decides before anything of the schema is
+        // read: a schema someone registered under another subject is never parsed, whatever
+        // record name it borrows.
+        let contract = self.contract_of(id, topic).await?;
+        // Fetched (and cached) apart from decoding, so that a registry outage (retry) is told
+        // apart from bytes that do not decode (poison).
         let writer = match self.inner.decoder.get_schema(id).await {
             Ok(writer) => writer,
             Err(e) => return Err(self.classify_lookup_error(id, e)),
         };
-        let contract = self.contract_of(id, &writer.parsed, topic)?;
+        if let Some(reason) = unsafe_schema(&writer.parsed) {
+            return Err(DecodeError::UnsafeSchema { id, reason });
+        }
+        let record = writer
+            .parsed
+            .name()
+            .map_or_else(|| "<unnamed>".to_owned(), |name| name.fullname(None));
+        if record != contract.full_name() {
+            return Err(DecodeError::UnknownRecord { id, record });
+        }
         let decoded =
             self.inner
                 .decoder
@@ -306,46 +404,94 @@ impl RegistryCodec {
         Ok(Event::from_avro(contract.event_type, &value)?)
     }
 
-    /// The contract whose record `writer` (schema `id`) is, if it is one of ours and, when
-    /// `topic` is given, travels on it.
-    fn contract_of(
+    /// The contract under whose subject the registry lists schema `id`, if it travels on
+    /// `topic` (any topic when `None`).
+    async fn contract_of(
         &self,
         id: u32,
-        writer: &Schema,
         topic: Option<&str>,
     ) -> Result<&'static Contract, DecodeError> {
-        let record = writer
-            .name()
-            .map_or_else(|| "<unnamed>".to_owned(), |name| name.fullname(None));
-        let Some(contract) = Contract::by_full_name(&record) else {
-            return Err(DecodeError::UnknownRecord { id, record });
+        let lookup = match self.remembered(id) {
+            Some(lookup) => lookup,
+            None => {
+                let lookup = self.inner.subjects.of(id).await?;
+                self.remember(id, lookup.clone());
+                lookup
+            }
         };
-        if let Some(topic) = topic
-            && self.inner.names.parse(topic) != Some(contract.topic)
+        let subjects = match lookup {
+            IdLookup::Subjects(subjects) => subjects,
+            IdLookup::NeverIssued(reason) => {
+                return Err(DecodeError::UnknownSchemaId { id, reason });
+            }
+        };
+        let names = &self.inner.names;
+        let listed = |contract: &&Contract| subjects.contains(&subject_name(names, contract));
+        let mut registered = CONTRACTS.iter().filter(listed).peekable();
+        let first = registered.peek().copied();
+        if let Some(contract) =
+            registered.find(|c| topic.is_none_or(|topic| names.parse(topic) == Some(c.topic)))
         {
-            return Err(DecodeError::NotThisTopicsContract {
+            return Ok(contract);
+        }
+        Err(match first {
+            Some(contract) => DecodeError::NotThisTopicsContract {
                 id,
                 event_type: contract.event_type,
-                topic: topic.to_owned(),
-            });
-        }
-        Ok(contract)
+                topic: topic.unwrap_or_default().to_owned(),
+            },
+            None => DecodeError::NotAContractSubject {
+                id,
+                topic: topic.map(str::to_owned),
+                subjects,
+            },
+        })
     }
 
-    /// When the registry last said it never issued `id`, if that is recent enough to believe.
-    fn recently_unknown(&self, id: u32) -> Option<Instant> {
-        let mut unknown = self
-            .inner
-            .unknown_ids
+    /// How many schema ids the codec remembers an answer for (at most [`REMEMBERED_IDS`]).
+    pub fn remembered_ids(&self) -> usize {
+        self.inner
+            .ids
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let since = *unknown.get(&id)?;
-        if since.elapsed() < UNKNOWN_ID_RECHECK {
-            Some(since)
-        } else {
-            unknown.remove(&id);
-            None
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// What the registry said of `id`, if it is still believed.
+    fn remembered(&self, id: u32) -> Option<IdLookup> {
+        let ids = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, lookup) = ids.get(&id)?;
+        (self.for_good(lookup) || at.elapsed() < UNKNOWN_ID_RECHECK).then(|| lookup.clone())
+    }
+
+    fn remember(&self, id: u32, lookup: IdLookup) {
+        let mut ids = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.len() >= REMEMBERED_IDS {
+            ids.retain(|_, (at, lookup)| {
+                self.for_good(lookup) || at.elapsed() < UNKNOWN_ID_RECHECK
+            });
         }
+        if ids.len() >= REMEMBERED_IDS {
+            // Still full of fresh refusals (a flood): forget the oldest one.
+            let oldest = ids
+                .iter()
+                .filter(|(_, (_, lookup))| !self.for_good(lookup))
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(oldest) => drop(ids.remove(&oldest)),
+                // Full of accepted ids: someone registers schemas under our subjects in a
+                // loop; this one is asked about again next time.
+                None => return,
+            }
+        }
+        ids.insert(id, (Instant::now(), lookup));
+    }
+
+    /// Whether an answer is believed for good: the id is under a contract's subject.
+    fn for_good(&self, lookup: &IdLookup) -> bool {
+        matches!(lookup, IdLookup::Subjects(subjects)
+            if CONTRACTS.iter().any(|c| subjects.contains(&subject_name(&self.inner.names, c))))
     }
 
     fn classify_lookup_error(&self, id: u32, error: SRCError) -> DecodeError {
@@ -360,11 +506,6 @@ impl RegistryCodec {
             .and_then(|source| source.downcast_ref::<RawError>())
             .map(|raw| raw.error_code);
         if code == Some(SCHEMA_NOT_FOUND) {
-            self.inner
-                .unknown_ids
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(id, Instant::now());
             DecodeError::UnknownSchemaId {
                 id,
                 reason: error.to_string(),

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod credentials;
 pub mod kafka;
 pub mod key_position;
+pub mod schema_guard;
 pub mod schema_resolution;
 pub mod tap;
 pub mod topic_reading;

@@ -12,7 +12,8 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
-use shared_events::codec::{DecodeError, UNKNOWN_ID_RECHECK};
+use shared_events::codec::{DecodeError, REMEMBERED_IDS, UNKNOWN_ID_RECHECK, subject_name};
+use shared_events::contracts::Contract;
 use shared_events::{RegistryCodec, RegistryConfig, TopicNames};
 use support::sample_order_placed;
 use uuid::Uuid;
@@ -112,12 +113,64 @@ async fn an_id_registered_after_a_record_named_it_is_found_again() {
     assert_eq!(registered, late);
     tokio::time::sleep(UNKNOWN_ID_RECHECK).await;
 
-    // Found now: the record names a schema that is not an orderflow contract.
+    // Found now: under a subject that is no orderflow contract's.
     let second = codec.decode(Some(&record)).await.unwrap_err();
     assert!(
-        matches!(second, DecodeError::UnknownRecord { id, .. } if id == late),
+        matches!(&second, DecodeError::NotAContractSubject { id, subjects, .. }
+            if *id == late && subjects == &["late-value"]),
         "{second}"
     );
+}
+
+/// A version registered under OrderPlaced's own subject (the registry finds it compatible:
+/// a new field with a default) whose new field is `array<array<null>>`: an 808-byte record
+/// of it would decode to half a gigabyte. The schema is refused before any record is read.
+#[tokio::test]
+async fn a_harmful_version_under_a_contract_s_own_subject_is_not_decoded() {
+    let registry = Registry::start().await;
+    let codec = registry.codec().await;
+    let contract = Contract::by_event_type("OrderPlaced").unwrap();
+    let mut schema: serde_json::Value = serde_json::from_str(contract.schema_json).unwrap();
+    schema["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "bomb", "default": [],
+            "type": {"type": "array", "items": {"type": "array", "items": "null"}},
+        }));
+    let subject = subject_name(&TopicNames::new("lookups-"), contract);
+    let id = registry.register(&subject, &schema.to_string()).await;
+    let record = with_schema_id(&codec, id).await;
+
+    let error = codec.decode(Some(&record)).await.unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::UnsafeSchema { reason, .. } if reason.contains("take no bytes")),
+        "{error}"
+    );
+}
+
+/// Records naming ever new schema ids: each costs one registry question, and the codec
+/// remembers at most REMEMBERED_IDS answers.
+#[tokio::test]
+async fn the_schema_ids_remembered_are_bounded() {
+    let registry = Registry::start().await;
+    let codec = registry.codec().await;
+    let first_unknown = registry.next_id().await;
+    for id in first_unknown..first_unknown + REMEMBERED_IDS as u32 + 100 {
+        let record = with_schema_id(&codec, id).await;
+        let error = codec.decode(Some(&record)).await.unwrap_err();
+        assert!(
+            matches!(error, DecodeError::UnknownSchemaId { .. }),
+            "{error}"
+        );
+    }
+    assert!(codec.remembered_ids() <= REMEMBERED_IDS);
+    // The contracts' own ids are still decoded.
+    let event = codec
+        .decode(Some(&with_schema_id(&codec, 1).await))
+        .await
+        .unwrap();
+    assert_eq!(event.event_type(), "OrderPlaced");
 }
 
 #[tokio::test]

@@ -38,6 +38,7 @@ pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
     scenario!(edges::concurrent_first_puts_of_an_account_all_succeed),
     scenario!(kafka::republished_event_has_no_second_effect),
     scenario!(forged::a_forged_schema_is_dead_lettered_unread),
+    scenario!(forged::a_schema_borrowing_a_contract_s_name_is_dead_lettered_unread),
     scenario!(load::concurrent_orders_never_oversell_and_conserve_money),
     scenario!(load::one_trace_per_order_across_all_four_services),
 ];
