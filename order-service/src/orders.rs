@@ -145,6 +145,9 @@ pub enum OperatorRefusal {
     },
 }
 
+/// What a customer reads of an operator's cancellation.
+pub const CANCELLED_BY_THE_SHOP: &str = "cancelled by the shop";
+
 /// The order locked for an operator's action, or why there is none to act on.
 async fn lock_for_operator(
     tx: &mut PgConnection,
@@ -179,6 +182,7 @@ pub async fn cancel_by_operator(
     order_id: Uuid,
     operator: &str,
     reason: &str,
+    customer_reason: Option<&str>,
 ) -> Result<Operation, Error> {
     let mut loaded = match lock_for_operator(tx, order_id).await? {
         Ok(loaded) => loaded,
@@ -190,9 +194,15 @@ pub async fn cancel_by_operator(
     let noted = OrderEvent::CancelledByOperator {
         operator: operator.to_owned(),
         reason: reason.to_owned(),
+        customer_reason: customer_reason.map(str::to_owned),
     };
+    // What travels on and becomes the order's outcome is what the customer may read: never
+    // the operator's name or internal note.
     let request = OrderEvent::OrderCancellationRequested {
-        reason: format!("cancelled by the operator {operator}: {reason}"),
+        reason: match customer_reason {
+            Some(told) => format!("{CANCELLED_BY_THE_SHOP}: {told}"),
+            None => CANCELLED_BY_THE_SHOP.to_owned(),
+        },
     };
     let published = record_operation(tx, &mut loaded, vec![noted, request]).await?;
     Ok(Ok((Operated::sent(&loaded, &published[0]), published)))

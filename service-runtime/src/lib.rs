@@ -9,6 +9,7 @@ pub mod config;
 pub mod health;
 pub mod json;
 pub mod maintenance;
+pub mod per_key_limit;
 pub mod precondition;
 pub mod problem;
 pub mod server;

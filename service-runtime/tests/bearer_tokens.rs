@@ -142,3 +142,44 @@ async fn a_withdrawn_key_stops_verifying_once_the_cached_set_is_too_old() {
     let during_outage = authenticator.verify(&token(&current, "bob")).await;
     assert!(during_outage.is_ok(), "{during_outage:?}");
 }
+
+/// While the provider does not answer (its port accepts connections and says nothing), a
+/// token signed with a known key is verified at once, however old the cached set. Before, a
+/// request that found the set older than its maximum age fetched it itself and waited out
+/// the 5 s fetch timeout, and every request behind it waited too.
+#[tokio::test]
+async fn known_keys_verify_at_once_while_the_provider_does_not_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let authenticator = Authenticator::new(&AuthConfig {
+        jwks_max_age_secs: 1,
+        ..AuthConfig::new(format!("http://{address}/.well-known/jwks.json"), ISSUER)
+    })
+    .unwrap();
+    let issuer = Arc::new(Issuer::generate(ISSUER).unwrap());
+    let stop = serve(listener, issuer.clone());
+    authenticator
+        .verify(&token(&issuer, "alice"))
+        .await
+        .unwrap();
+
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Accepts connections (the kernel's backlog) and never reads or answers them.
+    let _silent = std::net::TcpListener::bind(address).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut slowest = Duration::ZERO;
+    while tokio::time::Instant::now() < deadline {
+        let started = tokio::time::Instant::now();
+        authenticator
+            .verify(&token(&issuer, "alice"))
+            .await
+            .unwrap();
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a request with a known key waited {slowest:?} for the provider"
+    );
+}

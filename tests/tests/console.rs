@@ -116,6 +116,38 @@ async fn the_live_stream_is_for_admins_and_pushes_every_change_of_an_order() {
     assert_eq!(kinds.last(), Some(&"outcome"), "{completed:#}");
     assert!(counters["placed"].as_u64() >= Some(1), "{counters}");
     drop(live);
+
+    // A stream ends when its token does (before, it went on for as long as the
+    // connection did, so a revoked operator kept receiving orders).
+    let mut brief = auth::claims("live-brief-operator", "orders");
+    brief.realm_access = Some(dev_token_issuer::RealmAccess {
+        roles: vec![dev_token_issuer::ADMIN_ROLE.into()],
+    });
+    brief.exp = chrono::Utc::now().timestamp() as u64 + 3;
+    let mut stream = http
+        .get(&url)
+        .bearer_auth(auth::sign(&brief))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while stream.chunk().await.is_ok_and(|chunk| chunk.is_some()) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token by over 12 s");
+
+    // One subject holds at most STREAMS_PER_SUBJECT streams.
+    let many = auth::admin_token("live-many-tabs");
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let stream = http.get(&url).bearer_auth(&many).send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        open.push(stream);
+    }
+    let ninth = http.get(&url).bearer_auth(&many).send().await.unwrap();
+    assert_eq!(ninth.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(open);
     stack.stop_all().await;
 }
 

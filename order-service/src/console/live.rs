@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use service_runtime::per_key_limit::{PerKeyLimit, PerKeySlot};
 use shared_events::contracts::{Contract, Topic};
 use shared_events::{EventTap, KafkaConfig, RegistryCodec, TopicNames};
 use sqlx::PgPool;
@@ -58,8 +59,13 @@ pub struct FeedSource {
     pub codec: RegistryCodec,
 }
 
+/// Most live streams one subject may have open at once (a console per tab).
+pub const STREAMS_PER_SUBJECT: usize = 8;
+
 pub struct LiveOrders {
     source: FeedSource,
+    /// Open streams by subject.
+    streams: PerKeyLimit<String>,
     updates: broadcast::Sender<Arc<LiveUpdate>>,
     watcher_arrived: Notify,
     closed: CancellationToken,
@@ -69,17 +75,24 @@ impl LiveOrders {
     pub fn new(source: FeedSource) -> Arc<Self> {
         Arc::new(Self {
             source,
+            streams: PerKeyLimit::new(STREAMS_PER_SUBJECT),
             updates: broadcast::channel(BACKLOG).0,
             watcher_arrived: Notify::new(),
             closed: CancellationToken::new(),
         })
     }
 
-    /// Updates from now on; the feed starts if it is not running.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveUpdate>> {
+    /// Updates from now on for `subject`, and its place among its streams while it holds
+    /// it; `None` when it has [`STREAMS_PER_SUBJECT`] open. The feed starts if it is not
+    /// running.
+    pub fn subscribe(
+        &self,
+        subject: &str,
+    ) -> Option<(broadcast::Receiver<Arc<LiveUpdate>>, PerKeySlot<String>)> {
+        let slot = self.streams.take(&subject.to_owned())?;
         let updates = self.updates.subscribe();
         self.watcher_arrived.notify_one();
-        updates
+        Some((updates, slot))
     }
 
     /// Cancelled when the service stops: open streams end, so shutdown does not wait on them.

@@ -15,16 +15,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use futures::{Stream, StreamExt};
-use service_runtime::Admin;
+use service_runtime::problem::kind;
+use service_runtime::{Admin, Problem};
 use tokio::sync::broadcast::error::RecvError;
 
 pub use feed::Counters;
-pub use live::{FeedSource, LiveOrders, LiveUpdate};
+pub use live::{FeedSource, LiveOrders, LiveUpdate, STREAMS_PER_SUBJECT};
 
 pub fn routes(live: Arc<LiveOrders>) -> Router {
     Router::new()
@@ -78,12 +80,28 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
 /// (this stream fell behind and skipped updates: reload the list). Not in the OpenAPI
 /// document, whose clients (and fuzzer) expect responses that end.
 async fn live_orders(
-    _admin: Admin,
+    Admin(operator): Admin,
     State(live): State<Arc<LiveOrders>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let updates = live.subscribe();
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let Some((updates, slot)) = live.subscribe(operator.subject()) else {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            kind::RATE_LIMITED,
+            "Too many live streams",
+        )
+        .detail(format!(
+            "{} already has {STREAMS_PER_SUBJECT} live streams open; close one",
+            operator.subject()
+        )));
+    };
     let closed = live.closed();
-    let events = futures::stream::unfold(updates, |mut updates| async move {
+    // The stream ends when the token does: a revoked operator's console must not go on
+    // receiving orders. The console reconnects with a fresh token.
+    let expires_in = operator
+        .expires_at()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let events = futures::stream::unfold((updates, slot), |(mut updates, slot)| async move {
         let event = match updates.recv().await {
             Ok(update) => SseEvent::default()
                 .event(update.name())
@@ -94,8 +112,9 @@ async fn live_orders(
                 .data(skipped.to_string()),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(event), updates))
+        Some((Ok(event), (updates, slot)))
     })
-    .take_until(async move { closed.cancelled_owned().await });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    .take_until(async move { closed.cancelled_owned().await })
+    .take_until(tokio::time::sleep(expires_in));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

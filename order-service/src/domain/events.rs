@@ -90,7 +90,12 @@ pub enum OrderEvent {
     /// does the work. Recorded, never published.
     CancelledByOperator {
         operator: String,
+        /// The operator's own reason: for admins only.
         reason: String,
+        /// What the customer is told, if the operator chose to say more than that the shop
+        /// cancelled it. (Absent in histories written before it existed.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        customer_reason: Option<String>,
     },
     /// An operator asked for dead letters of the order to be redriven: published for the
     /// services that own their topics to carry out.
@@ -201,9 +206,16 @@ impl OrderEvent {
                 event_type,
                 event_id,
             } => format!("{operator} republished {event_type} {event_id}: {reason}"),
-            OrderEvent::CancelledByOperator { operator, reason } => {
-                format!("{operator} cancelled it: {reason}")
-            }
+            OrderEvent::CancelledByOperator {
+                operator,
+                reason,
+                customer_reason,
+            } => match customer_reason {
+                Some(told) => {
+                    format!("{operator} cancelled it: {reason} (the customer is told: {told})")
+                }
+                None => format!("{operator} cancelled it: {reason}"),
+            },
             OrderEvent::DeadLetterRedriveRequested {
                 operator,
                 reason,

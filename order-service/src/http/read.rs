@@ -65,7 +65,8 @@ struct OrderRow {
     saga_deadline: DateTime<Utc>,
 }
 
-/// An order with its saga timeline: a customer's own, or any for an admin.
+/// An order with its saga timeline: a customer's own (without operators' steps), or any for
+/// an admin.
 #[utoipa::path(get, path = "/orders/{order_id}", tag = "orders",
     security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("order_id" = Uuid, Path)),
@@ -82,9 +83,16 @@ pub(super) async fn get_order(
 ) -> Result<Json<OrderView>, Problem> {
     let view = order_views(&state.pool, &[order_id]).await?.pop();
     // Another customer's order is as unknown as a missing one: ids do not leak.
-    view.filter(|view| caller.may_access(&view.customer_id))
-        .map(Json)
-        .ok_or_else(|| no_order(order_id))
+    let mut view = view
+        .filter(|view| caller.may_access(&view.customer_id))
+        .ok_or_else(|| no_order(order_id))?;
+    if !caller.is_admin() {
+        // Operators' steps name them and carry their internal notes: admins only. What an
+        // operator's cancellation tells the customer is in the cancellation request.
+        view.timeline
+            .retain(|step| step.kind != StepKind::Operation);
+    }
+    Ok(Json(view))
 }
 
 /// The orders among `order_ids` that exist, each with its timeline, in one query for the

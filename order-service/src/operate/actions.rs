@@ -31,6 +31,19 @@ pub struct OperatorRequest {
     pub reason: String,
 }
 
+/// Why, and what the customer is told.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// The operator's reason, for admins only. 1 to 500 characters.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+    /// What the customer reads: "cancelled by the shop: <this>". Without it, only
+    /// "cancelled by the shop". 1 to 500 characters.
+    #[schema(min_length = 1, max_length = 500)]
+    pub customer_reason: Option<String>,
+}
+
 /// Why, and which dead letters: all of the order's when none are named.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +84,7 @@ pub struct OperatorAction {
         (status = 409, description = "The order has no dead letters, they were redriven before, the ones left failed again after a redrive, or its history cannot be read", content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
-        (status = 422, description = "No reason, one over 500 characters, or a dead letter that is not the order's", content_type = "application/problem+json"),
+        (status = 422, description = "No reason, one over 500 characters or with a newline or control character, or a dead letter that is not the order's", content_type = "application/problem+json"),
         (status = 503, description = "The broker did not list the dead letters in time", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "redrive_saga", skip_all, fields(%order_id))]
@@ -206,7 +219,7 @@ fn already_redriven() -> Problem {
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
         (status = 409, description = "The order is over, its latest event is still queued, or its history cannot be read", content_type = "application/problem+json"),
-        (status = 422, description = "No reason, or one over 500 characters", content_type = "application/problem+json"),
+        (status = 422, description = "No reason, one over 500 characters, or one with a newline or control character", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "nudge_saga", skip_all, fields(%order_id))]
 pub(super) async fn nudge(
@@ -229,7 +242,7 @@ pub(super) async fn nudge(
 #[utoipa::path(post, path = "/sagas/{order_id}/cancel", tag = "operate",
     security(("bearer" = ["admin"])),
     params(("order_id" = Uuid, Path)),
-    request_body = OperatorRequest,
+    request_body = CancelRequest,
     responses(
         (status = 202, body = OperatorAction, description = "Cancellation under way"),
         (status = 400, description = "The order id is not a UUID, or malformed JSON", content_type = "application/problem+json"),
@@ -238,18 +251,24 @@ pub(super) async fn nudge(
         (status = 413, description = "Body over 64 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", content_type = "application/problem+json"),
         (status = 409, description = "Shipped, over, already cancelling, or its history cannot be read", content_type = "application/problem+json"),
-        (status = 422, description = "No reason, or one over 500 characters", content_type = "application/problem+json"),
+        (status = 422, description = "No reason, or a reason or customer_reason over 500 characters or with a newline or control character", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "cancel_saga", skip_all, fields(%order_id))]
 pub(super) async fn cancel(
     Admin(operator): Admin,
     State(state): State<OperateState>,
     ValidPath(order_id): ValidPath<Uuid>,
-    ValidJson(request): ValidJson<OperatorRequest>,
+    ValidJson(request): ValidJson<CancelRequest>,
 ) -> Result<(StatusCode, Json<OperatorAction>), Problem> {
     let reason = checked_reason(&request.reason)?;
+    let customer_reason = request
+        .customer_reason
+        .as_deref()
+        .map(|told| checked_text("customer_reason", told))
+        .transpose()?;
     let operated = carry_out(&state, order_id, async |tx| {
-        orders::cancel_by_operator(tx, order_id, operator.subject(), &reason).await
+        let told = customer_reason.as_deref();
+        orders::cancel_by_operator(tx, order_id, operator.subject(), &reason, told).await
     })
     .await?;
     tracing::info!(%order_id, operator = operator.subject(), reason, "operator cancelled the saga");
@@ -273,12 +292,23 @@ async fn carry_out(
 }
 
 fn checked_reason(reason: &str) -> Result<String, Problem> {
-    let reason = reason.trim().to_owned();
+    checked_text("reason", reason)
+}
+
+/// An operator's text in `field`, trimmed: 1 to 500 characters on one line. (Newlines and
+/// control characters would forge lines in logs and timelines.)
+fn checked_text(field: &str, text: &str) -> Result<String, Problem> {
+    let text = text.trim().to_owned();
     let mut errors = FieldErrors::default();
-    errors.check(!reason.is_empty(), "reason", "must say why");
-    errors.parse("reason", Note::parse(&reason));
+    errors.check(!text.is_empty(), field, "must say why");
+    errors.check(
+        !text.chars().any(char::is_control),
+        field,
+        "must be one line without control characters",
+    );
+    errors.parse(field, Note::parse(&text));
     errors.into_result()?;
-    Ok(reason)
+    Ok(text)
 }
 
 fn accepted(

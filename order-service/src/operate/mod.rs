@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use dead_letters::Scan;
 
-pub use actions::{OperatorAction, OperatorRequest, RedriveRequest};
+pub use actions::{CancelRequest, OperatorAction, OperatorRequest, RedriveRequest};
 pub use dead_letters::{
     DeadLetterEntry, DeadLetterId, DeadLetterList, DeadLetterScans, DeadLetterView,
 };

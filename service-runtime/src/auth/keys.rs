@@ -1,15 +1,16 @@
 //! The identity provider's signing keys (its JWKS), fetched when a token names a key not
 //! seen yet: that is how a provider's key rotation reaches the services. The set is also
-//! fetched again once it is older than its maximum age (`AUTH_JWKS_MAX_AGE_SECS`), so a key
-//! the provider withdrew (compromised, say) stops verifying tokens within that time even
-//! if no token names an unknown key. Refetching is rate-limited, so tokens with made-up key
-//! ids cannot make the service hammer the provider, and while the provider cannot be
-//! reached, requests get its last failure at once instead of each waiting out a fetch of
-//! their own (known keys stay in use meanwhile: an outage of the provider is not one of
-//! the API).
+//! fetched again in the background every half its maximum age (`AUTH_JWKS_MAX_AGE_SECS`),
+//! so a key the provider withdrew (compromised, say) stops verifying tokens within that
+//! time even if no token names an unknown key, and no request ever waits for a refresh of
+//! keys it knows: while the provider cannot be reached, known keys stay in use (an outage of
+//! the provider is not one of the API). Fetching for unknown key ids is rate-limited, so
+//! tokens with made-up key ids cannot make the service hammer the provider, and while no key
+//! is known, requests get the last failure at once instead of each waiting out a fetch of
+//! their own.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
@@ -33,25 +34,15 @@ pub struct VerificationKey {
 }
 
 pub struct KeySet {
+    inner: Arc<Keys>,
+}
+
+struct Keys {
     url: String,
     http: reqwest::Client,
-    max_age: Duration,
-    cache: RwLock<Cache>,
+    keys: RwLock<HashMap<String, Arc<VerificationKey>>>,
     /// The last fetch; held while fetching, so one fetch serves a burst.
     last_fetch: Mutex<Option<Fetch>>,
-}
-
-/// The keys of the last successful fetch, and when it was.
-#[derive(Default)]
-struct Cache {
-    keys: HashMap<String, Arc<VerificationKey>>,
-    fetched_at: Option<Instant>,
-}
-
-impl Cache {
-    fn is_fresh(&self, max_age: Duration) -> bool {
-        self.fetched_at.is_some_and(|at| at.elapsed() < max_age)
-    }
 }
 
 struct Fetch {
@@ -60,88 +51,108 @@ struct Fetch {
 }
 
 impl KeySet {
-    /// Keys from `url`, fetched again once older than `max_age`.
+    /// Keys from `url`, fetched again in the background every `max_age / 2` (from a Tokio
+    /// runtime's task, which ends when the set is dropped).
     pub fn new(url: String, max_age: Duration) -> Result<Self, reqwest::Error> {
-        Ok(Self {
+        let inner = Arc::new(Keys {
             url,
             http: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?,
-            max_age,
-            cache: RwLock::new(Cache::default()),
+            keys: RwLock::default(),
             last_fetch: Mutex::new(None),
-        })
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(refresh_every(max_age / 2, Arc::downgrade(&inner)));
+        }
+        Ok(Self { inner })
     }
 
-    /// The key named `kid`. The set is fetched again if `kid` is unknown and the set was
-    /// not fetched within [`MIN_REFETCH_INTERVAL`], or if it is older than its maximum age;
-    /// within [`RETRY_UNREACHABLE`] of a failed fetch, not at all.
+    /// The key named `kid`: a known one at once, whatever the provider's state; an unknown
+    /// one by fetching the set, unless it was fetched within [`MIN_REFETCH_INTERVAL`] (or,
+    /// while no key is known and the last fetch failed, within [`RETRY_UNREACHABLE`]).
     pub async fn get(&self, kid: &str) -> Result<Arc<VerificationKey>, AuthError> {
-        {
-            let cache = self.cache.read().await;
-            if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(self.max_age)) {
-                return Ok(key.clone());
+        let keys = &self.inner;
+        if let Some(key) = keys.keys.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        let mut last_fetch = keys.last_fetch.lock().await;
+        let none_known = {
+            let known = keys.keys.read().await;
+            if let Some(key) = known.get(kid) {
+                return Ok(key.clone()); // fetched by another request meanwhile
             }
-        }
-        let mut last_fetch = self.last_fetch.lock().await;
-        let cache = self.cache.read().await;
-        let known = cache.keys.get(kid).cloned();
-        if let (Some(key), true) = (&known, cache.is_fresh(self.max_age)) {
-            return Ok(key.clone()); // fetched by another request meanwhile
-        }
-        let none_known = cache.keys.is_empty();
-        drop(cache);
+            known.is_empty()
+        };
         if let Some(last) = &*last_fetch {
-            let failure = last.failure.as_ref();
-            let wait = match (&known, failure) {
-                // The set is due for a refresh: its age is the limit, unless it just failed.
-                (Some(_), None) => Duration::ZERO,
-                (Some(_), Some(_)) => RETRY_UNREACHABLE,
-                (None, Some(_)) if none_known => RETRY_UNREACHABLE,
-                (None, _) => MIN_REFETCH_INTERVAL,
+            let failure = last.failure.as_ref().filter(|_| none_known);
+            let wait = if failure.is_some() {
+                RETRY_UNREACHABLE
+            } else {
+                MIN_REFETCH_INTERVAL
             };
             if last.at.elapsed() < wait {
-                return match (known, failure.filter(|_| none_known)) {
-                    (Some(key), _) => Ok(key),
-                    (None, Some(failure)) => Err(AuthError::KeysUnavailable(failure.clone())),
-                    (None, None) => Err(unknown_key()),
-                };
+                return Err(match failure {
+                    Some(failure) => AuthError::KeysUnavailable(failure.clone()),
+                    None => unknown_key(),
+                });
             }
         }
-        let set = self.fetch().await;
+        match keys.fetch(&mut last_fetch).await {
+            Ok(()) => {}
+            Err(failure) if none_known => return Err(AuthError::KeysUnavailable(failure)),
+            Err(_) => return Err(unknown_key()),
+        }
+        let found = keys.keys.read().await.get(kid).cloned();
+        found.ok_or_else(unknown_key)
+    }
+}
+
+/// Fetches the set every `interval` while it exists and has been fetched once.
+async fn refresh_every(interval: Duration, keys: Weak<Keys>) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(keys) = keys.upgrade() else { return };
+        if keys.keys.read().await.is_empty() {
+            continue; // fetched when a first token comes
+        }
+        let mut last_fetch = keys.last_fetch.lock().await;
+        if let Err(failure) = keys.fetch(&mut last_fetch).await {
+            tracing::warn!(error = %failure, "could not refetch the identity provider's keys; keeping the known ones");
+        }
+    }
+}
+
+impl Keys {
+    /// Fetches the set and, if that works, replaces the known keys with it; records the
+    /// attempt in `last_fetch`.
+    async fn fetch(&self, last_fetch: &mut Option<Fetch>) -> Result<(), Arc<reqwest::Error>> {
+        let fetched = async {
+            self.http
+                .get(&self.url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<JwkSet>()
+                .await
+        }
+        .await;
         let at = Instant::now();
-        let set = match set {
-            Ok(set) => set,
+        match fetched {
+            Ok(set) => {
+                *last_fetch = Some(Fetch { at, failure: None });
+                let keys = usable_keys(&set);
+                tracing::info!(keys = keys.len(), url = %self.url, "identity provider keys fetched");
+                *self.keys.write().await = keys;
+                Ok(())
+            }
             Err(e) => {
                 let failure = Arc::new(e);
                 *last_fetch = Some(Fetch {
                     at,
                     failure: Some(failure.clone()),
                 });
-                if none_known {
-                    return Err(AuthError::KeysUnavailable(failure));
-                }
-                tracing::warn!(error = %failure, "could not refetch the identity provider's keys; keeping the known ones");
-                return known.ok_or_else(unknown_key);
+                Err(failure)
             }
-        };
-        *last_fetch = Some(Fetch { at, failure: None });
-        let keys = usable_keys(&set);
-        tracing::info!(keys = keys.len(), url = %self.url, "identity provider keys fetched");
-        let found = keys.get(kid).cloned();
-        *self.cache.write().await = Cache {
-            keys,
-            fetched_at: Some(at),
-        };
-        found.ok_or_else(unknown_key)
-    }
-
-    async fn fetch(&self) -> Result<JwkSet, reqwest::Error> {
-        self.http
-            .get(&self.url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+        }
     }
 }
 

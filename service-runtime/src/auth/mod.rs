@@ -130,6 +130,8 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// When the token expires (seconds since the epoch); checked by `jsonwebtoken`.
+    exp: u64,
     #[serde(default)]
     scope: String,
     typ: Option<String>,
@@ -239,6 +241,7 @@ impl Authenticator {
             admin: claims.has_role(&self.role_claim, &self.admin_role),
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
             subject: claims.sub,
+            expires_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp),
         })
     }
 }
@@ -250,9 +253,16 @@ pub struct Caller {
     scopes: Vec<String>,
     /// The token's role claim holds the admin role.
     admin: bool,
+    expires_at: std::time::SystemTime,
 }
 
 impl Caller {
+    /// When the token stops being valid: a response that outlives the request (a live
+    /// stream) must end then.
+    pub fn expires_at(&self) -> std::time::SystemTime {
+        self.expires_at
+    }
+
     /// The token's subject: for a customer, their customer id.
     pub fn subject(&self) -> &str {
         &self.subject
@@ -459,6 +469,7 @@ mod tests {
             subject: "alice".into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             admin,
+            expires_at: std::time::SystemTime::now(),
         };
         assert!(caller(&["orders"], false).may_access("alice"));
         assert!(!caller(&["orders"], false).may_access("bob"));
@@ -468,7 +479,9 @@ mod tests {
         assert!(!caller(&["admin"], false).may_use_the_api());
     }
 
-    fn claims(value: serde_json::Value) -> Claims {
+    /// Claims as a token carries them (with an `exp`, which `jsonwebtoken` checks).
+    fn claims(mut value: serde_json::Value) -> Claims {
+        value["exp"] = json!(4_000_000_000_u64);
         serde_json::from_value(value).unwrap()
     }
 

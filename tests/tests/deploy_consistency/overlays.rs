@@ -264,6 +264,20 @@ fn prod_least_privilege_problems(name: &str, objects: &[Value]) -> Vec<String> {
             .map(|var| var["valueFrom"]["secretKeyRef"]["name"].clone())
     };
     problems.extend(kafka_user_problems(name, objects));
+    // The registry's answers decide what a record decodes as, and the identity provider's
+    // keys who may call: neither is fetched in the clear.
+    for config in objects.iter().filter(|o| o["kind"] == "ConfigMap") {
+        for key in ["SCHEMA_REGISTRY_URL", "AUTH_JWKS_URL"] {
+            if let Some(url) = config["data"][key].as_str()
+                && !url.starts_with("https://")
+            {
+                problems.push(format!(
+                    "{name}: ConfigMap {} sets {key} to {url}, not https",
+                    config["metadata"]["name"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
     for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
         let pod = &deployment["spec"]["template"]["spec"];
         let migrations = pod["initContainers"]

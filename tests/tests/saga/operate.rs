@@ -290,10 +290,26 @@ fn an_operator_cancels_a_stuck_order_and_every_step_is_compensated(stack: &mut S
         let order_id = client::place(stack, &order_body(&customer, &[(&product, 1)], "DE")).await;
         client::wait_for_status(stack, &order_id, "PAYMENT_AUTHORIZED").await;
 
-        let (status, problem) = client::operate(stack, &order_id, "cancel", "  ").await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
-        let (status, action) =
-            client::operate(stack, &order_id, "cancel", "inventory is down for hours").await;
+        for refused in [
+            "  ",
+            "forged\n2026-12-07 INFO operator approved",
+            "bell\u{7}",
+        ] {
+            let (status, problem) = client::operate(stack, &order_id, "cancel", refused).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{refused:?}: {problem:#}"
+            );
+        }
+        let (status, action) = client::operate_with(
+            stack,
+            &order_id,
+            "cancel",
+            &json!({"reason": "internal note: fraud team ticket 4411",
+                    "customer_reason": "an item could not be reserved in time"}),
+        )
+        .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{action:#}");
         assert_eq!(action["status"], "CANCELLING", "{action:#}");
         assert_eq!(
@@ -309,11 +325,40 @@ fn an_operator_cancels_a_stuck_order_and_every_step_is_compensated(stack: &mut S
         let noted = types.iter().position(|t| t == "CancelledByOperator");
         let requested = types.iter().position(|t| t == "OrderCancellationRequested");
         assert!(noted.is_some() && noted < requested, "{types:?}");
-        let reason = order["outcome_reason"].as_str().unwrap();
+        // The operator's name and note are for admins; the customer reads what the operator
+        // chose to tell them. (Before, the customer's own view showed both.)
+        let outcome = order["outcome_reason"].as_str().unwrap();
         assert!(
-            reason.contains(OPERATOR) && reason.contains("inventory is down for hours"),
-            "{reason}"
+            outcome.ends_with("cancelled by the shop: an item could not be reserved in time"),
+            "{outcome}"
         );
+        let noted = &order["timeline"][noted.unwrap()]["detail"];
+        assert!(
+            noted.as_str().unwrap().contains(OPERATOR)
+                && noted.as_str().unwrap().contains("fraud team"),
+            "{noted}"
+        );
+        let url = format!("{}/orders/{order_id}", stack.url("order-service"));
+        let seen_by_customer: Value = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(orderflow_e2e::auth::token(&customer, "orders"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            seen_by_customer["status"], "CANCELLED",
+            "{seen_by_customer:#}"
+        );
+        let text = seen_by_customer.to_string();
+        for internal in [OPERATOR, "fraud team", "CancelledByOperator"] {
+            assert!(
+                !text.contains(internal),
+                "the customer sees {internal}: {seen_by_customer:#}"
+            );
+        }
         assert_refused(stack, &order_id, "cancel", "/problems/order-over").await;
         assert_refused(stack, &order_id, "nudge", "/problems/order-over").await;
         let unknown = uuid::Uuid::new_v4().to_string();
