@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -22,7 +22,9 @@ use schema_registry_converter::schema_registry_common::{
 
 use crate::contracts::{CONTRACTS, Contract, ContractError, Event};
 use crate::error::{Error, ErrorClass};
-use crate::schema_guard::{MAX_RECORD_BYTES, unsafe_schema};
+use crate::schema_guard::MAX_RECORD_BYTES;
+pub use crate::schema_ids::REMEMBERED_IDS;
+use crate::schema_ids::SchemaIds;
 use crate::schema_resolution::resolve_onto_reader;
 use crate::topics::TopicNames;
 
@@ -86,75 +88,9 @@ struct CodecInner {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     contracts: HashMap<&'static str, ContractCodec>,
-    /// The topic names of this deployment, to tell which topic a record was read from.
-    names: TopicNames,
-    /// Asks the registry under which subjects a schema id is registered.
-    subjects: SubjectLookup,
-    /// What the registry said of each schema id, and when. An id under a contract's subject
-    /// is believed for good; any other answer (never issued, or under no contract's
-    /// subject) only for [`UNKNOWN_ID_RECHECK`]: records naming such ids are dead-lettered
-    /// without asking again meanwhile, so a flood of poison costs the registry little and a
-    /// late registration is still seen. At most [`REMEMBERED_IDS`] entries.
-    ids: Mutex<HashMap<u32, (Instant, IdLookup)>>,
+    /// Which contract each schema id is registered for, and whether its schema is safe.
+    schema_ids: SchemaIds,
 }
-
-/// What the registry said of a schema id.
-#[derive(Debug, Clone)]
-enum IdLookup {
-    /// The subjects it is registered under.
-    Subjects(Vec<String>),
-    /// It was never issued: the registry's message.
-    NeverIssued(String),
-}
-
-/// `GET /schemas/ids/{id}/versions` on the registry.
-struct SubjectLookup {
-    client: reqwest::Client,
-    url: String,
-    username: Option<String>,
-    password: Option<crate::credentials::Secret>,
-}
-
-impl SubjectLookup {
-    async fn of(&self, id: u32) -> Result<IdLookup, DecodeError> {
-        let url = format!(
-            "{}/schemas/ids/{id}/versions",
-            self.url.trim_end_matches('/')
-        );
-        let mut request = self.client.get(url);
-        if let Some(username) = &self.username {
-            request = request.basic_auth(username, self.password.as_ref().map(|p| p.expose()));
-        }
-        let unavailable =
-            |e: &dyn std::fmt::Display| DecodeError::RegistryUnavailable(e.to_string());
-        let response = request.send().await.map_err(|e| unavailable(&e))?;
-        let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| unavailable(&format!("{status}, {e}")))?;
-        if status.is_success() {
-            let subjects = body
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|version| version["subject"].as_str().map(str::to_owned))
-                .collect();
-            return Ok(IdLookup::Subjects(subjects));
-        }
-        // Only the registry's own "schema not found" says the id was never issued; anything
-        // else (a 5xx, a 404 from a proxy while the registry restarts) may pass: retried.
-        if body["error_code"] == SCHEMA_NOT_FOUND {
-            let message = body["message"].as_str().unwrap_or("schema not found");
-            return Ok(IdLookup::NeverIssued(message.to_owned()));
-        }
-        Err(unavailable(&format!("{status}: {body}")))
-    }
-}
-
-/// How many schema ids the codec remembers, accepted or refused: a flood of records naming
-/// new ids must not grow its memory without end.
-pub const REMEMBERED_IDS: usize = 1024;
 
 /// The most the Avro decoder may allocate for one string, bytes value or collection
 /// (apache-avro's process-wide `max_allocation_bytes`, 512 MiB by default). Our largest
@@ -166,7 +102,7 @@ pub const MAX_DECODE_ALLOCATION_BYTES: usize = 4 * 1024 * 1024;
 pub const UNKNOWN_ID_RECHECK: Duration = Duration::from_secs(5);
 
 /// Confluent's error code for a schema id the registry does not know.
-const SCHEMA_NOT_FOUND: u32 = 40403;
+pub(crate) const SCHEMA_NOT_FOUND: u32 = 40403;
 
 /// Everything encoding and decoding one event type needs, resolved once in `connect`.
 struct ContractCodec {
@@ -296,17 +232,7 @@ impl RegistryCodec {
                 encoder,
                 decoder: AvroDecoder::new(settings()?),
                 contracts,
-                names: names.clone(),
-                subjects: SubjectLookup {
-                    client: reqwest::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .map_err(|e| Error::Timeout(format!("an HTTP client: {e}")))?,
-                    url: config.url.clone(),
-                    username: config.username.clone(),
-                    password: config.password.clone(),
-                },
-                ids: Mutex::new(HashMap::new()),
+                schema_ids: SchemaIds::new(config, names)?,
             }),
         })
     }
@@ -369,14 +295,14 @@ impl RegistryCodec {
         // Which contract the id is registered for decides before anything of the schema is
         // read: a schema someone registered under another subject is never parsed, whatever
         // record name it borrows.
-        let contract = self.contract_of(id, topic).await?;
+        let contract = self.inner.schema_ids.contract_of(id, topic).await?;
         // Fetched (and cached) apart from decoding, so that a registry outage (retry) is told
         // apart from bytes that do not decode (poison).
         let writer = match self.inner.decoder.get_schema(id).await {
             Ok(writer) => writer,
             Err(e) => return Err(self.classify_lookup_error(id, e)),
         };
-        if let Some(reason) = unsafe_schema(&writer.parsed) {
+        if let Some(reason) = self.inner.schema_ids.verdict(id, &writer.parsed) {
             return Err(DecodeError::UnsafeSchema { id, reason });
         }
         let record = writer
@@ -404,94 +330,9 @@ impl RegistryCodec {
         Ok(Event::from_avro(contract.event_type, &value)?)
     }
 
-    /// The contract under whose subject the registry lists schema `id`, if it travels on
-    /// `topic` (any topic when `None`).
-    async fn contract_of(
-        &self,
-        id: u32,
-        topic: Option<&str>,
-    ) -> Result<&'static Contract, DecodeError> {
-        let lookup = match self.remembered(id) {
-            Some(lookup) => lookup,
-            None => {
-                let lookup = self.inner.subjects.of(id).await?;
-                self.remember(id, lookup.clone());
-                lookup
-            }
-        };
-        let subjects = match lookup {
-            IdLookup::Subjects(subjects) => subjects,
-            IdLookup::NeverIssued(reason) => {
-                return Err(DecodeError::UnknownSchemaId { id, reason });
-            }
-        };
-        let names = &self.inner.names;
-        let listed = |contract: &&Contract| subjects.contains(&subject_name(names, contract));
-        let mut registered = CONTRACTS.iter().filter(listed).peekable();
-        let first = registered.peek().copied();
-        if let Some(contract) =
-            registered.find(|c| topic.is_none_or(|topic| names.parse(topic) == Some(c.topic)))
-        {
-            return Ok(contract);
-        }
-        Err(match first {
-            Some(contract) => DecodeError::NotThisTopicsContract {
-                id,
-                event_type: contract.event_type,
-                topic: topic.unwrap_or_default().to_owned(),
-            },
-            None => DecodeError::NotAContractSubject {
-                id,
-                topic: topic.map(str::to_owned),
-                subjects,
-            },
-        })
-    }
-
     /// How many schema ids the codec remembers an answer for (at most [`REMEMBERED_IDS`]).
     pub fn remembered_ids(&self) -> usize {
-        self.inner
-            .ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
-    /// What the registry said of `id`, if it is still believed.
-    fn remembered(&self, id: u32) -> Option<IdLookup> {
-        let ids = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, lookup) = ids.get(&id)?;
-        (self.for_good(lookup) || at.elapsed() < UNKNOWN_ID_RECHECK).then(|| lookup.clone())
-    }
-
-    fn remember(&self, id: u32, lookup: IdLookup) {
-        let mut ids = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.len() >= REMEMBERED_IDS {
-            ids.retain(|_, (at, lookup)| {
-                self.for_good(lookup) || at.elapsed() < UNKNOWN_ID_RECHECK
-            });
-        }
-        if ids.len() >= REMEMBERED_IDS {
-            // Still full of fresh refusals (a flood): forget the oldest one.
-            let oldest = ids
-                .iter()
-                .filter(|(_, (_, lookup))| !self.for_good(lookup))
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(id, _)| *id);
-            match oldest {
-                Some(oldest) => drop(ids.remove(&oldest)),
-                // Full of accepted ids: someone registers schemas under our subjects in a
-                // loop; this one is asked about again next time.
-                None => return,
-            }
-        }
-        ids.insert(id, (Instant::now(), lookup));
-    }
-
-    /// Whether an answer is believed for good: the id is under a contract's subject.
-    fn for_good(&self, lookup: &IdLookup) -> bool {
-        matches!(lookup, IdLookup::Subjects(subjects)
-            if CONTRACTS.iter().any(|c| subjects.contains(&subject_name(&self.inner.names, c))))
+        self.inner.schema_ids.len()
     }
 
     fn classify_lookup_error(&self, id: u32, error: SRCError) -> DecodeError {

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod kafka;
 pub mod key_position;
 pub mod schema_guard;
+mod schema_ids;
 pub mod schema_resolution;
 pub mod tap;
 pub mod topic_reading;
