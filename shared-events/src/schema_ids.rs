@@ -61,30 +61,49 @@ impl SchemaIds {
         id: u32,
         topic: Option<&str>,
     ) -> Result<&'static Contract, DecodeError> {
-        let lookup = match self.remembered(id) {
-            Some(lookup) => lookup,
-            None => {
-                let lookup = self.subjects.of(id).await?;
-                self.remember(id, lookup.clone());
-                lookup
+        if let Some(decided) = self.remembered(id, topic) {
+            return decided;
+        }
+        let lookup = match self.subjects.of(id).await? {
+            Answer::NeverIssued(reason) => IdLookup::NeverIssued(reason),
+            Answer::Subjects(subjects) => {
+                let registered = CONTRACTS
+                    .iter()
+                    .filter(|c| subjects.contains(&subject_name(&self.names, c)))
+                    .collect();
+                IdLookup::Subjects {
+                    subjects,
+                    registered,
+                }
             }
         };
-        let subjects = match lookup {
-            IdLookup::Subjects(subjects) => subjects,
+        let decided = self.decide(id, &lookup, topic);
+        self.remember(id, lookup);
+        decided
+    }
+
+    /// What `lookup` says of a record of schema `id` read from `topic`.
+    fn decide(
+        &self,
+        id: u32,
+        lookup: &IdLookup,
+        topic: Option<&str>,
+    ) -> Result<&'static Contract, DecodeError> {
+        let (subjects, registered) = match lookup {
             IdLookup::NeverIssued(reason) => {
+                let reason = reason.clone();
                 return Err(DecodeError::UnknownSchemaId { id, reason });
             }
+            IdLookup::Subjects {
+                subjects,
+                registered,
+            } => (subjects, registered),
         };
-        let names = &self.names;
-        let listed = |contract: &&Contract| subjects.contains(&subject_name(names, contract));
-        let mut registered = CONTRACTS.iter().filter(listed).peekable();
-        let first = registered.peek().copied();
-        if let Some(contract) =
-            registered.find(|c| topic.is_none_or(|topic| names.parse(topic) == Some(c.topic)))
-        {
+        let on_topic = |c: &&&Contract| topic.is_none_or(|t| self.names.parse(t) == Some(c.topic));
+        if let Some(contract) = registered.iter().find(on_topic) {
             return Ok(contract);
         }
-        Err(match first {
+        Err(match registered.first() {
             Some(contract) => DecodeError::NotThisTopicsContract {
                 id,
                 event_type: contract.event_type,
@@ -93,7 +112,7 @@ impl SchemaIds {
             None => DecodeError::NotAContractSubject {
                 id,
                 topic: topic.map(str::to_owned),
-                subjects,
+                subjects: subjects.clone(),
             },
         })
     }
@@ -116,25 +135,28 @@ impl SchemaIds {
         verdict
     }
 
-    /// What the registry said of `id`, if it is still believed.
-    fn remembered(&self, id: u32) -> Option<IdLookup> {
+    /// What the registry's remembered answer about `id` decides, if it is still believed.
+    fn remembered(
+        &self,
+        id: u32,
+        topic: Option<&str>,
+    ) -> Option<Result<&'static Contract, DecodeError>> {
         let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         let (at, lookup) = ids.get(&id)?;
-        (self.for_good(lookup) || at.elapsed() < UNKNOWN_ID_RECHECK).then(|| lookup.clone())
+        (lookup.for_good() || at.elapsed() < UNKNOWN_ID_RECHECK)
+            .then(|| self.decide(id, lookup, topic))
     }
 
     fn remember(&self, id: u32, lookup: IdLookup) {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.len() >= REMEMBERED_IDS {
-            ids.retain(|_, (at, lookup)| {
-                self.for_good(lookup) || at.elapsed() < UNKNOWN_ID_RECHECK
-            });
+            ids.retain(|_, (at, lookup)| lookup.for_good() || at.elapsed() < UNKNOWN_ID_RECHECK);
         }
         if ids.len() >= REMEMBERED_IDS {
             // Still full of fresh refusals (a flood): forget the oldest one.
             let oldest = ids
                 .iter()
-                .filter(|(_, (_, lookup))| !self.for_good(lookup))
+                .filter(|(_, (_, lookup))| !lookup.for_good())
                 .min_by_key(|(_, (at, _))| *at)
                 .map(|(id, _)| *id);
             match oldest {
@@ -146,21 +168,30 @@ impl SchemaIds {
         }
         ids.insert(id, (Instant::now(), lookup));
     }
-
-    /// Whether an answer is believed for good: the id is under a contract's subject.
-    fn for_good(&self, lookup: &IdLookup) -> bool {
-        matches!(lookup, IdLookup::Subjects(subjects)
-            if CONTRACTS.iter().any(|c| subjects.contains(&subject_name(&self.names, c))))
-    }
 }
 
 /// What the registry said of a schema id.
-#[derive(Debug, Clone)]
-enum IdLookup {
+enum Answer {
     /// The subjects it is registered under.
     Subjects(Vec<String>),
     /// It was never issued: the registry's message.
     NeverIssued(String),
+}
+
+/// The registry's answer about a schema id, with the contracts whose subjects list it.
+enum IdLookup {
+    Subjects {
+        subjects: Vec<String>,
+        registered: Vec<&'static Contract>,
+    },
+    NeverIssued(String),
+}
+
+impl IdLookup {
+    /// Whether it is believed for good: the id is under a contract's subject.
+    fn for_good(&self) -> bool {
+        matches!(self, IdLookup::Subjects { registered, .. } if !registered.is_empty())
+    }
 }
 
 /// `GET /schemas/ids/{id}/versions` on the registry.
@@ -172,7 +203,7 @@ struct SubjectLookup {
 }
 
 impl SubjectLookup {
-    async fn of(&self, id: u32) -> Result<IdLookup, DecodeError> {
+    async fn of(&self, id: u32) -> Result<Answer, DecodeError> {
         let url = format!(
             "{}/schemas/ids/{id}/versions",
             self.url.trim_end_matches('/')
@@ -196,13 +227,13 @@ impl SubjectLookup {
                 .flatten()
                 .filter_map(|version| version["subject"].as_str().map(str::to_owned))
                 .collect();
-            return Ok(IdLookup::Subjects(subjects));
+            return Ok(Answer::Subjects(subjects));
         }
         // Only the registry's own "schema not found" says the id was never issued; anything
         // else (a 5xx, a 404 from a proxy while the registry restarts) may pass: retried.
         if body["error_code"] == SCHEMA_NOT_FOUND {
             let message = body["message"].as_str().unwrap_or("schema not found");
-            return Ok(IdLookup::NeverIssued(message.to_owned()));
+            return Ok(Answer::NeverIssued(message.to_owned()));
         }
         Err(unavailable(&format!("{status}: {body}")))
     }
