@@ -2,13 +2,13 @@
 //! account or set its credit.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
-use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
+use service_runtime::{Admin, Caller, FieldErrors, IfMatch, PathId, Problem, ValidJson, ValidPath};
 use shared_events::contracts::Currency;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
@@ -86,6 +86,9 @@ pub struct PutAccount {
     pub balance_minor: Option<i64>,
 }
 
+/// A customer id as a URL names it: bounded before it is looked up or echoed.
+type CustomerKey = PathId<200>;
+
 /// An account with its holds, payments and refunds; its `ETag` names the version for a
 /// conditional PUT. A customer reads their own account only.
 #[utoipa::path(get, path = "/accounts/{customer_id}", tag = "accounts",
@@ -93,14 +96,16 @@ pub struct PutAccount {
     params(("customer_id" = String, Path)),
     responses(
         (status = 200, body = AccountView, headers(("ETag" = String, description = "The account's version"))),
+        (status = 400, description = "A customer id over 200 characters, or with a control character", content_type = "application/problem+json"),
         (status = 404, description = "No such account", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "get_account", skip_all, fields(%customer_id))]
 async fn get_account(
     caller: Caller,
     State(pool): State<PgPool>,
-    Path(customer_id): Path<String>,
+    ValidPath(customer_id): ValidPath<CustomerKey>,
 ) -> Result<Response, Problem> {
+    let customer_id = customer_id.into_inner();
     if !caller.may_access(&customer_id) {
         return Err(no_account(&customer_id));
     }
@@ -191,7 +196,7 @@ async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView,
     responses(
         (status = 200, description = "Updated", body = AccountView, headers(("ETag" = String))),
         (status = 201, description = "Created", body = AccountView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed JSON or If-Match", content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or If-Match, or a customer id over 200 characters or with a control character", content_type = "application/problem+json"),
         (status = 412, description = "Changed since the If-Match version, or missing", content_type = "application/problem+json"),
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
@@ -199,10 +204,11 @@ async fn read_account(pool: &PgPool, customer_id: String) -> Result<AccountView,
 async fn put_account(
     _: Admin,
     State(pool): State<PgPool>,
-    Path(customer_id): Path<String>,
+    ValidPath(customer_id): ValidPath<CustomerKey>,
     if_match: IfMatch,
     ValidJson(body): ValidJson<PutAccount>,
 ) -> Result<Response, Problem> {
+    let customer_id = customer_id.into_inner();
     let mut errors = FieldErrors::default();
     errors.check(
         !customer_id.is_empty() && customer_id.len() <= 200,

@@ -1,14 +1,14 @@
 //! Inventory's REST API: list and read products; create, restock or reprice one, which
 //! publishes `ProductUpserted` (through the outbox) for order-service's catalog copy.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use service_runtime::precondition::{precondition_failed, tagged};
-use service_runtime::{Admin, Caller, FieldErrors, IfMatch, Problem, ValidJson};
+use service_runtime::{Admin, Caller, FieldErrors, IfMatch, PathId, Problem, ValidJson, ValidPath};
 use shared_events::Outbox;
 use shared_events::contracts::{Currency, Event, Money, ProductUpserted};
 use sqlx::{PgExecutor, PgPool};
@@ -82,21 +82,25 @@ async fn list_products(
     Ok(Json(products(&state.pool, None).await?))
 }
 
+/// A product id as a URL names it: bounded before it is looked up or echoed.
+type ProductKey = PathId<64>;
+
 /// One product with its stock; its `ETag` names the version for a conditional PUT.
 #[utoipa::path(get, path = "/products/{product_id}", tag = "products",
     security(("bearer" = ["orders"]), ("bearer" = ["admin"])),
     params(("product_id" = String, Path)),
     responses(
         (status = 200, body = ProductView, headers(("ETag" = String, description = "The product's version"))),
+        (status = 400, description = "A product id over 64 characters, or with a control character", content_type = "application/problem+json"),
         (status = 404, description = "No such product", content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(name = "get_product", skip_all, fields(%product_id))]
 async fn get_product(
     _: Caller,
     State(state): State<ApiState>,
-    Path(product_id): Path<String>,
+    ValidPath(product_id): ValidPath<ProductKey>,
 ) -> Result<Response, Problem> {
-    find(&state.pool, &product_id)
+    find(&state.pool, product_id.as_str())
         .await?
         .map(|view| view.with_etag(StatusCode::OK))
         .ok_or_else(|| Problem::not_found(format!("no product {product_id}")))
@@ -115,7 +119,7 @@ async fn get_product(
     responses(
         (status = 200, description = "Updated", body = ProductView, headers(("ETag" = String))),
         (status = 201, description = "Created", body = ProductView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed JSON or If-Match", content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or If-Match, or a product id over 64 characters or with a control character", content_type = "application/problem+json"),
         (status = 412, description = "Changed since the If-Match version, or missing", content_type = "application/problem+json"),
         (status = 422, description = "Invalid", content_type = "application/problem+json"),
     ))]
@@ -123,10 +127,11 @@ async fn get_product(
 async fn put_product(
     _: Admin,
     State(state): State<ApiState>,
-    Path(product_id): Path<String>,
+    ValidPath(product_id): ValidPath<ProductKey>,
     if_match: IfMatch,
     ValidJson(body): ValidJson<PutProduct>,
 ) -> Result<Response, Problem> {
+    let product_id = product_id.into_inner();
     let mut errors = FieldErrors::default();
     errors.check(
         !product_id.is_empty()

@@ -9,6 +9,7 @@ pub mod config;
 pub mod health;
 pub mod json;
 pub mod maintenance;
+pub mod path_id;
 pub mod per_key_limit;
 pub mod precondition;
 pub mod problem;
@@ -22,6 +23,7 @@ pub use auth::{Admin, Caller};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
 pub use json::{ValidJson, ValidPath};
 pub use maintenance::Maintenance;
+pub use path_id::PathId;
 pub use precondition::IfMatch;
 pub use problem::{ErrorChain, FieldErrors, Problem, error_chain_fmt};
 

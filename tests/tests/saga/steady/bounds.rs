@@ -122,6 +122,40 @@ pub(super) fn every_documented_string_bound_is_checked(ctx: &Ctx) -> Run<'_> {
 
 /// The string fields of `operation`'s request body, as its service's OpenAPI document
 /// describes them.
+/// Identifiers in URL paths are bounded too, and one over the bound is a 400 that does not
+/// repeat it. Before, inventory and billing looked up any string and echoed it in the 404
+/// (and logged it), megabytes or control characters included.
+pub(super) fn path_identifiers_are_bounded_and_never_echoed(ctx: &Ctx) -> Run<'_> {
+    Box::pin(async move {
+        let stack = &ctx.0;
+        let (long_product, long_customer) = ("p".repeat(65), "c".repeat(201));
+        for (service, path, value) in [
+            ("inventory-service", "/products", &long_product),
+            ("billing-service", "/accounts", &long_customer),
+            ("inventory-service", "/products", &"bad%0Aline".to_owned()),
+            ("billing-service", "/accounts", &"bad%1B%5B31m".to_owned()),
+        ] {
+            let url = format!("{}{path}/{value}", stack.url(service));
+            for method in [Method::GET, Method::PUT] {
+                let response = orderflow_e2e::http()
+                    .request(method.clone(), &url)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let body = response.text().await.unwrap();
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {url}: {body}");
+                let repeated = value.replace("%0A", "\\n").replace("%1B%5B", "\\u001b[");
+                assert!(
+                    !body.contains(value.as_str()) && !body.contains(&repeated),
+                    "{method} {url} repeats the id: {body}"
+                );
+            }
+        }
+    })
+}
+
 async fn documented_string_fields(stack: &Stack, operation: &Operation) -> Vec<StringField> {
     let url = format!("{}/openapi.json", stack.url(operation.service));
     let document: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();

@@ -32,6 +32,7 @@ pub const SCENARIOS: &[(&str, SteadyScenario)] = &[
     scenario!(rest::idempotency_keys_are_each_customers_own),
     scenario!(rest::bad_input_gets_problem_json_naming_the_field),
     scenario!(bounds::every_documented_string_bound_is_checked),
+    scenario!(bounds::path_identifiers_are_bounded_and_never_echoed),
     scenario!(rest::every_service_serves_openapi_health_and_lists),
     scenario!(rest::the_console_is_served_with_a_content_security_policy),
     scenario!(edges::a_write_based_on_a_stale_read_is_refused_with_412),
