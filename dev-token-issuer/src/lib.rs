@@ -186,8 +186,19 @@ async fn jwks(State(issuer): State<Arc<Issuer>>) -> Json<JwkSet> {
 
 async fn token(
     State(issuer): State<Arc<Issuer>>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<TokenRequest>,
 ) -> Result<Json<Value>, Error> {
+    // The issuer signs anything for anyone who reaches it, so only a developer's own tools
+    // may: a web page whose host name an attacker re-points at 127.0.0.1 (DNS rebinding)
+    // reaches it too, but sends its own host name.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or_default();
+    if !is_loopback_host(host) {
+        return Err(Error::NotLoopback(host.chars().take(100).collect()));
+    }
     let claims = issuer.claims_for(&request);
     let access_token = issuer.sign(&claims)?;
     Ok(Json(json!({
@@ -196,6 +207,17 @@ async fn token(
         "expires_in": claims.exp - claims.iat,
         "scope": claims.scope,
     })))
+}
+
+/// Whether a `Host` header names this machine by a loopback name: `localhost` (or a name
+/// under it), `127.0.0.1` or `[::1]`, with any port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name == "127.0.0.1" || name == "::1"
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes.
@@ -213,6 +235,28 @@ pub async fn serve(
 mod tests {
     use super::*;
     use jsonwebtoken::{DecodingKey, Validation};
+
+    #[test]
+    fn only_loopback_host_names_may_ask_for_tokens() {
+        for allowed in [
+            "localhost:8090",
+            "127.0.0.1:8091",
+            "[::1]:8090",
+            "LOCALHOST",
+            "app.localhost:1",
+        ] {
+            assert!(is_loopback_host(allowed), "{allowed}");
+        }
+        for refused in [
+            "evil.example:8090",
+            "127.0.0.1.evil.example",
+            "token-issuer:8090",
+            "",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_loopback_host(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn a_minted_token_verifies_against_the_published_key_and_carries_the_request() {

@@ -183,3 +183,25 @@ async fn known_keys_verify_at_once_while_the_provider_does_not_answer() {
         "a request with a known key waited {slowest:?} for the provider"
     );
 }
+
+/// The dev issuer signs anything, so it hands tokens only to requests for a loopback host
+/// name: a web page whose own host name an attacker points at 127.0.0.1 (DNS rebinding)
+/// sends that name, and is refused. Before, any Host got a token, an admin's included.
+#[tokio::test]
+async fn the_dev_issuer_mints_only_for_loopback_host_names() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let issuer = Arc::new(Issuer::generate(ISSUER).unwrap());
+    let _stop = serve(listener, issuer);
+    let ask = |host: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{address}/token"))
+            .header(reqwest::header::HOST, host)
+            .json(&serde_json::json!({"sub": "ops", "roles": ["orderflow-admin"]}))
+            .send()
+    };
+    let rebound = ask("evil.example:8090").await.unwrap();
+    assert_eq!(rebound.status(), reqwest::StatusCode::FORBIDDEN);
+    let local = ask("localhost:8090").await.unwrap();
+    assert_eq!(local.status(), reqwest::StatusCode::OK);
+}
