@@ -146,7 +146,7 @@ pub enum OperatorRefusal {
 }
 
 /// What a customer reads of an operator's cancellation.
-pub const CANCELLED_BY_THE_SHOP: &str = "cancelled by the shop";
+const CANCELLED_BY_THE_SHOP: &str = "cancelled by the shop";
 
 /// The order locked for an operator's action, or why there is none to act on.
 async fn lock_for_operator(

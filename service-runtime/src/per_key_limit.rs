@@ -26,10 +26,6 @@ impl<K: Eq + Hash + Clone> PerKeyLimit<K> {
         }
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// A place for `key`, unless it holds `limit` already.
     pub fn take(&self, key: &K) -> Option<PerKeySlot<K>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());

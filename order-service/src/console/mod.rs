@@ -26,7 +26,8 @@ use service_runtime::{Admin, Problem};
 use tokio::sync::broadcast::error::RecvError;
 
 pub use feed::Counters;
-pub use live::{FeedSource, LiveOrders, LiveUpdate, STREAMS_PER_SUBJECT};
+use live::STREAMS_PER_SUBJECT;
+pub use live::{FeedSource, LiveOrders, LiveUpdate};
 
 pub fn routes(live: Arc<LiveOrders>) -> Router {
     Router::new()

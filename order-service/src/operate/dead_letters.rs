@@ -124,11 +124,12 @@ pub struct Scan {
 struct ScannedLetter {
     dlq: String,
     letter: DeadLetter,
-    decoded: Decoded,
+    /// Shared with the scans after this one: a letter's position never holds another.
+    decoded: Arc<Decoded>,
 }
 
 /// A dead letter's record, decoded through the schema registry, or why it could not be.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Decoded {
     /// The order it is of: the record's own `order_id`; the Kafka key only for a record that
     /// does not decode (a poison record has no other). Either can be forged by whoever may
@@ -139,14 +140,24 @@ struct Decoded {
 }
 
 impl Scan {
-    /// Reads the newest records of every dead-letter topic and decodes them (`known`: the
-    /// letters an earlier scan decoded, by topic, partition and offset, which never change).
+    /// Reads the newest records of every dead-letter topic and decodes those the `previous`
+    /// scan did not (a letter's topic, partition and offset never hold another).
     async fn read(
         kafka: &KafkaConfig,
         names: &TopicNames,
         codec: &RegistryCodec,
-        known: &HashMap<(String, i32, i64), Decoded>,
+        previous: Option<&Scan>,
     ) -> Self {
+        let known: HashMap<(&str, i32, i64), &Arc<Decoded>> = previous
+            .into_iter()
+            .flat_map(|scan| &scan.letters)
+            .map(|s| {
+                (
+                    (s.dlq.as_str(), s.letter.partition, s.letter.offset),
+                    &s.decoded,
+                )
+            })
+            .collect();
         let (kafka_config, topic_names) = (kafka.clone(), names.clone());
         let read = tokio::task::spawn_blocking(move || {
             Topic::ALL.map(|topic| {
@@ -172,10 +183,10 @@ impl Scan {
                 }
             };
             for letter in letters {
-                let position = (dlq.clone(), letter.partition, letter.offset);
+                let position = (dlq.as_str(), letter.partition, letter.offset);
                 let decoded = match known.get(&position) {
-                    Some(decoded) => decoded.clone(),
-                    None => Decoded::of(codec, &letter).await,
+                    Some(&decoded) => decoded.clone(),
+                    None => Arc::new(Decoded::of(codec, &letter).await),
                 };
                 scan.letters.push(ScannedLetter {
                     dlq: dlq.clone(),
@@ -214,17 +225,6 @@ impl Scan {
         letters.sort_by_key(|scanned| std::cmp::Reverse(scanned.letter.timestamp));
         letters.truncate(limit);
         letters
-    }
-
-    /// What each letter decoded to, for the next scan.
-    fn decoded(&self) -> HashMap<(String, i32, i64), Decoded> {
-        self.letters
-            .iter()
-            .map(|s| {
-                let position = (s.dlq.clone(), s.letter.partition, s.letter.offset);
-                (position, s.decoded.clone())
-            })
-            .collect()
     }
 }
 
@@ -280,8 +280,8 @@ impl DeadLetterScans {
             match &scans.running {
                 Some(running) => running.clone(),
                 None => {
-                    let known = scans.last.as_ref().map(|taken| taken.scan.decoded());
-                    let running = self.start(state, known.unwrap_or_default());
+                    let previous = scans.last.as_ref().map(|taken| taken.scan.clone());
+                    let running = self.start(state, previous);
                     scans.running = Some(running.clone());
                     running
                 }
@@ -297,11 +297,11 @@ impl DeadLetterScans {
             })
     }
 
-    /// Starts a scan in a task of its own; `known`: what the last scan's letters decoded to.
+    /// Starts a scan in a task of its own, reusing what the `previous` one decoded.
     fn start(
         &self,
         state: &OperateState,
-        known: HashMap<(String, i32, i64), Decoded>,
+        previous: Option<Arc<Scan>>,
     ) -> Shared<BoxFuture<'static, Arc<Scan>>> {
         let (kafka, names, codec) = (
             state.kafka.clone(),
@@ -310,7 +310,8 @@ impl DeadLetterScans {
         );
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
-            let scan = Arc::new(Scan::read(&kafka, &names, &codec, &known).await);
+            let scan = Scan::read(&kafka, &names, &codec, previous.as_deref()).await;
+            let scan = Arc::new(scan);
             let mut scans = inner.lock().expect("scans lock poisoned");
             scans.last = Some(TakenScan {
                 at: Instant::now(),
