@@ -20,6 +20,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use service_runtime::allowed_hosts::is_loopback_host;
 
 pub use error::Error;
 
@@ -209,17 +210,6 @@ async fn token(
     })))
 }
 
-/// Whether a `Host` header names this machine by a loopback name: `localhost` (or a name
-/// under it), `127.0.0.1` or `[::1]`, with any port.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
-    };
-    let name = name.to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost") || name == "127.0.0.1" || name == "::1"
-}
-
 /// Serves [`router`] on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -235,28 +225,6 @@ pub async fn serve(
 mod tests {
     use super::*;
     use jsonwebtoken::{DecodingKey, Validation};
-
-    #[test]
-    fn only_loopback_host_names_may_ask_for_tokens() {
-        for allowed in [
-            "localhost:8090",
-            "127.0.0.1:8091",
-            "[::1]:8090",
-            "LOCALHOST",
-            "app.localhost:1",
-        ] {
-            assert!(is_loopback_host(allowed), "{allowed}");
-        }
-        for refused in [
-            "evil.example:8090",
-            "127.0.0.1.evil.example",
-            "token-issuer:8090",
-            "",
-            "localhost.evil.example",
-        ] {
-            assert!(!is_loopback_host(refused), "{refused}");
-        }
-    }
 
     #[test]
     fn a_minted_token_verifies_against_the_published_key_and_carries_the_request() {

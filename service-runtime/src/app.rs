@@ -28,6 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::admission::{self, Admission, OverloadProbe};
+use crate::allowed_hosts::AllowedHosts;
 use crate::auth::{self, Authenticator};
 use crate::config::{ServiceConfig, ServiceDefaults};
 use crate::health::{self, BrokerWatch, HealthState};
@@ -77,6 +78,8 @@ pub struct Application {
     name: &'static str,
     registry: Arc<Mutex<Registry>>,
     listener: TcpListener,
+    /// `/metrics` on an address of its own, if one is configured.
+    metrics_listener: Option<(TcpListener, Router)>,
     router: Router,
     plumbing: Plumbing,
     broker: BrokerWatch,
@@ -158,12 +161,25 @@ impl Application {
         let admission = Admission::new(&config.admission, &mut registry);
         let authenticator = Arc::new(Authenticator::new(&config.auth)?);
         let registry = Arc::new(Mutex::new(registry));
-        let health = health::router(HealthState {
+        let health_state = HealthState {
             pool: pool.clone(),
             broker: broker.clone(),
             metrics: registry.clone(),
-        });
+        };
         let listener = TcpListener::bind(config.http_addr(&defaults)).await?;
+        let (router, metrics_listener) = match config.metrics_addr {
+            Some(address) => (
+                health::router(health_state.clone()),
+                Some((
+                    TcpListener::bind(address).await?,
+                    health::metrics_router(health_state),
+                )),
+            ),
+            None => (
+                health::router(health_state.clone()).merge(health::metrics_router(health_state)),
+                None,
+            ),
+        };
         let plumbing_retention = config.retention.clone();
         let plumbing = Plumbing {
             outbox: Outbox::new(codec.clone(), names.clone()),
@@ -177,7 +193,8 @@ impl Application {
             name: defaults.name,
             registry,
             listener,
-            router: health,
+            metrics_listener,
+            router,
             plumbing,
             broker,
             admission,
@@ -244,6 +261,13 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served, if not beside the API.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Adds the service's own routes beside the health routes.
@@ -372,6 +396,10 @@ impl Application {
             ))
             .layer(Extension(self.authenticator))
             .layer(axum::middleware::from_fn(crate::json::refuse_nul_in_url))
+            .layer(axum::middleware::from_fn_with_state(
+                AllowedHosts::new(&config.http.allowed_hosts),
+                crate::allowed_hosts::refuse_unknown_hosts,
+            ))
             .layer((
                 // INFO, so that a request's span (the root of an order's trace) passes the
                 // default filter and reaches the exporter.
@@ -385,7 +413,19 @@ impl Application {
             ));
         tracing::info!(address = %self.listener.local_addr()?, "listening");
         let http = config.http.clone();
-        let server = crate::server::serve(self.listener, router, &http, shutdown.clone());
+        let api = crate::server::serve(self.listener, router, &http, shutdown.clone());
+        let metrics = self.metrics_listener.map(|(listener, router)| {
+            tracing::info!(address = ?listener.local_addr(), "serving /metrics");
+            crate::server::serve(listener, router, &http, shutdown.clone())
+        });
+        let server = async move {
+            match metrics {
+                Some(metrics) => {
+                    tokio::join!(api, metrics);
+                }
+                None => api.await,
+            }
+        };
         tokio::pin!(server);
         let mut result = Ok(());
         let mut served = None;

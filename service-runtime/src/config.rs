@@ -14,9 +14,14 @@ use shared_events::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceConfig {
-    /// Address the HTTP API (and /healthz, /readyz, /metrics) listens on.
+    /// Address the HTTP API (and /healthz, /readyz) listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address /metrics is served on, apart from the API: a port that neither the Service
+    /// nor an ingress routes to, for Prometheus alone. Unset: /metrics is served with the
+    /// API.
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// PostgreSQL URL of this service's own database.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

@@ -1,5 +1,6 @@
-//! `/healthz` (the process is alive), `/readyz` (it can serve its HTTP API: its database
-//! answers) and `/metrics` (Prometheus text), merged into every service's router; and the
+//! `/healthz` (the process is alive) and `/readyz` (it can serve its HTTP API: its database
+//! answers), merged into every service's router; `/metrics` (Prometheus text), merged too or
+//! served on an address of its own that no ingress routes to (`METRICS_ADDR`); and the
 //! broker watch, which reports the broker's reachability as a metric and a log line.
 //!
 //! The broker is deliberately not a readiness check: the outbox exists so that a service
@@ -91,10 +92,17 @@ impl BrokerWatch {
     }
 }
 
+/// `/healthz` and `/readyz`, served beside the API.
 pub fn router(state: HealthState) -> Router {
     Router::new()
         .route("/healthz", get(alive))
         .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+/// `/metrics`: beside the API, or on a listener of its own (`METRICS_ADDR`).
+pub fn metrics_router(state: HealthState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -149,7 +157,7 @@ async fn ready(State(state): State<HealthState>) -> Response {
     }
 }
 
-/// Prometheus metrics, OpenMetrics text.
+/// Prometheus metrics, OpenMetrics text. Served on `METRICS_ADDR` instead when that is set.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<HealthState>) -> Response {
     let mut body = String::new();

@@ -3,6 +3,7 @@
 //! plumbing (database, registry codec, outbox relay, consumers).
 
 pub mod admission;
+pub mod allowed_hosts;
 mod app;
 pub mod auth;
 pub mod config;

@@ -50,6 +50,8 @@ pub mod kind {
     pub const RATE_LIMITED: &str = "/problems/rate-limited";
     /// 503: the service sheds load (its backlog is over the bound).
     pub const OVERLOADED: &str = "/problems/overloaded";
+    /// 421: the request names a host the service does not answer to.
+    pub const UNKNOWN_HOST: &str = "/problems/unknown-host";
 
     /// 400: a missing or malformed `Idempotency-Key`.
     pub const IDEMPOTENCY_KEY: &str = "/problems/idempotency-key";

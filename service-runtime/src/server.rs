@@ -55,6 +55,17 @@ pub struct HttpConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_connections_per_address: u32,
+    /// Host names the HTTP API answers to, comma-separated: exact names, `.example.com` for
+    /// every name under it, `*` for any. IP addresses are always answered. Anything else
+    /// gets 421, so that a web page re-pointed at this machine (DNS rebinding) cannot use
+    /// it from a browser: list the names clients use (an ingress's host, a container's).
+    #[arg(
+        long = "http-allowed-hosts",
+        env = "HTTP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,.localhost"
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets the requests in

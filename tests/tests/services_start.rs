@@ -2,7 +2,10 @@
 //! metrics, and exits cleanly on SIGTERM. Needs the stack (`scripts/stack-up`) and the
 //! service binaries (`cargo build --workspace --bins`); `scripts/test` provides both.
 
+use std::collections::HashMap;
+
 use orderflow_e2e::{SERVICES, Stack};
+use shared_events::KafkaConfig;
 use sqlx::Connection;
 
 #[tokio::test]
@@ -275,4 +278,87 @@ fn help_never_prints_the_database_password() {
             "{service} prints the password:\n{help}"
         );
     }
+}
+
+/// With `METRICS_ADDR` set (as in every pod), `/metrics` is served only there: the API port,
+/// which the Service and an ingress route to, answers 404 for it. And a web page whose host
+/// name an attacker re-points at 127.0.0.1 (DNS rebinding) reaches a developer's services
+/// from the browser, but with its own host name: refused with 421, before any route. The
+/// loopback names, any IP address and the names configured are answered.
+#[tokio::test]
+async fn metrics_are_apart_from_the_api_and_unknown_host_names_are_refused() {
+    let metrics_ports: HashMap<&str, u16> = SERVICES
+        .iter()
+        .map(|&name| (name, orderflow_e2e::free_port()))
+        .collect();
+    let mut stack = Stack::start_with(
+        Stack::new_prefix("apart"),
+        &KafkaConfig::local(&orderflow_e2e::bootstrap_servers()),
+        &[(
+            "HTTP_ALLOWED_HOSTS",
+            "localhost,shop.example.com".to_owned(),
+        )],
+        |name| vec![("METRICS_ADDR", format!("127.0.0.1:{}", metrics_ports[name]))],
+    )
+    .await;
+    let client = orderflow_e2e::http();
+    for name in SERVICES {
+        let base_url = stack.url(name);
+        let on_the_api = client
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(on_the_api.status(), 404, "{name}");
+        let apart = client
+            .get(format!("http://127.0.0.1:{}/metrics", metrics_ports[name]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(apart.status(), 200, "{name}");
+        let text = apart.text().await.unwrap();
+        assert!(
+            text.contains("orderflow_outbox_backlog_events"),
+            "{name}: {text}"
+        );
+
+        let port = base_url.rsplit(':').next().unwrap();
+        for (host, expected) in [
+            (format!("rebound.evil.example:{port}"), 421),
+            ("localhost.evil.example".to_owned(), 421),
+            (format!("localhost:{port}"), 200),
+            ("shop.example.com".to_owned(), 200),
+            (format!("127.0.0.1:{port}"), 200),
+            ("10.244.0.17:8080".to_owned(), 200),
+        ] {
+            let response = client
+                .get(format!("{base_url}/healthz"))
+                .header("Host", &host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), expected, "{name}, Host: {host}");
+            if expected == 421 {
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "application/problem+json"
+                );
+                let problem: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(problem["type"], "/problems/unknown-host", "{problem}");
+            }
+        }
+    }
+    // Before any route: the console and an order's page are refused alike.
+    let base_url = stack.url("order-service");
+    let port = base_url.rsplit(':').next().unwrap();
+    for path in ["/console", "/orders/00000000-0000-0000-0000-000000000000"] {
+        let refused = client
+            .get(format!("{base_url}{path}"))
+            .header("Host", format!("rebound.evil.example:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 421, "{path}");
+    }
+    stack.stop_all().await;
 }

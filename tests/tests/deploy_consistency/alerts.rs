@@ -1,4 +1,4 @@
-//! The alerts have one source: the Kubernetes PrometheusRule (components/prometheus-rules,
+//! The alerts have one source: the Kubernetes PrometheusRule (components/prometheus,
 //! rendered into the prod overlay by scripts/check-deploy) carries exactly the groups of
 //! deploy/prometheus/orderflow-rules.yml, which the compose Prometheus loads.
 
@@ -26,7 +26,7 @@ pub fn prometheus_rule_groups() -> Option<Value> {
 /// What differs between the rule file's groups and the PrometheusRule's.
 pub fn alert_problems(file: &Value, rule: Option<&Value>) -> Vec<String> {
     match rule {
-        None => vec!["the prometheus-rules component renders no PrometheusRule".to_owned()],
+        None => vec!["the prometheus component renders no PrometheusRule".to_owned()],
         Some(rule) if rule != file => vec![format!(
             "the PrometheusRule's groups differ from deploy/prometheus/orderflow-rules.yml:\n{rule:#}"
         )],

@@ -94,7 +94,10 @@ pub fn check_compose(compose: &Value, prometheus: &Value) -> Vec<String> {
                 "{place}: publishes {targets:?} but HTTP_ADDR listens on {http_port:?}"
             ));
         }
-        if let Some(port) = http_port {
+        // /metrics where it is served: its own port if METRICS_ADDR names one, which is never
+        // published (only the HTTP port is, above).
+        let metrics_port = env.get("METRICS_ADDR").and_then(|a| port_of(a));
+        if let Some(port) = metrics_port.or(http_port) {
             scrape_expected.insert(format!("{name}:{port}"));
         }
         for key in [

@@ -18,6 +18,7 @@ use shared_events::contracts::topology;
 
 mod alerts;
 mod compose;
+mod exposure;
 mod overlays;
 
 use compose::check_compose;
@@ -217,6 +218,7 @@ fn broken_copies_are_caught() {
     order["KAFKA_BOOTSTRAP_SERVER"] = "kafka:19092".into();
     order.as_object_mut().unwrap().remove("DATABASE_URL");
     order["HTTP_ADDR"] = "0.0.0.0:9999".into();
+    order["METRICS_ADDR"] = "0.0.0.0:9465".into();
     order["KAFKA_TOPIC_PREFIX"] = "staging-".into();
     compose["services"]["kafka"]["ports"][0]
         .as_object_mut()
@@ -253,6 +255,18 @@ fn broken_copies_are_caught() {
                 let data = object["data"].as_object_mut().unwrap();
                 data.remove("SCHEMA_REGISTRY_URL");
                 data.insert("SAGA_DEADLINE_SECS".into(), "30".into());
+                data.insert("HTTP_ALLOWED_HOSTS".into(), "*".into());
+            }
+            ("Service", "order-service") => {
+                object["spec"]["ports"].as_array_mut().unwrap().push(
+                    serde_json::json!({"name": "metrics", "port": 9464, "targetPort": "metrics"}),
+                );
+            }
+            ("NetworkPolicy", "billing-service") => {
+                object["spec"]["ingress"][1]["from"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}));
             }
             ("ScaledObject", "shipping-service") => {
                 object["spec"]["triggers"][0]["metadata"]["topic"] = "payments".into();
@@ -319,6 +333,9 @@ fn broken_copies_are_caught() {
         "KafkaUser billing-service grants [(\"topic\", \"shipments\", \"Write\")] beyond the topology",
         "shipping-service does not authenticate as its own Kafka user",
         "the dev token issuer runs in production",
+        "prod-keda: order-service: its Service routes to the metrics port",
+        "prod-keda: billing-service: its NetworkPolicy admits",
+        "prod-keda: billing-service: HTTP_ALLOWED_HOSTS is \"*\"",
     ] {
         assert!(
             problems.contains(expected),
@@ -396,4 +413,40 @@ fn the_kubernetes_alerts_are_the_compose_alerts() {
     let mut drifted = rule.unwrap();
     drifted[0]["rules"][0]["expr"] = "max by (awaiting) (orderflow_sagas_stuck) > 5".into();
     assert_eq!(alerts::alert_problems(&file, Some(&drifted)).len(), 1);
+}
+
+/// The prometheus component's PodMonitor scrapes every service's pods, on the container port
+/// that serves `/metrics` (the API port does not).
+#[test]
+fn the_pod_monitor_scrapes_each_service_on_its_metrics_port() {
+    let objects = yaml_documents(&rendered("prod-rules.yaml"));
+    let monitor = objects
+        .iter()
+        .find(|o| o["kind"] == "PodMonitor")
+        .expect("the prometheus component renders a PodMonitor");
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    let endpoints = monitor["spec"]["podMetricsEndpoints"].as_array().unwrap();
+    assert!(
+        endpoints
+            .iter()
+            .all(|e| e["port"] == "metrics" && e["path"] == "/metrics"),
+        "{endpoints:?}"
+    );
+    let scraped: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .filter(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            selector.iter().all(|(key, value)| &labels[key] == value)
+        })
+        .filter(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p["name"] == "metrics"))
+        })
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(scraped, binaries().keys().copied().collect());
 }

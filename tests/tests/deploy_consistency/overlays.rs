@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::exposure::exposure_problems;
 use super::{
     DEV_ISSUER, admin_reads, admin_required, binaries, check_env, dev_issuer_reads, port_of,
 };
@@ -231,6 +232,7 @@ pub fn check_overlay(name: &str, objects: &[Value]) -> Vec<String> {
             service_settings.keys().collect::<Vec<_>>()
         ));
     }
+    problems.extend(exposure_problems(name, objects, &service_settings));
     if name == "dev" {
         problems.extend(dev_exposure_problems(objects));
     }
