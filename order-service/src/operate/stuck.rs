@@ -191,39 +191,33 @@ impl Evidence {
         if wanted.is_empty() {
             return evidence;
         }
-        let (kafka, names) = (state.kafka.clone(), state.names.clone());
-        let groups = from_broker(move || {
-            owing
+        // Each group is read on its own: one that cannot be read (its broker slow, its
+        // offsets unreadable) leaves the others' evidence whole.
+        let groups = owing.into_iter().map(|(service, topology)| {
+            let kafka = state.kafka.clone();
+            let topics: Vec<String> = topology
+                .consumes()
                 .into_iter()
-                .map(|(service, topology)| {
-                    let topics: Vec<String> = topology
-                        .consumes()
-                        .into_iter()
-                        .map(|topic| names.name(topic))
-                        .collect();
-                    let group = names.group_of(service);
-                    let progress = GroupProgress::read(&kafka, &group, &topics)
-                        .map_err(|e| format!("{service}'s consumer group: {e}"));
-                    (service, progress)
-                })
-                .collect::<Vec<_>>()
+                .map(|topic| state.names.name(topic))
+                .collect();
+            let group = state.names.group_of(service);
+            async move {
+                let progress = from_broker(move || GroupProgress::read(&kafka, &group, &topics))
+                    .await
+                    .and_then(|read| read.map_err(|e| e.to_string()))
+                    .map_err(|e| format!("{service}'s consumer group: {e}"));
+                (service, progress)
+            }
         });
         let dead_letters = state.dead_letter_scan(LISTING_MAX_AGE);
-        let (groups, dead_letters) = tokio::join!(groups, dead_letters);
-        match groups {
-            Ok(groups) => {
-                for (service, progress) in groups {
-                    match progress {
-                        Ok(progress) => {
-                            evidence.groups.insert(service, progress);
-                        }
-                        Err(why) => evidence.unavailable.push(why),
-                    }
+        let (groups, dead_letters) = tokio::join!(futures::future::join_all(groups), dead_letters);
+        for (service, progress) in groups {
+            match progress {
+                Ok(progress) => {
+                    evidence.groups.insert(service, progress);
                 }
+                Err(why) => evidence.unavailable.push(why),
             }
-            Err(why) => evidence
-                .unavailable
-                .push(format!("the consumer groups: {why}")),
         }
         evidence.dead_letters = dead_letters.of_orders(&wanted);
         evidence

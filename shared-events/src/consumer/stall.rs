@@ -217,11 +217,41 @@ pub fn progress_of<C: ConsumerContext>(
             Progress {
                 committed,
                 end,
-                held_back: HeldBack::from_metadata(element.metadata()),
+                held_back: metadata_of(&element)
+                    .as_deref()
+                    .and_then(HeldBack::from_metadata),
             },
         ));
     }
     Ok(readings)
+}
+
+/// The metadata committed with a partition's offset, or `None` if it is not UTF-8.
+///
+/// Any member of a group may commit any metadata, and rust-rdkafka's `metadata()` panics on
+/// bytes that are not UTF-8, which would end the whole reading (the runner's lag gauge, the
+/// stuck listing's evidence). Apache Kafka's broker replaces invalid UTF-8 as it decodes a
+/// commit (measured: `ff fe 41` reads back as `ef bf bd ef bf bd 41`), so against it this
+/// never triggers; other brokers may keep the bytes. Reading the raw bytes would take
+/// `unsafe`, which this workspace forbids: the panic is caught instead, on this element only.
+fn metadata_of(
+    element: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>,
+) -> Option<String> {
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        element.metadata().to_owned()
+    }));
+    match read {
+        Ok(metadata) => Some(metadata),
+        Err(_) => {
+            tracing::warn!(
+                topic = element.topic(),
+                partition = element.partition(),
+                "the offset committed on this partition carries metadata that is not UTF-8 \
+                 (another client wrote it); read as none"
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
