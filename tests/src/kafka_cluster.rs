@@ -64,8 +64,16 @@ num.network.threads=2
 num.io.threads=2
 background.threads=2
 num.replica.fetchers=1
-",
+{one_node}",
                 id = i + 1,
+                // As the local stack's (scripts/stack-up): a lone node restarted after a
+                // SIGKILL registers again once its old session ends; a cluster keeps Kafka's
+                // 9 s, as its other brokers lead meanwhile.
+                one_node = if size == 1 {
+                    "broker.session.timeout.ms=4000\nbroker.heartbeat.interval.ms=500\n"
+                } else {
+                    ""
+                },
                 voters = voters.join(","),
                 proxy = proxy.address,
             );

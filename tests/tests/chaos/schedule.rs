@@ -184,16 +184,24 @@ impl Schedule {
 async fn broker_fault(cluster: &mut KafkaCluster, draw: &mut Draw) -> String {
     let victim = draw.below(cluster.size() as u64) as usize;
     let before = cluster.kill(victim).await;
+    let killed_at = std::time::Instant::now();
     if cluster.size() > 1 {
         tokio::time::sleep(CLUSTER_BROKER_DOWN).await;
     }
+    let restarted_at = std::time::Instant::now();
     let after = cluster.restart(victim).await;
+    // From the restart to the cluster counting the broker again.
+    let back_in = restarted_at.elapsed();
     assert_ne!(before, after, "broker {} was not restarted", victim + 1);
     match cluster.size() {
-        1 => format!("broker SIGKILLed and restarted (pid {before} -> {after})"),
+        1 => format!(
+            "broker SIGKILLed and restarted, serving again {:.1} s after the kill (pid {before} -> {after})",
+            killed_at.elapsed().as_secs_f64()
+        ),
         size => format!(
-            "broker {} of {size} SIGKILLed, back after {CLUSTER_BROKER_DOWN:?} (pid {before} -> {after})",
-            victim + 1
+            "broker {} of {size} SIGKILLed, restarted after {CLUSTER_BROKER_DOWN:?} and serving again {:.1} s later (pid {before} -> {after})",
+            victim + 1,
+            back_in.as_secs_f64()
         ),
     }
 }
