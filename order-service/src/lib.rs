@@ -46,11 +46,15 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceConfig,
-    /// Seconds an order may stay in flight before it is cancelled and compensated.
+    /// Seconds an order may stay in flight before it is cancelled and compensated: a
+    /// business figure (how long a customer may be kept waiting), not a failure detector.
+    /// Every participant, and shipping's refusal to ship late, counts from the same instant,
+    /// so an outage of the broker or the database shorter than this cancels nothing; stuck
+    /// orders are shown to operators after STUCK_AFTER_SECS instead.
     #[arg(
         long = "saga-deadline-secs",
         env = "SAGA_DEADLINE_SECS",
-        default_value_t = 30
+        default_value_t = 900
     )]
     pub saga_deadline_secs: u64,
     /// How often overdue orders are looked for, in milliseconds.

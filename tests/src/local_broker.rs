@@ -21,6 +21,12 @@ pub fn pid() -> Option<String> {
 /// Kills the local broker with SIGKILL and starts it again exactly as it ran (same command,
 /// same working directory, so the same storage), whichever checkout started it.
 pub async fn restart() {
+    outage(Duration::from_millis(500)).await;
+}
+
+/// Kills the local broker with SIGKILL, keeps it down for `down_for`, and starts it again
+/// as [`restart`] does; returns once it serves.
+pub async fn outage(down_for: Duration) {
     let running = pid().expect("no local Kafka broker runs");
     let argv: Vec<String> = std::fs::read_to_string(format!("/proc/{running}/cmdline"))
         .unwrap()
@@ -39,7 +45,7 @@ pub async fn restart() {
         .status()
         .unwrap();
     assert!(killed.success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(down_for).await;
     // setsid --fork: the broker, in a session of its own, outlives this test as it outlived
     // the script that started it; setsid itself returns at once.
     // scripts/stack-up runs it in .stack/kafka with its pid file beside that folder; the file

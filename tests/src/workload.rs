@@ -61,6 +61,12 @@ impl Workload {
         ]
     }
 
+    /// Whether the i-th order (of [`place`](Self::place)'s answer) is meant to complete: a
+    /// rich customer, a plentiful product, a country shipping serves, no cancellation.
+    pub fn meant_to_complete(i: usize) -> bool {
+        i % 10 < 6
+    }
+
     /// What kind of order the i-th one is: mostly completed, some declined, out of stock,
     /// refused by shipping or cancelled by the customer.
     fn order(&self, i: usize) -> (Value, bool) {
@@ -78,7 +84,7 @@ impl Workload {
 
     /// 16 clients place `orders` orders paced evenly over `duration`, each retrying with its
     /// Idempotency-Key until one of `urls` (order-service replicas) accepts it, and cancel
-    /// every tenth. The task returns the accepted order ids.
+    /// every tenth. The task returns the accepted order ids, the i-th order's i-th.
     pub fn place(
         &self,
         urls: Vec<String>,
@@ -88,7 +94,7 @@ impl Workload {
         let per_order = duration / orders.max(1) as u32;
         let next = Arc::new(AtomicUsize::new(0));
         let start = tokio::time::Instant::now();
-        let clients: Vec<JoinHandle<Vec<String>>> = (0..16)
+        let clients: Vec<JoinHandle<Vec<(usize, String)>>> = (0..16)
             .map(|_| {
                 let (next, urls, workload) = (next.clone(), urls.clone(), self.clone());
                 tokio::spawn(async move {
@@ -104,7 +110,7 @@ impl Workload {
                         if cancel_it {
                             cancel(&urls, &order_id).await;
                         }
-                        placed.push(order_id);
+                        placed.push((i, order_id));
                     }
                 })
             })
@@ -114,7 +120,8 @@ impl Workload {
             for client in clients {
                 placed.extend(client.await.unwrap());
             }
-            placed
+            placed.sort();
+            placed.into_iter().map(|(_, order_id)| order_id).collect()
         })
     }
 }

@@ -21,6 +21,8 @@ pub struct Recorder {
     pub terminal: u64,
     first_sent_ms: Option<i64>,
     last_terminal_ms: Option<i64>,
+    /// Each finished order's (sent at, latency), for the latency by the second it was placed.
+    finished_at: Vec<(i64, u64)>,
 }
 
 impl Default for Recorder {
@@ -35,6 +37,7 @@ impl Default for Recorder {
             terminal: 0,
             first_sent_ms: None,
             last_terminal_ms: None,
+            finished_at: Vec::new(),
         }
     }
 }
@@ -55,8 +58,9 @@ impl Recorder {
 
     pub fn finished(&mut self, intent: Intent, outcome: Outcome, sent_ms: i64, terminal_ms: i64) {
         self.terminal += 1;
-        self.latency_ms
-            .saturating_record((terminal_ms - sent_ms).max(1) as u64);
+        let latency = (terminal_ms - sent_ms).max(1) as u64;
+        self.latency_ms.saturating_record(latency);
+        self.finished_at.push((sent_ms, latency));
         *self.outcomes.entry(outcome).or_default() += 1;
         if !outcome.fulfils(intent) {
             *self
@@ -98,9 +102,36 @@ impl Recorder {
             unexpected_outcomes: self.unexpected.clone(),
             http_errors: self.http_errors.clone(),
             retried: self.retried.clone(),
+            first_placed_unix_ms: self.first_sent_ms,
+            p99_ms_by_second_placed: self.p99_by_second_placed(),
             trend,
             cpu_seconds: own_cpu_seconds(),
         }
+    }
+
+    /// The p99 latency of the orders placed in each second of the run (0 where none
+    /// finished): how an outage shows, and how soon after it new orders are fast again.
+    fn p99_by_second_placed(&self) -> Vec<u64> {
+        let Some(first) = self.first_sent_ms else {
+            return Vec::new();
+        };
+        let mut seconds: BTreeMap<i64, Histogram<u64>> = BTreeMap::new();
+        for &(sent_ms, latency) in &self.finished_at {
+            seconds
+                .entry((sent_ms - first) / 1000)
+                .or_insert_with(|| {
+                    Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds")
+                })
+                .saturating_record(latency);
+        }
+        let last = seconds.keys().next_back().copied().unwrap_or(0);
+        (0..=last)
+            .map(|second| {
+                seconds
+                    .get(&second)
+                    .map_or(0, |latency| latency.value_at_quantile(0.99))
+            })
+            .collect()
     }
 }
 
@@ -155,6 +186,10 @@ pub struct Summary {
     pub http_errors: BTreeMap<String, u64>,
     /// Requests sent again (same Idempotency-Key) after a transport error, by the error.
     pub retried: BTreeMap<String, u64>,
+    /// When the first order was sent (Unix ms): second 0 of the series below.
+    pub first_placed_unix_ms: Option<i64>,
+    /// The p99 latency of the orders placed in each second of the run, in order.
+    pub p99_ms_by_second_placed: Vec<u64>,
     pub trend: Trend,
     /// CPU time this load generator used (Linux), so a benchmark can count its share.
     pub cpu_seconds: Option<f64>,
