@@ -137,6 +137,17 @@ impl PartitionGate {
         }
     }
 
+    /// Ends every pause now: the next [`take_due`](Self::take_due) rewinds them all. For when
+    /// what they waited out is over (the database answers again).
+    pub fn end_pauses(&mut self) {
+        let now = Instant::now();
+        for state in self.states.values_mut() {
+            if let State::Paused { until, .. } = state {
+                *until = now;
+            }
+        }
+    }
+
     /// Whether `partition` takes no records at all right now.
     pub fn is_paused(&self, partition: &TopicPartition) -> bool {
         matches!(self.states.get(partition), Some(State::Paused { .. }))
@@ -177,6 +188,18 @@ mod tests {
         assert_eq!(gate.take_due(), vec![(orders(0), 42)]);
         assert_eq!(gate.next_resume(), None);
         assert!(!gate.is_paused(&orders(0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_pauses_are_due_at_once_and_rewound_to_their_record() {
+        let mut gate = PartitionGate::new(COOL_DOWN);
+        gate.pause(orders(0), 42);
+        gate.pause(orders(1), 7);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        gate.end_pauses();
+        assert_eq!(gate.next_resume(), Some(Instant::now()));
+        assert_eq!(gate.take_due(), vec![(orders(0), 42), (orders(1), 7)]);
+        assert!(gate.admit(&orders(0), 42));
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,7 @@ use gate::{PartitionGate, TopicPartition};
 pub use handler::{EventHandler, HandlerError};
 use held_back::HeldBack;
 use membership::{PROGRESS_READ_INTERVAL, STALLED_AFTER_SESSIONS, join};
+use pausing::{DATABASE_PROBE_INTERVAL, DatabaseProbe};
 use rebalance::{ReassignedPartitions, RebalanceTracker};
 use stall::{ProgressRead, ProgressReader, Stall, StallJudge};
 use step::{BatchStep, event_type_label};
@@ -135,6 +136,8 @@ pub struct IdempotentConsumer<H> {
     stall_after: Duration,
     pace: Pace,
     step: BatchStep<H>,
+    /// The database the handler writes to, asked while partitions are paused.
+    pool: PgPool,
     retry: RetryConfig,
     batching: ConsumerConfig,
     metrics: EventMetrics,
@@ -200,11 +203,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             step: BatchStep {
                 group_id: settings.group_id.clone(),
                 codec,
-                applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
+                applier: Applier::new(pool.clone(), settings.group_id.clone(), handler, outbox),
                 dead_letters: DeadLetterPublisher::new(&settings.kafka),
                 metrics: metrics.clone(),
             },
             group_id: settings.group_id,
+            pool,
             retry: settings.retry,
             batching: settings.batching,
             metrics,
@@ -272,16 +276,30 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// group are found stalled.
     async fn consume(&self, shutdown: &CancellationToken, judge: &mut StallJudge) -> Ended {
         let mut gate = PartitionGate::new(self.retry.cool_down());
+        let mut database = DatabaseProbe::new(self.pool.clone());
+        let mut next_probe = Instant::now();
         let mut next_check = Instant::now() + self.stall_check;
         let mut progress: Option<ProgressRead> = None;
         let mut stream = self.consumer.stream();
         loop {
             let next_resume = gate.next_resume();
+            if next_resume.is_none() {
+                database.forget();
+            }
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ended::Stopped,
                 () = sleep_until(next_resume), if next_resume.is_some() => {
                     self.resume_due(&mut gate);
+                    continue;
+                }
+                () = tokio::time::sleep_until(next_probe), if next_resume.is_some() => {
+                    next_probe = Instant::now() + DATABASE_PROBE_INTERVAL;
+                    if database.came_back().await {
+                        tracing::info!("the database answers again: paused partitions retry now");
+                        gate.end_pauses();
+                        self.resume_due(&mut gate);
+                    }
                     continue;
                 }
                 () = tokio::time::sleep_until(next_check), if progress.is_none() => {

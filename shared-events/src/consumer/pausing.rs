@@ -1,6 +1,7 @@
 //! The runner's side of the circuit breaker: pausing a partition in librdkafka when its
-//! retries run out, rewinding and resuming it when the cool-down is over, and forgetting
-//! the pause of a partition a rebalance moved. The state itself is [`PartitionGate`].
+//! retries run out, rewinding and resuming it when the cool-down is over (or as soon as the
+//! database that went away answers again), and forgetting the pause of a partition a
+//! rebalance moved. The state itself is [`PartitionGate`].
 
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
 use tokio::time::Duration;
 use tracing::{info, warn};
 
@@ -98,6 +100,48 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         for partition in reassigned {
             gate.forget(&partition);
         }
+    }
+}
+
+/// How often the database is asked whether it answers while partitions are paused.
+pub(super) const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// While partitions are paused: has the database gone away and come back? A partition
+/// paused because its records could not reach the database then retries at once instead of
+/// waiting out its cool-down (30 s by default), so the saga moves within a second of the
+/// database's return. A pause the database had no part in (it answered all along) keeps
+/// its cool-down.
+pub(super) struct DatabaseProbe {
+    pool: PgPool,
+    /// A probe since the pauses began found the database away.
+    found_away: bool,
+}
+
+impl DatabaseProbe {
+    pub(super) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            found_away: false,
+        }
+    }
+
+    /// Asks the database once (bounded by the interval); true if it answers now after a
+    /// probe found it away.
+    pub(super) async fn came_back(&mut self) -> bool {
+        let answers = tokio::time::timeout(
+            DATABASE_PROBE_INTERVAL,
+            sqlx::query("SELECT 1").execute(&self.pool),
+        )
+        .await
+        .is_ok_and(|answer| answer.is_ok());
+        let came_back = answers && self.found_away;
+        self.found_away = !answers;
+        came_back
+    }
+
+    /// No partition is paused any more: what the probes saw is of no use to the next pause.
+    pub(super) fn forget(&mut self) {
+        self.found_away = false;
     }
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod broker;
+pub mod database_proxy;
 
 pub fn kafka_bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -173,6 +174,19 @@ impl TestStack {
         retry: RetryConfig,
         shutdown: &CancellationToken,
     ) -> JoinHandle<()> {
+        self.spawn_consumer_on(self.pool.clone(), group, handler, retry, shutdown)
+    }
+
+    /// [`spawn_consumer_retrying`](Self::spawn_consumer_retrying) with the handler's
+    /// transactions on `pool` (e.g. through a [`database_proxy::DatabaseProxy`]).
+    pub fn spawn_consumer_on<H: EventHandler>(
+        &self,
+        pool: PgPool,
+        group: &str,
+        handler: H,
+        retry: RetryConfig,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: self.kafka.clone(),
@@ -181,7 +195,7 @@ impl TestStack {
                 batching: ConsumerConfig::default(),
                 pace: Pace::Saga,
             },
-            self.pool.clone(),
+            pool,
             self.codec.clone(),
             self.outbox.clone(),
             handler,
