@@ -14,8 +14,9 @@ pub fn defaults<T: Args + FromArgMatches>() -> T {
 }
 
 /// The PostgreSQL server of the local stack (`scripts/stack-up`), with no database named: its
-/// own cluster, on a port of its own, reached over loopback, where TLS would only cost time.
-pub const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:55432?sslmode=disable";
+/// own cluster, on a port of its own below the ephemeral range (scripts/stack-env says why),
+/// reached over loopback, where TLS would only cost time.
+pub const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:15432?sslmode=disable";
 
 /// The URL of `database` on the server `server` names, keeping the server URL's parameters
 /// (`postgres://h:p?sslmode=disable` and `orders` give `postgres://h:p/orders?sslmode=disable`).
