@@ -70,7 +70,7 @@ num.replica.fetchers=1
                 // SIGKILL registers again once its old session ends; a cluster keeps Kafka's
                 // 9 s, as its other brokers lead meanwhile.
                 one_node = if size == 1 {
-                    "broker.session.timeout.ms=4000\nbroker.heartbeat.interval.ms=500\n"
+                    "broker.session.timeout.ms=2500\nbroker.heartbeat.interval.ms=500\n"
                 } else {
                     ""
                 },
