@@ -263,13 +263,6 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Where `/metrics` is served, if not beside the API.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener
-            .as_ref()
-            .and_then(|(listener, _)| listener.local_addr().ok())
-    }
-
     /// Adds the service's own routes beside the health routes.
     pub fn with_routes(mut self, routes: Router) -> Self {
         self.router = self.router.merge(routes);
@@ -413,19 +406,12 @@ impl Application {
             ));
         tracing::info!(address = %self.listener.local_addr()?, "listening");
         let http = config.http.clone();
-        let api = crate::server::serve(self.listener, router, &http, shutdown.clone());
-        let metrics = self.metrics_listener.map(|(listener, router)| {
-            tracing::info!(address = ?listener.local_addr(), "serving /metrics");
-            crate::server::serve(listener, router, &http, shutdown.clone())
-        });
-        let server = async move {
-            match metrics {
-                Some(metrics) => {
-                    tokio::join!(api, metrics);
-                }
-                None => api.await,
-            }
-        };
+        let server = serve_api_and_metrics(
+            (self.listener, router),
+            self.metrics_listener,
+            &http,
+            shutdown.clone(),
+        );
         tokio::pin!(server);
         let mut result = Ok(());
         let mut served = None;
@@ -454,6 +440,25 @@ impl Application {
         served
             .expect("the loop ends once the server returned")
             .and(result)
+    }
+}
+
+/// Serves the API and, when `/metrics` has an address of its own, `/metrics` there, until
+/// `shutdown`.
+async fn serve_api_and_metrics(
+    (listener, router): (TcpListener, Router),
+    metrics: Option<(TcpListener, Router)>,
+    http: &crate::server::HttpConfig,
+    shutdown: CancellationToken,
+) {
+    let api = crate::server::serve(listener, router, http, shutdown.clone());
+    match metrics {
+        Some((listener, router)) => {
+            tracing::info!(address = ?listener.local_addr(), "serving /metrics");
+            let metrics = crate::server::serve(listener, router, http, shutdown);
+            tokio::join!(api, metrics);
+        }
+        None => api.await,
     }
 }
 
