@@ -94,6 +94,11 @@ impl<H: EventHandler> Applier<H> {
         }
     }
 
+    /// The database the handler's transactions run on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Applies `batch` (in offset order per partition) and returns a verdict per record.
     /// `Err` means no record was kept (the transaction itself failed, or the database did
     /// not answer within [`database::ANSWER_LIMIT`]).

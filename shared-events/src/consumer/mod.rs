@@ -136,8 +136,6 @@ pub struct IdempotentConsumer<H> {
     stall_after: Duration,
     pace: Pace,
     step: BatchStep<H>,
-    /// The database the handler writes to, asked while partitions are paused.
-    pool: PgPool,
     retry: RetryConfig,
     batching: ConsumerConfig,
     metrics: EventMetrics,
@@ -203,12 +201,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             step: BatchStep {
                 group_id: settings.group_id.clone(),
                 codec,
-                applier: Applier::new(pool.clone(), settings.group_id.clone(), handler, outbox),
+                applier: Applier::new(pool, settings.group_id.clone(), handler, outbox),
                 dead_letters: DeadLetterPublisher::new(&settings.kafka),
                 metrics: metrics.clone(),
             },
             group_id: settings.group_id,
-            pool,
             retry: settings.retry,
             batching: settings.batching,
             metrics,
@@ -276,7 +273,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// group are found stalled.
     async fn consume(&self, shutdown: &CancellationToken, judge: &mut StallJudge) -> Ended {
         let mut gate = PartitionGate::new(self.retry.cool_down());
-        let mut database = DatabaseProbe::new(self.pool.clone());
+        // The handler's own database: the one a pause may have waited on.
+        let mut database = DatabaseProbe::new(self.step.applier.pool().clone());
         let mut next_probe = Instant::now();
         let mut next_check = Instant::now() + self.stall_check;
         let mut progress: Option<ProgressRead> = None;
