@@ -19,6 +19,32 @@ pub const RICH: i64 = 100_000_000;
 pub const STOCK: i32 = 100_000;
 pub const SCARCE_STOCK: i32 = 5;
 
+/// What kind of order the i-th one is: mostly completed, some declined, out of stock,
+/// refused by shipping or cancelled by the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrderKind {
+    /// A rich customer, a plentiful product, a country shipping serves.
+    Completes,
+    /// The first few complete; the rest are out of stock.
+    OfScarceStock,
+    Declined,
+    RefusedByShipping,
+    /// Completes or is cancelled, whichever wins the race with shipping.
+    CancelledByTheCustomer,
+}
+
+impl OrderKind {
+    fn of(i: usize) -> Self {
+        match i % 10 {
+            6 => Self::OfScarceStock,
+            7 => Self::Declined,
+            8 => Self::RefusedByShipping,
+            9 => Self::CancelledByTheCustomer,
+            _ => Self::Completes,
+        }
+    }
+}
+
 /// A run's own products and customers, named after its tag.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -61,23 +87,21 @@ impl Workload {
         ]
     }
 
-    /// Whether the i-th order (of [`place`](Self::place)'s answer) is meant to complete: a
-    /// rich customer, a plentiful product, a country shipping serves, no cancellation.
+    /// Whether the i-th order (of [`place`](Self::place)'s answer) is meant to complete.
     pub fn meant_to_complete(i: usize) -> bool {
-        i % 10 < 6
+        OrderKind::of(i) == OrderKind::Completes
     }
 
-    /// What kind of order the i-th one is: mostly completed, some declined, out of stock,
-    /// refused by shipping or cancelled by the customer.
+    /// The i-th order's body, and whether the customer cancels it.
     fn order(&self, i: usize) -> (Value, bool) {
         let tag = &self.tag;
         let rich = format!("{tag}-rich");
-        let (customer, product, country, cancel) = match i % 10 {
-            7 => (format!("{tag}-poor"), format!("{tag}-p0"), "DE", false),
-            8 => (rich, format!("{tag}-p1"), "AQ", false),
-            9 => (rich, format!("{tag}-p1"), "DE", true),
-            6 => (rich, format!("{tag}-scarce"), "DE", false),
-            _ => (rich, format!("{tag}-p{}", i % 2), "DE", false),
+        let (customer, product, country, cancel) = match OrderKind::of(i) {
+            OrderKind::Declined => (format!("{tag}-poor"), format!("{tag}-p0"), "DE", false),
+            OrderKind::RefusedByShipping => (rich, format!("{tag}-p1"), "AQ", false),
+            OrderKind::CancelledByTheCustomer => (rich, format!("{tag}-p1"), "DE", true),
+            OrderKind::OfScarceStock => (rich, format!("{tag}-scarce"), "DE", false),
+            OrderKind::Completes => (rich, format!("{tag}-p{}", i % 2), "DE", false),
         };
         (order_body(&customer, &[(&product, 1)], country), cancel)
     }
