@@ -246,6 +246,28 @@ where
     }
 }
 
+/// Like `axum::extract::Query`, with a problem+json 422 on `query` saying what did not
+/// parse (an unknown parameter, a value of the wrong type) instead of axum's plain-text 400.
+#[derive(Debug, Clone)]
+pub struct ValidQuery<T>(pub T);
+
+impl<S: Send + Sync, T> axum::extract::FromRequestParts<S> for ValidQuery<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ValidQuery(value))
+            .map_err(|rejection| Problem::invalid_field("query", rejection.body_text()))
+    }
+}
+
 /// Refuses a URL whose path or query holds an encoded NUL (`%00`), on every route: no
 /// field accepts one, and PostgreSQL cannot store U+0000 in text, so it would otherwise
 /// reach a query and come back as a 500. (Bodies are checked in [`parse`].)

@@ -22,7 +22,7 @@ pub mod telemetry;
 pub use app::{Application, Plumbing};
 pub use auth::{Admin, Caller};
 pub use config::{ServiceConfig, ServiceDefaults, TelemetryConfig};
-pub use json::{ValidJson, ValidPath};
+pub use json::{ValidJson, ValidPath, ValidQuery};
 pub use maintenance::Maintenance;
 pub use path_id::PathId;
 pub use precondition::IfMatch;

@@ -71,6 +71,8 @@ pub mod kind {
     pub const NO_DEAD_LETTERS: &str = "/problems/no-dead-letters";
     /// 409: the dead letters a redrive names were redriven before.
     pub const ALREADY_REDRIVEN: &str = "/problems/already-redriven";
+    /// 409: every dead letter an acknowledgement covers was acknowledged before.
+    pub const ALREADY_ACKNOWLEDGED: &str = "/problems/already-acknowledged";
     /// 409: the order's dead letters left are records that failed again after a redrive.
     pub const FAILED_AGAIN: &str = "/problems/failed-again-after-redrive";
     /// 409: the order's history does not read back.

@@ -5,25 +5,12 @@
 // the first step that does not happen in time.
 //
 // Usage: node attention.mjs <order-service URL> <operator token> <customer> <product> <screenshot.png>
-import { STEP_TIMEOUT_MS, openConsole, placeOrder, rowReaches, say, waitForGo } from "./steps.mjs";
+import { confirmAction, openConsole, placeOrder, rowReaches, say, until, waitForGo } from "./steps.mjs";
 
 const [baseUrl, token, customer, product, screenshot] = process.argv.slice(2);
 
-const until = (page, predicate, argument) =>
-  page.waitForFunction(predicate, argument, { timeout: STEP_TIMEOUT_MS });
-
-async function act(page, orderId, action, reason) {
-  await page.click(`#stuck tr[data-order-id="${orderId}"] button[data-action="${action}"]`);
-  await page.waitForSelector(`#confirm-action[data-action="${action}"]:not([hidden])`, { timeout: STEP_TIMEOUT_MS });
-  await page.fill("#confirm-reason", reason);
-  await page.evaluate(() => delete document.querySelector("#action-result").dataset.outcome);
-  await page.click("#confirm-button");
-  await until(page, () => document.querySelector("#action-result").dataset.outcome);
-  return page.evaluate(() => ({
-    outcome: document.querySelector("#action-result").dataset.outcome,
-    text: document.querySelector("#action-result").textContent,
-  }));
-}
+const act = (page, orderId, action, reason) =>
+  confirmAction(page, `#stuck tr[data-order-id="${orderId}"] button[data-action="${action}"]`, reason);
 
 const { browser, page } = await openConsole(baseUrl, token);
 try {

@@ -52,3 +52,22 @@ export async function rowReaches(page, orderId, status) {
     timeout: STEP_TIMEOUT_MS,
   });
 }
+
+export const until = (page, predicate, argument) =>
+  page.waitForFunction(predicate, argument, { timeout: STEP_TIMEOUT_MS });
+
+// Clicks the action button `selector`, confirms it with `reason`, and returns the outcome
+// ("accepted" or "refused") and the text the console shows.
+export async function confirmAction(page, selector, reason) {
+  const action = await page.getAttribute(selector, "data-action");
+  await page.click(selector);
+  await page.waitForSelector(`#confirm-action[data-action="${action}"]:not([hidden])`, { timeout: STEP_TIMEOUT_MS });
+  await page.fill("#confirm-reason", reason);
+  await page.evaluate(() => delete document.querySelector("#action-result").dataset.outcome);
+  await page.click("#confirm-button");
+  await until(page, () => document.querySelector("#action-result").dataset.outcome);
+  return page.evaluate(() => ({
+    outcome: document.querySelector("#action-result").dataset.outcome,
+    text: document.querySelector("#action-result").textContent,
+  }));
+}

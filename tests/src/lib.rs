@@ -17,6 +17,7 @@ use shared_events::{KafkaConfig, TopicNames};
 use tokio::process::{Child, Command};
 
 pub mod auth;
+pub mod browser;
 pub mod client;
 pub mod corrupt_history;
 pub mod draw;

@@ -217,6 +217,24 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             "/sagas/dead-letters".into(),
             None,
         ),
+        admin_route(
+            Method::GET,
+            "order-service",
+            "/sagas/dead-letters?acknowledged=true".into(),
+            None,
+        ),
+        // No letter has this cause: an operator is let through and told so (422).
+        Route {
+            admin_gets: Expect::Allowed,
+            ..admin_route(
+                Method::POST,
+                "order-service",
+                "/sagas/dead-letters/acknowledge".into(),
+                Some(json!({"reason": "authorization check", "cause": {
+                    "topic": "nowhere.dlq", "consumer_group": null, "error_class": null,
+                    "fingerprint": "nothing"}})),
+            )
+        },
         operator_action("redrive"),
         operator_action("nudge"),
         operator_action("cancel"),

@@ -4,19 +4,23 @@
 //! cancelled from it, and its compensation appears, all without a reload. Its "Needs
 //! attention" view (tests/browser/attention.mjs): a held order listed as stuck with the lag,
 //! then moving; an order's dead letters listed with their reason and redriven from the page
-//! once their cause is fixed.
+//! once their cause is fixed. Its dead letters (tests/browser/dead-letters.mjs): thirty poison
+//! records of three kinds shown as three groups, none offering a redrive, and one group
+//! acknowledged from the page, leaving the view with its audit row.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use orderflow_e2e::auth::{self, OPERATOR};
+use orderflow_e2e::browser::{BrowserScript, screenshot_path};
 use orderflow_e2e::client::{order_body, place};
 use orderflow_e2e::corrupt_history::CorruptHistory;
 use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::StatusCode;
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use serde_json::{Value, json};
+use shared_events::contracts::{Event, Money, ProductUpserted, Topic};
+use shared_events::{KafkaConfig, RegistryCodec, RegistryConfig, TopicNames};
+use sqlx::Connection;
 
 async fn seeded_stack(
     label: &str,
@@ -151,83 +155,6 @@ async fn the_live_stream_is_for_admins_and_pushes_every_change_of_an_order() {
     stack.stop_all().await;
 }
 
-/// A browser test script (tests/browser/*.mjs) run by node against a stack: it reports each
-/// step on stdout, and waits on stdin for the test's answer where it needs one.
-struct BrowserScript {
-    child: tokio::process::Child,
-    answers: tokio::process::ChildStdin,
-    steps: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    seen: Vec<String>,
-}
-
-impl BrowserScript {
-    /// Starts `script` on `stack`'s console as the operator, for `customer` and `product`;
-    /// it saves a screenshot at `target/<screenshot>`. Node's packages and Chromium are
-    /// installed by scripts/test.
-    fn start(script: &str, stack: &Stack, customer: &str, product: &str, screenshot: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-        assert!(
-            dir.join("node_modules/playwright-core").exists() && PathBuf::from(&chromium).exists(),
-            "the browser test needs Node packages in tests/browser and Chromium at {chromium}: \
-             scripts/test installs both (npm ci; apt-get install chromium)"
-        );
-        let mut child = tokio::process::Command::new("node")
-            .current_dir(&dir)
-            .arg(script)
-            .arg(stack.url("order-service"))
-            .arg(auth::admin_token(OPERATOR))
-            .args([customer, product])
-            .arg(screenshot_path(screenshot))
-            .env("CHROMIUM", chromium)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs the browser test");
-        Self {
-            answers: child.stdin.take().unwrap(),
-            steps: BufReader::new(child.stdout.take().unwrap()).lines(),
-            child,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next step the script reports, with the words after it; `None` once it ended.
-    async fn next_step(&mut self) -> Option<(String, Vec<String>)> {
-        let line = self.steps.next_line().await.unwrap()?;
-        println!("browser: {line}");
-        let mut words = line.split_whitespace().map(str::to_owned);
-        let step = words.next().unwrap_or_default();
-        self.seen.push(step.clone());
-        Some((step, words.collect()))
-    }
-
-    async fn answer(&mut self, answer: &str) {
-        self.answers
-            .write_all(format!("{answer}\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    /// Waits for the script's end: it must succeed, having reported exactly `expected`.
-    async fn finish(mut self, expected: &[&str]) {
-        let status = self.child.wait().await.unwrap();
-        assert!(
-            status.success(),
-            "the browser test failed after {:?}",
-            self.seen
-        );
-        assert_eq!(self.seen, expected);
-    }
-}
-
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target")
-        .join(name)
-}
-
 /// How long a whole browser scenario may take.
 const BROWSER_SCENARIO: Duration = Duration::from_secs(300);
 
@@ -319,4 +246,168 @@ async fn in_a_browser_an_operator_sees_what_is_stuck_and_redrives_dead_letters()
     run.await.expect("the browser test finished in time");
     assert!(screenshot_path(screenshot).exists());
     stack.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_an_operator_acknowledges_a_group_of_dead_letters() {
+    let (customer, product) = ("letters-alice", "letters-beans");
+    let mut stack = seeded_stack("letters", customer, product, &[]).await;
+    let screenshot = "dead-letters-screenshot.png";
+    let mut browser =
+        BrowserScript::start("dead-letters.mjs", &stack, customer, product, screenshot);
+    let run = tokio::time::timeout(BROWSER_SCENARIO, async {
+        while let Some((step, _)) = browser.next_step().await {
+            if step == "live" {
+                poison_the_catalog(&stack).await;
+                browser.answer("poisoned").await;
+            }
+        }
+        browser.finish(&["live", "grouped", "acknowledged"]).await;
+    });
+    run.await.expect("the browser test finished in time");
+    assert!(screenshot_path(screenshot).exists());
+
+    // The audit: one acknowledgement, by the operator, of the cause, covering its ten letters.
+    let mut db = sqlx::PgConnection::connect(&stack.service("order-service").database_url)
+        .await
+        .unwrap();
+    let audit: Vec<(String, String, Value, i64)> = sqlx::query_as(
+        "SELECT a.operator, a.reason, a.cause, count(l.*)
+         FROM dead_letter_acknowledgements a JOIN acknowledged_dead_letters l
+              USING (acknowledgement_id)
+         GROUP BY a.acknowledgement_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    let (operator, reason, cause, letters) = &audit[0];
+    assert_eq!(operator, OPERATOR);
+    assert_eq!(reason, "records from a retired producer; nothing to replay");
+    assert_eq!(cause["error_class"], "unknown_schema_id");
+    assert_eq!(*letters, 10);
+
+    // Acknowledged letters stay listable, with who acknowledged them and why.
+    let listed = dead_letter_groups(&stack, true).await;
+    let groups = listed["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{listed}");
+    assert_eq!(groups[0]["count"], 10);
+    assert_eq!(
+        groups[0]["letters"][0]["acknowledgement"]["operator"],
+        OPERATOR
+    );
+
+    // Again: nothing is left to acknowledge (409), and no second audit row is written.
+    let again = acknowledge(
+        &stack,
+        json!({"reason": "twice", "cause": groups[0]["cause"]}),
+    )
+    .await;
+    assert_eq!(again.0, StatusCode::CONFLICT, "{}", again.1);
+    // One letter named on its own leaves its group one smaller.
+    let open = dead_letter_groups(&stack, false).await;
+    let garbage = open["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|group| group["cause"]["error_class"] == "not_wire_format")
+        .unwrap();
+    let letter = &garbage["letters"][0];
+    let named = json!({"reason": "looked at it", "dead_letters": [{
+        "topic": letter["topic"], "partition": letter["partition"], "offset": letter["offset"]}]});
+    let one = acknowledge(&stack, named).await;
+    assert_eq!(
+        (one.0, &one.1["acknowledged"]),
+        (StatusCode::OK, &json!(1)),
+        "{}",
+        one.1
+    );
+    let open = dead_letter_groups(&stack, false).await;
+    let counts: Vec<(&Value, &Value)> = open["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| (&group["cause"]["error_class"], &group["count"]))
+        .collect();
+    assert_eq!(counts.len(), 2, "{open}");
+    assert!(
+        counts.contains(&(&json!("not_wire_format"), &json!(9))),
+        "{counts:?}"
+    );
+    assert_eq!(open["letters"], 19);
+    stack.stop_all().await;
+}
+
+async fn dead_letter_groups(stack: &Stack, acknowledged: bool) -> Value {
+    orderflow_e2e::http()
+        .get(format!(
+            "{}/sagas/dead-letters?acknowledged={acknowledged}",
+            stack.url("order-service")
+        ))
+        .headers(auth::operator_headers())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn acknowledge(stack: &Stack, body: Value) -> (StatusCode, Value) {
+    let response = orderflow_e2e::http()
+        .post(format!(
+            "{}/sagas/dead-letters/acknowledge",
+            stack.url("order-service")
+        ))
+        .headers(auth::operator_headers())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Ten records of each of three kinds into the stack's catalog topic, which only
+/// order-service reads: garbage, unknown schema ids, and a product's Avro cut short. The
+/// reasons of each kind differ only in their numbers.
+async fn poison_the_catalog(stack: &Stack) {
+    let kafka = KafkaConfig::local(&orderflow_e2e::bootstrap_servers());
+    let producer: FutureProducer = kafka.idempotent_producer().create().unwrap();
+    let names = TopicNames::new(stack.prefix.clone());
+    let registry = RegistryConfig::at(
+        orderflow_e2e::env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+        true,
+    );
+    let codec = RegistryCodec::connect(&registry, &names).await.unwrap();
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for i in 0..10u32 {
+        records.push(format!("not an event, number {}", i * 37).into_bytes());
+        let mut unknown = vec![0];
+        unknown.extend((0x7fff_ff00 + i).to_be_bytes());
+        unknown.extend([2, 4, 6]);
+        records.push(unknown);
+        let product = Event::catalog(
+            "e2e-poison",
+            ProductUpserted {
+                product_id: format!("poison-{i}"),
+                name: "Cut short".into(),
+                unit_price: Money::new(100, "EUR"),
+                available_quantity: 1,
+            },
+        );
+        let mut cut = codec.encode(&product).await.unwrap();
+        cut.truncate(7);
+        records.push(cut);
+    }
+    for (i, payload) in records.iter().enumerate() {
+        producer
+            .send(
+                FutureRecord::to(&names.name(Topic::Catalog))
+                    .key(&format!("poison-{i}"))
+                    .payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
 }

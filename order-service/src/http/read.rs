@@ -2,10 +2,10 @@
 //! orders).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use service_runtime::{Caller, FieldErrors, Problem, ValidPath};
+use service_runtime::{Caller, FieldErrors, Problem, ValidPath, ValidQuery};
 use shared_events::contracts::Address;
 use sqlx::PgPool;
 use sqlx::types::Json as SqlJson;
@@ -193,10 +193,8 @@ pub struct OrderPage {
 pub(super) async fn list_orders(
     caller: Caller,
     State(state): State<ApiState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Json<OrderPage>, Problem> {
-    let Query(query) =
-        query.map_err(|rejection| Problem::invalid_field("query", rejection.body_text()))?;
     let limit = query.limit.unwrap_or(20);
     let mut errors = FieldErrors::default();
     errors.check((1..=100).contains(&limit), "limit", "must be 1 to 100");

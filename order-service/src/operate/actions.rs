@@ -291,7 +291,7 @@ async fn carry_out(
     Ok(operated)
 }
 
-fn checked_reason(reason: &str) -> Result<String, Problem> {
+pub(super) fn checked_reason(reason: &str) -> Result<String, Problem> {
     checked_text("reason", reason)
 }
 

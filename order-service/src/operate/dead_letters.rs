@@ -1,29 +1,32 @@
-//! The records in the dead-letter topics: the evidence a stuck listing shows, what a
-//! redrive picks from, and `GET /sagas/dead-letters`, the newest of them with their records
-//! decoded.
+//! The records in the dead-letter topics as an operator works through them: `GET
+//! /sagas/dead-letters` groups them by cause (where, by whom, why), with counts, when they
+//! were first and last seen and the orders they touch; each letter says why it cannot be
+//! redriven where it cannot. Acknowledged letters leave the listing; `?acknowledged=true`
+//! lists them, with who acknowledged them and why.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
-use service_runtime::{Admin, Problem};
-use shared_events::contracts::{DeadLetterPosition, Topic};
-use shared_events::dead_letter::{DeadLetter, read_newest_dead_letters};
+use service_runtime::{Admin, Problem, ValidQuery};
+use shared_events::TopicNames;
+use shared_events::contracts::DeadLetterPosition;
+use shared_events::dead_letter::DeadLetter;
 use shared_events::topics::DLQ_SUFFIX;
-use shared_events::{KafkaConfig, RegistryCodec, TopicNames};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{EVIDENCE_LIMIT, OperateState};
+use super::OperateState;
+use super::acknowledgements::{self, Acknowledgement, Place};
+use super::causes::Cause;
+use super::scan::{LISTING_MAX_AGE, ScannedLetter};
 
-/// Most dead letters `GET /sagas/dead-letters` returns, the newest first.
-const LISTED: usize = 100;
+/// Most letters a group lists, the newest first (its count has them all).
+const LETTERS_PER_GROUP: usize = 20;
+/// Most orders a group names.
+const ORDERS_PER_GROUP: usize = 50;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeadLetterView {
@@ -52,7 +55,7 @@ pub struct DeadLetterId {
 }
 
 impl DeadLetterView {
-    fn of(dlq: &str, letter: &DeadLetter) -> Self {
+    pub(super) fn of(dlq: &str, letter: &DeadLetter) -> Self {
         Self {
             topic: dlq.to_owned(),
             partition: letter.partition,
@@ -63,6 +66,10 @@ impl DeadLetterView {
             reason: letter.error_message.clone(),
             failed_again_after: letter.replayed_from.clone(),
         }
+    }
+
+    pub fn place(&self) -> Place {
+        (self.topic.clone(), self.partition, self.offset)
     }
 
     pub fn is(&self, id: &DeadLetterId) -> bool {
@@ -81,20 +88,38 @@ impl DeadLetterView {
     }
 }
 
-/// The dead letters, newest first, at most 100, each with its record decoded where it can
-/// be.
+/// The dead letters, grouped by cause, the newest cause first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterList {
-    pub dead_letters: Vec<DeadLetterEntry>,
+pub struct DeadLetterGroups {
+    pub groups: Vec<DeadLetterGroup>,
+    /// How many letters the groups hold in all.
+    pub letters: usize,
     /// The dead-letter topics that could not be read, and why.
     pub unavailable: Vec<String>,
+}
+
+/// The letters of one cause.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterGroup {
+    pub cause: Cause,
+    /// How many letters it holds.
+    pub count: usize,
+    /// When its first letter was set aside.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// When its last letter was set aside.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The orders its letters are of, at most 50.
+    pub orders: Vec<Uuid>,
+    /// Its newest letters, at most 20.
+    pub letters: Vec<DeadLetterEntry>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterEntry {
     #[serde(flatten)]
     pub letter: DeadLetterView,
-    /// The record's key: the order, for every saga topic.
+    /// The order it is of: the record's `order_id`, or for a record that does not decode,
+    /// its key.
     pub order_id: Option<Uuid>,
     /// When it was set aside.
     pub dead_lettered_at: Option<DateTime<Utc>>,
@@ -105,261 +130,158 @@ pub struct DeadLetterEntry {
     pub record: Option<serde_json::Value>,
     /// Why it could not be decoded, if it could not (often why it was set aside).
     pub undecodable: Option<String>,
+    /// Why a redrive cannot send it back, if it cannot: then only an acknowledgement ends it.
+    pub not_redrivable: Option<String>,
+    /// Who acknowledged it, when and why (in the acknowledged listing).
+    pub acknowledgement: Option<Acknowledgement>,
 }
 
-/// How many of the newest records of each partition of each dead-letter topic a scan reads:
-/// a listing shows the newest, and a stuck order's dead letters are recent. (A flood of dead
-/// letters leaves the older ones to `orderflow-admin dlq list`.)
-const SCANNED_PER_PARTITION: i64 = 500;
-
-/// One read of every dead-letter topic: the records, each with its topic and what its record
-/// decodes to, and the topics that could not be read, with why.
-#[derive(Debug, Default)]
-pub struct Scan {
-    letters: Vec<ScannedLetter>,
-    pub unavailable: Vec<String>,
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    /// `true` lists the letters operators acknowledged instead of those that need one.
+    pub acknowledged: Option<bool>,
 }
 
-#[derive(Debug)]
-struct ScannedLetter {
-    dlq: String,
-    letter: DeadLetter,
-    /// Shared with the scans after this one: a letter's position never holds another.
-    decoded: Arc<Decoded>,
-}
-
-/// A dead letter's record, decoded through the schema registry, or why it could not be.
-#[derive(Debug)]
-struct Decoded {
-    /// The order it is of: the record's own `order_id`; the Kafka key only for a record that
-    /// does not decode (a poison record has no other). Either can be forged by whoever may
-    /// write the dead-letter topic: a redrive never trusts it, it reads the record back from
-    /// the topic (`shared_events::redrive`).
-    order_id: Option<Uuid>,
-    record: Result<serde_json::Value, String>,
-}
-
-impl Scan {
-    /// Reads the newest records of every dead-letter topic and decodes those the `previous`
-    /// scan did not (a letter's topic, partition and offset never hold another).
-    async fn read(
-        kafka: &KafkaConfig,
-        names: &TopicNames,
-        codec: &RegistryCodec,
-        previous: Option<&Scan>,
-    ) -> Self {
-        let known: HashMap<(&str, i32, i64), &Arc<Decoded>> = previous
-            .into_iter()
-            .flat_map(|scan| &scan.letters)
-            .map(|s| {
-                (
-                    (s.dlq.as_str(), s.letter.partition, s.letter.offset),
-                    &s.decoded,
-                )
-            })
-            .collect();
-        let (kafka_config, topic_names) = (kafka.clone(), names.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            Topic::ALL.map(|topic| {
-                let dlq = topic_names.dead_letter(topic);
-                let letters =
-                    read_newest_dead_letters(&kafka_config, &dlq, Some(SCANNED_PER_PARTITION));
-                (dlq, letters)
-            })
-        })
-        .await;
-        let mut scan = Self::default();
-        let Ok(topics) = read else {
-            scan.unavailable
-                .push("the dead-letter topics: the read did not finish".to_owned());
-            return scan;
-        };
-        for (dlq, letters) in topics {
-            let letters = match letters {
-                Ok(letters) => letters,
-                Err(e) => {
-                    scan.unavailable.push(format!("{dlq}: {e}"));
-                    continue;
-                }
-            };
-            for letter in letters {
-                let position = (dlq.as_str(), letter.partition, letter.offset);
-                let decoded = match known.get(&position) {
-                    Some(&decoded) => decoded.clone(),
-                    None => Arc::new(Decoded::of(codec, &letter).await),
-                };
-                scan.letters.push(ScannedLetter {
-                    dlq: dlq.clone(),
-                    letter,
-                    decoded,
-                });
-            }
-        }
-        scan
-    }
-
-    fn unavailable(why: String) -> Self {
-        Self {
-            letters: Vec::new(),
-            unavailable: vec![why],
-        }
-    }
-
-    /// The dead letters of the `wanted` orders, by order.
-    pub fn of_orders(&self, wanted: &BTreeSet<Uuid>) -> HashMap<Uuid, Vec<DeadLetterView>> {
-        let mut by_order: HashMap<Uuid, Vec<DeadLetterView>> = HashMap::new();
-        for scanned in &self.letters {
-            if let Some(order) = scanned.decoded.order_id.filter(|o| wanted.contains(o)) {
-                by_order
-                    .entry(order)
-                    .or_default()
-                    .push(DeadLetterView::of(&scanned.dlq, &scanned.letter));
-            }
-        }
-        by_order
-    }
-
-    /// The newest `limit` dead letters.
-    fn newest(&self, limit: usize) -> Vec<&ScannedLetter> {
-        let mut letters: Vec<_> = self.letters.iter().collect();
-        letters.sort_by_key(|scanned| std::cmp::Reverse(scanned.letter.timestamp));
-        letters.truncate(limit);
-        letters
-    }
-}
-
-impl Decoded {
-    async fn of(codec: &RegistryCodec, letter: &DeadLetter) -> Self {
-        match codec.decode(letter.payload.as_deref()).await {
-            Ok(event) => Self {
-                order_id: event.metadata.order_id,
-                record: Ok(event.to_json()),
-            },
-            Err(e) => Self {
-                order_id: letter.key.as_deref().and_then(|key| key.parse().ok()),
-                record: Err(e.to_string()),
-            },
-        }
-    }
-}
-
-/// The scans of the dead-letter topics. One runs at a time, in a task of its own that no
-/// caller abandons: a caller that stops waiting (the broker is slow) leaves it to finish for
-/// the next, so scans never pile up. The last one is kept for a moment: the console
-/// refreshes its stuck listing and its dead-letter list together every few seconds.
-#[derive(Clone, Default)]
-pub struct DeadLetterScans {
-    inner: Arc<Mutex<Scans>>,
-}
-
-#[derive(Default)]
-struct Scans {
-    last: Option<TakenScan>,
-    running: Option<Shared<BoxFuture<'static, Arc<Scan>>>>,
-}
-
-/// A scan and when it was taken.
-struct TakenScan {
-    at: Instant,
-    scan: Arc<Scan>,
-}
-
-/// How old a scan the listings take.
-pub const LISTING_MAX_AGE: Duration = Duration::from_secs(2);
-
-impl DeadLetterScans {
-    /// A scan at most `max_age` old: the last one, the one running, or a new one.
-    pub async fn read(&self, state: &OperateState, max_age: Duration) -> Arc<Scan> {
-        let running = {
-            let mut scans = self.inner.lock().expect("scans lock poisoned");
-            if let Some(taken) = &scans.last
-                && taken.at.elapsed() <= max_age
-            {
-                return taken.scan.clone();
-            }
-            match &scans.running {
-                Some(running) => running.clone(),
-                None => {
-                    let previous = scans.last.as_ref().map(|taken| taken.scan.clone());
-                    let running = self.start(state, previous);
-                    scans.running = Some(running.clone());
-                    running
-                }
-            }
-        };
-        tokio::time::timeout(EVIDENCE_LIMIT, running)
-            .await
-            .unwrap_or_else(|_| {
-                Arc::new(Scan::unavailable(format!(
-                    "the dead-letter topics: the broker did not answer within \
-                     {EVIDENCE_LIMIT:?} (the read goes on; ask again)"
-                )))
-            })
-    }
-
-    /// Starts a scan in a task of its own, reusing what the `previous` one decoded.
-    fn start(
-        &self,
-        state: &OperateState,
-        previous: Option<Arc<Scan>>,
-    ) -> Shared<BoxFuture<'static, Arc<Scan>>> {
-        let (kafka, names, codec) = (
-            state.kafka.clone(),
-            state.names.clone(),
-            state.codec.clone(),
-        );
-        let inner = self.inner.clone();
-        let task = tokio::spawn(async move {
-            let scan = Scan::read(&kafka, &names, &codec, previous.as_deref()).await;
-            let scan = Arc::new(scan);
-            let mut scans = inner.lock().expect("scans lock poisoned");
-            scans.last = Some(TakenScan {
-                at: Instant::now(),
-                scan: scan.clone(),
-            });
-            scans.running = None;
-            scan
-        });
-        let finished = async move {
-            task.await.unwrap_or_else(|e| {
-                Arc::new(Scan::unavailable(format!(
-                    "the dead-letter topics: the scan failed: {e}"
-                )))
-            })
-        };
-        finished.boxed().shared()
-    }
-}
-
-/// The newest dead letters (of every topic, the catalog's too), with their records decoded.
-#[utoipa::path(get, path = "/sagas/dead-letters", tag = "operate",
+/// The dead letters (of every topic, the catalog's too) that need an operator, grouped by
+/// cause; or, with `acknowledged=true`, those acknowledged. Reads the newest 500 records of
+/// each dead-letter partition.
+#[utoipa::path(get, path = "/sagas/dead-letters", tag = "operate", params(DeadLetterQuery),
     security(("bearer" = ["admin"])),
     responses(
-        (status = 200, body = DeadLetterList),
+        (status = 200, body = DeadLetterGroups),
         (status = 403, description = "Not an operator", content_type = "application/problem+json"),
+        (status = 422, description = "An unknown query parameter or a value that is not a boolean", content_type = "application/problem+json"),
     ))]
 pub(super) async fn dead_letters(
     _admin: Admin,
     State(state): State<OperateState>,
-) -> Result<Json<DeadLetterList>, Problem> {
+    ValidQuery(query): ValidQuery<DeadLetterQuery>,
+) -> Result<Json<DeadLetterGroups>, Problem> {
+    let listing_acknowledged = query.acknowledged.unwrap_or(false);
     let scan = state.dead_letter_scan(LISTING_MAX_AGE).await;
-    let entries = scan
-        .newest(LISTED)
+    let places: Vec<Place> = scan.letters().iter().map(ScannedLetter::place).collect();
+    let acknowledged = acknowledgements::of(&state.pool, &places).await?;
+    let mut by_cause: BTreeMap<Cause, Vec<&ScannedLetter>> = BTreeMap::new();
+    for scanned in scan.letters() {
+        if acknowledged.contains_key(&scanned.place()) == listing_acknowledged {
+            by_cause.entry(scanned.cause()).or_default().push(scanned);
+        }
+    }
+    let mut groups: Vec<_> = by_cause.into_iter().map(Group::of).collect();
+    // The newest cause first. (By first sighting: a group's place stays put while its letters
+    // come in, so the console's rows do not move under the operator's pointer.)
+    groups.sort_by_key(|group| std::cmp::Reverse(group.first_seen));
+    let listed_orders: Vec<Uuid> = groups
+        .iter()
+        .flat_map(|group| &group.listed)
+        .filter_map(|scanned| scanned.decoded.order_id)
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .map(|scanned| {
-            let (letter, decoded) = (&scanned.letter, &scanned.decoded);
-            DeadLetterEntry {
-                letter: DeadLetterView::of(&scanned.dlq, letter),
-                order_id: decoded.order_id,
-                dead_lettered_at: letter.timestamp,
-                event_type: letter.event_type.clone(),
-                record: decoded.record.as_ref().ok().cloned(),
-                undecodable: decoded.record.as_ref().err().cloned(),
-            }
-        })
         .collect();
-    Ok(Json(DeadLetterList {
-        dead_letters: entries,
+    let ours = crate::store::existing_orders(&state.pool, &listed_orders).await?;
+    let letters = groups.iter().map(|group| group.count).sum();
+    let groups = groups
+        .into_iter()
+        .map(|group| group.view(&state.names, &ours, &acknowledged))
+        .collect();
+    Ok(Json(DeadLetterGroups {
+        groups,
+        letters,
         unavailable: scan.unavailable.clone(),
     }))
+}
+
+/// A group as it is gathered: its letters, newest first.
+struct Group<'a> {
+    cause: Cause,
+    count: usize,
+    first_seen: Option<DateTime<Utc>>,
+    last_seen: Option<DateTime<Utc>>,
+    orders: Vec<Uuid>,
+    listed: Vec<&'a ScannedLetter>,
+}
+
+impl<'a> Group<'a> {
+    fn of((cause, mut letters): (Cause, Vec<&'a ScannedLetter>)) -> Self {
+        letters.sort_by_key(|scanned| std::cmp::Reverse(scanned.letter.timestamp));
+        let times = letters
+            .iter()
+            .filter_map(|scanned| scanned.letter.timestamp);
+        let (first_seen, last_seen) = (times.clone().min(), times.max());
+        let orders: BTreeSet<Uuid> = letters
+            .iter()
+            .filter_map(|scanned| scanned.decoded.order_id)
+            .collect();
+        Self {
+            cause,
+            count: letters.len(),
+            first_seen,
+            last_seen,
+            orders: orders.into_iter().take(ORDERS_PER_GROUP).collect(),
+            listed: letters.into_iter().take(LETTERS_PER_GROUP).collect(),
+        }
+    }
+
+    fn view(
+        self,
+        names: &TopicNames,
+        ours: &HashSet<Uuid>,
+        acknowledged: &std::collections::HashMap<Place, Acknowledgement>,
+    ) -> DeadLetterGroup {
+        let letters = self
+            .listed
+            .into_iter()
+            .map(|scanned| {
+                let (letter, decoded) = (&scanned.letter, &scanned.decoded);
+                let view = DeadLetterView::of(&scanned.dlq, letter);
+                DeadLetterEntry {
+                    not_redrivable: not_redrivable(&view, scanned, names, ours),
+                    acknowledgement: acknowledged.get(&view.place()).cloned(),
+                    letter: view,
+                    order_id: decoded.order_id,
+                    dead_lettered_at: letter.timestamp,
+                    event_type: letter.event_type.clone(),
+                    record: decoded.record.as_ref().ok().cloned(),
+                    undecodable: decoded.record.as_ref().err().cloned(),
+                }
+            })
+            .collect();
+        DeadLetterGroup {
+            cause: self.cause,
+            count: self.count,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            orders: self.orders,
+            letters,
+        }
+    }
+}
+
+/// Why a redrive cannot send the letter back: a redrive reads an order's record back from
+/// its topic and sends it again, so a record that does not decode would fail again the same
+/// way, and one of no order of ours has no saga to go on.
+fn not_redrivable(
+    view: &DeadLetterView,
+    scanned: &ScannedLetter,
+    names: &TopicNames,
+    ours: &HashSet<Uuid>,
+) -> Option<String> {
+    if view.position(names).is_none() {
+        return Some(format!(
+            "{} is not a dead-letter topic of this deployment",
+            view.topic
+        ));
+    }
+    if scanned.decoded.record.is_err() {
+        // Why it does not is the entry's `undecodable`.
+        return Some("its record does not decode: sent again, it would fail the same way".into());
+    }
+    match scanned.decoded.order_id {
+        None => Some("its record is of no order: a redrive sends back an order's records".into()),
+        Some(order) if !ours.contains(&order) => {
+            Some(format!("order {order} is not one this service took"))
+        }
+        Some(_) => None,
+    }
 }

@@ -1,8 +1,11 @@
 //! Operating the saga (admin only): finding the orders that are stuck and why, counting
 //! them for alerts, and acting on one.
 
+mod acknowledgements;
 mod actions;
+mod causes;
 mod dead_letters;
+mod scan;
 mod stuck;
 mod watch;
 
@@ -19,12 +22,15 @@ use shared_events::{KafkaConfig, Outbox, RegistryCodec, TopicNames};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use dead_letters::Scan;
+use scan::Scan;
 
+pub use acknowledgements::{AcknowledgeRequest, Acknowledged, Acknowledgement};
 pub use actions::{CancelRequest, OperatorAction, OperatorRequest, RedriveRequest};
+pub use causes::Cause;
 pub use dead_letters::{
-    DeadLetterEntry, DeadLetterId, DeadLetterList, DeadLetterScans, DeadLetterView,
+    DeadLetterEntry, DeadLetterGroup, DeadLetterGroups, DeadLetterId, DeadLetterView,
 };
+pub use scan::DeadLetterScans;
 pub use stuck::{AwaitedView, HeldBackView, PartitionView, StuckSaga, StuckSagas};
 pub use watch::{StuckMetrics, StuckWatch};
 
@@ -67,9 +73,9 @@ impl OperateState {
         self.dead_letters.read(self, max_age).await
     }
 
-    /// The order's records in the dead-letter topics, read now; a 503 if any topic could not
-    /// be read (a redrive must not miss one).
-    async fn dead_letters_of(&self, order_id: Uuid) -> Result<Vec<DeadLetterView>, Problem> {
+    /// Every dead-letter topic's records, read now; a 503 if any topic could not be read (a
+    /// redrive or an acknowledgement of a cause must not miss one).
+    async fn complete_dead_letter_scan(&self) -> Result<Arc<Scan>, Problem> {
         let scan = self.dead_letter_scan(Duration::ZERO).await;
         if !scan.unavailable.is_empty() {
             return Err(Problem::new(
@@ -79,6 +85,13 @@ impl OperateState {
             )
             .detail(scan.unavailable.join("; ")));
         }
+        Ok(scan)
+    }
+
+    /// The order's records in the dead-letter topics, read now; a 503 if any topic could not
+    /// be read.
+    async fn dead_letters_of(&self, order_id: Uuid) -> Result<Vec<DeadLetterView>, Problem> {
+        let scan = self.complete_dead_letter_scan().await?;
         Ok(scan
             .of_orders(&BTreeSet::from([order_id]))
             .remove(&order_id)
@@ -90,6 +103,10 @@ pub fn routes(state: OperateState) -> Router {
     Router::new()
         .route("/sagas/stuck", get(stuck::stuck_sagas))
         .route("/sagas/dead-letters", get(dead_letters::dead_letters))
+        .route(
+            "/sagas/dead-letters/acknowledge",
+            post(acknowledgements::acknowledge),
+        )
         .route("/sagas/{order_id}/redrive", post(actions::redrive))
         .route("/sagas/{order_id}/nudge", post(actions::nudge))
         .route("/sagas/{order_id}/cancel", post(actions::cancel))
@@ -100,6 +117,7 @@ pub fn routes(state: OperateState) -> Router {
 #[openapi(paths(
     stuck::stuck_sagas,
     dead_letters::dead_letters,
+    acknowledgements::acknowledge,
     actions::redrive,
     actions::nudge,
     actions::cancel

@@ -16,7 +16,8 @@ use shared_events::key_position::{GroupProgress, KeyPosition};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::dead_letters::{DeadLetterView, LISTING_MAX_AGE};
+use super::dead_letters::DeadLetterView;
+use super::scan::LISTING_MAX_AGE;
 use super::{OperateState, from_broker};
 use crate::domain::{AwaitedStep, OrderStatus};
 use crate::store::{self, LoadedOrder, Unreadable};

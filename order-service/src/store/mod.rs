@@ -11,5 +11,6 @@ pub use catalog::{CatalogRow, catalog_prices, upsert_catalog};
 pub use history::{LoadedOrder, RecordedEvent, histories, history};
 pub use idempotency::{claim_idempotency_key, delete_idempotency_keys_older, idempotent_request};
 pub use view::{
-    Unreadable, count_in_flight_up_to, idle_since, lock, lock_all, rebuild_view, record,
+    Unreadable, count_in_flight_up_to, existing_orders, idle_since, lock, lock_all, rebuild_view,
+    record,
 };

@@ -1,7 +1,7 @@
 //! The order's projection (`orders_view`): one row per order with its queryable columns and
 //! the order folded up to its last event as a snapshot, written with the history it follows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -323,4 +323,15 @@ pub fn count_in_flight_up_to(pool: &PgPool, limit: i64) -> BoxFuture<'_, Result<
         .await?;
         Ok(in_flight)
     })
+}
+
+/// Which of `order_ids` are orders this service took.
+pub async fn existing_orders(pool: &PgPool, order_ids: &[Uuid]) -> Result<HashSet<Uuid>, Error> {
+    let rows = sqlx::query_scalar!(
+        "SELECT order_id FROM orders_view WHERE order_id = ANY($1)",
+        order_ids
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
 }

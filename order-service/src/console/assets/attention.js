@@ -1,11 +1,11 @@
 // The console's "Needs attention" view: the stuck sagas with their evidence, the dead
-// letters with their reason and record, and the operator's three actions (redrive, nudge,
-// cancel), each confirmed with a reason. Refreshed every few seconds; shares app.js's
+// letters grouped by cause with their reason and record, and the operator's actions
+// (redrive, nudge, cancel, acknowledge), each confirmed with a reason. Refreshed every few seconds; shares app.js's
 // helpers (api, el, select, problemText, shortId, time).
 "use strict";
 
 const ATTENTION_REFRESH_MS = 3000;
-let pendingAction = null; // { orderId, action, body }
+let pendingAction = null; // { action, path, body }
 const openRecords = new Set(); // the dead letters whose record the operator opened, by place
 
 async function refreshAttention() {
@@ -21,7 +21,7 @@ async function refreshAttention() {
     const deadLetters = await letters.json();
     renderStuck(listing);
     renderDeadLetters(deadLetters);
-    const count = listing.sagas.length + deadLetters.dead_letters.length;
+    const count = listing.sagas.length + deadLetters.letters;
     document.getElementById("attention-count").textContent = count;
     document.getElementById("attention-empty").hidden = count > 0;
     document.getElementById("attention-unavailable").textContent = [
@@ -100,14 +100,18 @@ function renderStuck(listing) {
   );
 }
 
+// A button that asks to confirm `action` (a POST of `body` and a reason to `path`).
+function actionButton(action, label, question, path, body = {}, disabled = false) {
+  const node = el("button", { type: "button", class: `action ${action}`, textContent: label, disabled });
+  node.dataset.action = action;
+  node.addEventListener("click", () => ask(action, path, body, question));
+  return node;
+}
+
 function actionButtons(saga) {
   const id = shortId(saga.order_id);
-  const button = (action, label, disabled, question, body = {}) => {
-    const node = el("button", { type: "button", class: `action ${action}`, textContent: label, disabled });
-    node.dataset.action = action;
-    node.addEventListener("click", () => ask(saga.order_id, action, body, question));
-    return node;
-  };
+  const button = (action, label, disabled, question, body = {}) =>
+    actionButton(action, label, question, `/sagas/${saga.order_id}/${action}`, body, disabled);
   return [
     button(
       "redrive",
@@ -130,63 +134,110 @@ function actionButtons(saga) {
   ];
 }
 
+// The dead letters that need an operator, a group per cause (where, by whom, why): a group
+// can be acknowledged as a whole, each letter on its own, or redriven where it can be (else
+// the letter says why it cannot). A group's letters are listed under it, opened at first
+// when there are few.
+const openGroups = new Map(); // whether the operator opened or closed a group, by cause
+
+const causeKey = (cause) => JSON.stringify([cause.topic, cause.consumer_group, cause.error_class, cause.fingerprint]);
+
 function renderDeadLetters(list) {
-  document.getElementById("dead-letters-block").hidden = list.dead_letters.length === 0;
+  document.getElementById("dead-letters-block").hidden = list.groups.length === 0;
+  document.getElementById("dead-letter-count").textContent = list.letters;
   document.querySelector("#dead-letters tbody").replaceChildren(
-    ...list.dead_letters.map((letter) => {
-      const place = `${letter.topic}/${letter.partition}/${letter.offset}`;
-      // The list is rebuilt on each refresh: a record the operator opened stays open.
-      const record = letter.record
-        ? el(
-            "details",
-            { open: openRecords.has(place) },
-            el("summary", { textContent: letter.event_type || "record" }),
-            el("pre", { textContent: JSON.stringify(letter.record, null, 2) }),
-          )
-        : el("span", { class: "muted", textContent: `not decoded: ${letter.undecodable}` });
-      if (letter.record) {
-        record.addEventListener("toggle", () =>
-          record.open ? openRecords.add(place) : openRecords.delete(place),
-        );
-      }
-      const redrive = el("button", { type: "button", class: "action redrive", textContent: "Redrive" });
-      redrive.dataset.action = "redrive";
-      redrive.disabled = !letter.order_id;
-      redrive.addEventListener("click", () =>
-        ask(
-          letter.order_id,
-          "redrive",
-          { dead_letters: [{ topic: letter.topic, partition: letter.partition, offset: letter.offset }] },
-          `Send ${letter.topic} [${letter.partition}] @${letter.offset} back to its topic? Do it once its cause is fixed.`,
-        ),
+    ...list.groups.flatMap((group) => {
+      const key = causeKey(group.cause);
+      const { topic, consumer_group: by, error_class: errorClass, fingerprint } = group.cause;
+      const acknowledge = actionButton(
+        "acknowledge",
+        "Acknowledge all",
+        `Acknowledge the ${group.count} dead letter(s) of ${topic} set aside by ${by} (${errorClass})? They leave this view; letters of this cause that come later show again.`,
+        "/sagas/dead-letters/acknowledge",
+        { cause: group.cause },
       );
-      return el(
+      const orders = group.orders.map((id) => el("code", { textContent: shortId(id), title: id }));
+      const head = el(
         "tr",
-        {
-          "data-order-id": letter.order_id || "",
-          "data-topic": letter.topic,
-          "data-partition": letter.partition,
-          "data-offset": letter.offset,
-        },
-        el("td", { textContent: letter.dead_lettered_at ? time(letter.dead_lettered_at) : "" }),
-        el("td", {}, el("code", { textContent: `${letter.topic} [${letter.partition}] @${letter.offset}` })),
-        el("td", {}, letter.order_id ? el("code", { textContent: shortId(letter.order_id), title: letter.order_id }) : ""),
-        el("td", { textContent: letter.consumer_group || "" }),
-        el("td", { class: "reason" }, el("strong", { textContent: letter.error_class || "" }), ` ${letter.reason || ""}`),
-        el("td", { class: "record" }, record),
-        el("td", { class: "actions" }, redrive),
+        { class: "group", "data-cause": key, "data-count": group.count, "data-topic": topic, "data-class": errorClass || "" },
+        el("td", { class: "number" }, el("strong", { textContent: group.count })),
+        el("td", { class: "reason" }, el("strong", { textContent: errorClass || "" }), ` ${fingerprint}`),
+        el("td", {}, el("code", { textContent: topic }), el("div", { class: "muted", textContent: by || "" })),
+        el("td", { textContent: group.last_seen ? `${time(group.first_seen)} – ${time(group.last_seen)}` : "" }),
+        el("td", { class: "orders" }, ...(orders.length ? orders : [el("span", { class: "muted", textContent: "none" })])),
+        el("td", { class: "actions" }, acknowledge),
       );
+      const letters = el(
+        "details",
+        { open: openGroups.get(key) ?? group.count <= 5 },
+        el("summary", { textContent: `${group.letters.length < group.count ? `the newest ${group.letters.length} of ` : ""}${group.count} letter(s)` }),
+        el("table", { class: "letters" }, el("tbody", {}, ...group.letters.map(letterRow))),
+      );
+      letters.addEventListener("toggle", () => openGroups.set(key, letters.open));
+      return [head, el("tr", { class: "group-letters", "data-cause": key }, el("td", { colSpan: 6 }, letters))];
     }),
+  );
+}
+
+function letterRow(letter) {
+  const place = `${letter.topic}/${letter.partition}/${letter.offset}`;
+  const where = { topic: letter.topic, partition: letter.partition, offset: letter.offset };
+  // The list is rebuilt on each refresh: a record the operator opened stays open.
+  const record = letter.record
+    ? el(
+        "details",
+        { open: openRecords.has(place) },
+        el("summary", { textContent: letter.event_type || "record" }),
+        el("pre", { textContent: JSON.stringify(letter.record, null, 2) }),
+      )
+    : el("span", {
+        class: "muted",
+        // Often the very reason it was set aside: then it is not said twice.
+        textContent: letter.undecodable === letter.reason ? "not decoded" : `not decoded: ${letter.undecodable}`,
+      });
+  if (letter.record) {
+    record.addEventListener("toggle", () => (record.open ? openRecords.add(place) : openRecords.delete(place)));
+  }
+  const label = `${letter.topic} [${letter.partition}] @${letter.offset}`;
+  const redrive = letter.not_redrivable
+    ? el("span", { class: "not-redrivable muted", textContent: `cannot be redriven: ${letter.not_redrivable}` })
+    : actionButton(
+        "redrive",
+        "Redrive",
+        `Send ${label} back to its topic? Do it once its cause is fixed.`,
+        `/sagas/${letter.order_id}/redrive`,
+        { dead_letters: [where] },
+      );
+  const acknowledge = actionButton(
+    "acknowledge",
+    "Acknowledge",
+    `Acknowledge ${label} as handled? It leaves this view.`,
+    "/sagas/dead-letters/acknowledge",
+    { dead_letters: [where] },
+  );
+  return el(
+    "tr",
+    {
+      "data-order-id": letter.order_id || "",
+      "data-topic": letter.topic,
+      "data-partition": letter.partition,
+      "data-offset": letter.offset,
+    },
+    el("td", { textContent: letter.dead_lettered_at ? time(letter.dead_lettered_at) : "" }),
+    el("td", {}, el("code", { textContent: `[${letter.partition}] @${letter.offset}`, title: label })),
+    el("td", {}, letter.order_id ? el("code", { textContent: shortId(letter.order_id), title: letter.order_id }) : ""),
+    el("td", { class: "reason", textContent: letter.reason || "" }),
+    el("td", { class: "record" }, record),
+    el("td", { class: "actions" }, redrive, acknowledge),
   );
 }
 
 // --- confirming an action ----------------------------------------------------------------
 
-function ask(orderId, action, body, question) {
-  pendingAction = { orderId, action, body };
+function ask(action, path, body, question) {
+  pendingAction = { action, path, body };
   const form = document.getElementById("confirm-action");
   form.dataset.action = action;
-  form.dataset.orderId = orderId;
   document.getElementById("confirm-question").textContent = question;
   document.getElementById("confirm-button").textContent = `Confirm ${action}`;
   document.getElementById("action-result").textContent = "";
@@ -203,9 +254,9 @@ function dismiss() {
 async function confirmAction(event) {
   event.preventDefault();
   if (!pendingAction) return;
-  const { orderId, action, body } = pendingAction;
+  const { action, path, body } = pendingAction;
   const reason = document.getElementById("confirm-reason").value.trim();
-  const response = await api(`/sagas/${orderId}/${action}`, {
+  const response = await api(path, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ ...body, reason }),
@@ -213,7 +264,9 @@ async function confirmAction(event) {
   const result = document.getElementById("action-result");
   if (response.ok) {
     const done = await response.json();
-    result.textContent = `${action} of ${shortId(orderId)} accepted: ${done.event_type} ${shortId(done.event_id)}.`;
+    result.textContent = done.order_id
+      ? `${action} of ${shortId(done.order_id)} accepted: ${done.event_type} ${shortId(done.event_id)}.`
+      : `${done.acknowledged} dead letter(s) acknowledged.`;
     result.dataset.outcome = "accepted";
     dismiss();
     await refreshAttention();
