@@ -12,7 +12,7 @@ use shared_events::contracts::{Event, Topic};
 use shared_events::dead_letter::read_dead_letters;
 use shared_events::key_position::GroupProgress;
 use shared_events::redrive::redrive_dead_letters;
-use shared_events::{EventHandler, GroupProtocol, HandlerError};
+use shared_events::{ConsumerConfig, EventHandler, GroupProtocol, HandlerError};
 use support::{TestStack, eventually, step_event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -496,5 +496,58 @@ async fn events_the_handler_does_not_take_are_skipped_without_a_transaction() {
     assert_eq!(stack.metrics.skipped.get_or_create(&topic).get(), 1);
     shutdown.cancel();
     relay.await.unwrap();
+    consumer.await.unwrap();
+}
+
+/// Shipping hears one order's cancellation on `orders` and its reservation on `inventory`:
+/// in one batch, the partitions' records are applied in the order they were sent, not one
+/// partition's run after the other's as the fetches returned them.
+#[tokio::test]
+async fn a_batch_applies_records_of_several_partitions_in_the_order_they_were_sent() {
+    let stack = TestStack::new(2).await;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let sent_at = chrono::Utc::now().timestamp_millis() - 60_000;
+    let producer: FutureProducer = stack.kafka.idempotent_producer().create().unwrap();
+    // Each partition's records are on Kafka in one piece, before the consumer starts: they
+    // arrive together, in one batch.
+    for (partition, order, steps) in [(0, first, [0, 2]), (1, second, [1, 3])] {
+        for step in steps {
+            let bytes = stack.codec.encode(&step_event(order, step)).await.unwrap();
+            producer
+                .send(
+                    FutureRecord::to(&stack.names.name(Topic::Orders))
+                        .partition(partition)
+                        .key(&order.to_string())
+                        .payload(&bytes)
+                        .timestamp(sent_at + 1_000 * step as i64),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let shutdown = CancellationToken::new();
+    // A batch waits for the second partition's first fetch.
+    let batching = ConsumerConfig {
+        batch_max_wait_ms: 1_000,
+        ..ConsumerConfig::default()
+    };
+    let consumer = stack.spawn_consumer_batching(
+        stack.pool.clone(),
+        "publish-order",
+        support::RecordingHandler::default(),
+        TestStack::fast_retry(),
+        batching,
+        &shutdown,
+    );
+    let effects = eventually(Duration::from_secs(60), "the four records", || async {
+        let effects = stack.effects().await;
+        (effects.len() >= 4).then_some(effects)
+    })
+    .await;
+    let steps: Vec<String> = effects.into_iter().map(|(_, _, step)| step).collect();
+    let sent: Vec<String> = (0..4).map(|s| format!("step-{s:04}")).collect();
+    assert_eq!(steps, sent, "applied in the order they were sent");
+    shutdown.cancel();
     consumer.await.unwrap();
 }

@@ -3,7 +3,8 @@
 //! the rest, and applies them in one Postgres transaction that records each event id in
 //! `processed_events` beside the handler's effects and outgoing events ([`batch`]). Offsets
 //! are stored only after the commit. Handlers see each event's effect once, however often
-//! Kafka delivers it, and one order's events in order.
+//! Kafka delivers it, one order's events in order, and a batch's records of several
+//! partitions in the order they were published (`publish_order.rs`).
 //!
 //! This file is the loop: join, fill a batch, settle it (retrying, pausing), rejoin when
 //! stalled. One attempt at a batch (decode, apply, dead-letter) is `step.rs`, its
@@ -30,6 +31,7 @@ mod handler;
 pub mod held_back;
 mod membership;
 mod pausing;
+mod publish_order;
 mod rebalance;
 pub mod stall;
 mod step;
@@ -324,6 +326,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             if batch.is_empty() {
                 continue;
             }
+            let batch = publish_order::in_publish_order(batch, |record| {
+                (
+                    record.partition.clone(),
+                    record.message.timestamp().to_millis(),
+                )
+            });
             self.metrics.batch_size.observe(batch.len() as f64);
             if let BatchEnd::Interrupted = self.settle(batch, &mut gate, shutdown).await {
                 return Ended::Stopped;

@@ -187,12 +187,32 @@ impl TestStack {
         retry: RetryConfig,
         shutdown: &CancellationToken,
     ) -> JoinHandle<()> {
+        self.spawn_consumer_batching(
+            pool,
+            group,
+            handler,
+            retry,
+            ConsumerConfig::default(),
+            shutdown,
+        )
+    }
+
+    /// [`spawn_consumer_on`](Self::spawn_consumer_on) with batches made as `batching` says.
+    pub fn spawn_consumer_batching<H: EventHandler>(
+        &self,
+        pool: PgPool,
+        group: &str,
+        handler: H,
+        retry: RetryConfig,
+        batching: ConsumerConfig,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
         let consumer = IdempotentConsumer::new(
             ConsumerSettings {
                 kafka: self.kafka.clone(),
                 group_id: format!("{}{group}", self.kafka.topic_prefix),
                 retry,
-                batching: ConsumerConfig::default(),
+                batching,
                 pace: Pace::Saga,
             },
             pool,
