@@ -190,6 +190,33 @@ pub async fn stuck_sagas(stack: &Stack) -> Value {
     listing
 }
 
+/// `GET /sagas/dead-letters` (as an operator): the letters needing one, grouped by cause;
+/// with `acknowledged`, those acknowledged.
+pub async fn dead_letter_groups(stack: &Stack, acknowledged: bool) -> Value {
+    let url = format!(
+        "{}/sagas/dead-letters?acknowledged={acknowledged}",
+        stack.url("order-service")
+    );
+    let (status, listing) = get_json(&url).await;
+    assert_eq!(status, StatusCode::OK, "{listing:#}");
+    listing
+}
+
+/// `POST /sagas/dead-letters/acknowledge` (as an operator) with `body`.
+pub async fn acknowledge(stack: &Stack, body: &Value) -> (StatusCode, Value) {
+    let response = crate::http()
+        .post(format!(
+            "{}/sagas/dead-letters/acknowledge",
+            stack.url("order-service")
+        ))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// The order's entry in a `GET /sagas/stuck` listing, if it is listed.
 pub fn stuck_entry_in(listing: &Value, order_id: &str) -> Option<Value> {
     listing["sagas"]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use orderflow_e2e::auth::{self, OPERATOR};
 use orderflow_e2e::browser::{BrowserScript, screenshot_path};
-use orderflow_e2e::client::{order_body, place};
+use orderflow_e2e::client::{self, order_body, place};
 use orderflow_e2e::corrupt_history::CorruptHistory;
 use orderflow_e2e::{Stack, put_account, put_product, wait_for_catalog};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -288,7 +288,7 @@ async fn in_a_browser_an_operator_acknowledges_a_group_of_dead_letters() {
     assert_eq!(*letters, 10);
 
     // Acknowledged letters stay listable, with who acknowledged them and why.
-    let listed = dead_letter_groups(&stack, true).await;
+    let listed = client::dead_letter_groups(&stack, true).await;
     let groups = listed["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1, "{listed}");
     assert_eq!(groups[0]["count"], 10);
@@ -298,14 +298,14 @@ async fn in_a_browser_an_operator_acknowledges_a_group_of_dead_letters() {
     );
 
     // Again: nothing is left to acknowledge (409), and no second audit row is written.
-    let again = acknowledge(
+    let again = client::acknowledge(
         &stack,
-        json!({"reason": "twice", "cause": groups[0]["cause"]}),
+        &json!({"reason": "twice", "cause": groups[0]["cause"]}),
     )
     .await;
     assert_eq!(again.0, StatusCode::CONFLICT, "{}", again.1);
     // One letter named on its own leaves its group one smaller.
-    let open = dead_letter_groups(&stack, false).await;
+    let open = client::dead_letter_groups(&stack, false).await;
     let garbage = open["groups"]
         .as_array()
         .unwrap()
@@ -315,14 +315,14 @@ async fn in_a_browser_an_operator_acknowledges_a_group_of_dead_letters() {
     let letter = &garbage["letters"][0];
     let named = json!({"reason": "looked at it", "dead_letters": [{
         "topic": letter["topic"], "partition": letter["partition"], "offset": letter["offset"]}]});
-    let one = acknowledge(&stack, named).await;
+    let one = client::acknowledge(&stack, &named).await;
     assert_eq!(
         (one.0, &one.1["acknowledged"]),
         (StatusCode::OK, &json!(1)),
         "{}",
         one.1
     );
-    let open = dead_letter_groups(&stack, false).await;
+    let open = client::dead_letter_groups(&stack, false).await;
     let counts: Vec<(&Value, &Value)> = open["groups"]
         .as_array()
         .unwrap()
@@ -336,35 +336,6 @@ async fn in_a_browser_an_operator_acknowledges_a_group_of_dead_letters() {
     );
     assert_eq!(open["letters"], 19);
     stack.stop_all().await;
-}
-
-async fn dead_letter_groups(stack: &Stack, acknowledged: bool) -> Value {
-    orderflow_e2e::http()
-        .get(format!(
-            "{}/sagas/dead-letters?acknowledged={acknowledged}",
-            stack.url("order-service")
-        ))
-        .headers(auth::operator_headers())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn acknowledge(stack: &Stack, body: Value) -> (StatusCode, Value) {
-    let response = orderflow_e2e::http()
-        .post(format!(
-            "{}/sagas/dead-letters/acknowledge",
-            stack.url("order-service")
-        ))
-        .headers(auth::operator_headers())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
 }
 
 /// Ten records of each of three kinds into the stack's catalog topic, which only

@@ -4,7 +4,7 @@
 //! (the dead letters themselves are never rewritten); acknowledged letters leave the
 //! listing and stay listable with `?acknowledged=true`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
@@ -130,10 +130,13 @@ fn named_places(letters: &[ScannedLetter], named: &[DeadLetterId]) -> Result<Vec
         "dead_letters",
         "name 1 to 1000 dead letters",
     );
+    let scanned: HashSet<(&str, i32, i64)> = letters
+        .iter()
+        .map(|s| (s.dlq.as_str(), s.letter.partition, s.letter.offset))
+        .collect();
     let mut places = Vec::new();
     for id in named {
-        let place = (id.topic.clone(), id.partition, id.offset);
-        let found = letters.iter().any(|scanned| scanned.place() == place);
+        let found = scanned.contains(&(id.topic.as_str(), id.partition, id.offset));
         errors.check(
             found,
             "dead_letters",
@@ -142,7 +145,7 @@ fn named_places(letters: &[ScannedLetter], named: &[DeadLetterId]) -> Result<Vec
                 id.topic, id.partition, id.offset
             ),
         );
-        places.push(place);
+        places.push((id.topic.clone(), id.partition, id.offset));
     }
     errors.into_result()?;
     Ok(places)

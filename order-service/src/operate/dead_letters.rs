@@ -4,7 +4,7 @@
 //! redriven where it cannot. Acknowledged letters leave the listing; `?acknowledged=true`
 //! lists them, with who acknowledged them and why.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
@@ -163,8 +163,8 @@ pub(super) async fn dead_letters(
     let places: Vec<Place> = scan.letters().iter().map(ScannedLetter::place).collect();
     let acknowledged = acknowledgements::of(&state.pool, &places).await?;
     let mut by_cause: BTreeMap<Cause, Vec<&ScannedLetter>> = BTreeMap::new();
-    for scanned in scan.letters() {
-        if acknowledged.contains_key(&scanned.place()) == listing_acknowledged {
+    for (scanned, place) in scan.letters().iter().zip(&places) {
+        if acknowledged.contains_key(place) == listing_acknowledged {
             by_cause.entry(scanned.cause()).or_default().push(scanned);
         }
     }
@@ -227,7 +227,7 @@ impl<'a> Group<'a> {
         self,
         names: &TopicNames,
         ours: &HashSet<Uuid>,
-        acknowledged: &std::collections::HashMap<Place, Acknowledgement>,
+        acknowledged: &HashMap<Place, Acknowledgement>,
     ) -> DeadLetterGroup {
         let letters = self
             .listed
