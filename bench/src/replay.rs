@@ -210,12 +210,14 @@ async fn consume<H: EventHandler>(
                     offset,
                     event,
                     span: tracing::Span::none(),
+                    releases_only: false,
                 }
             })
             .collect();
-        let verdicts = applier.apply(&pending, Mode::Together).await?;
+        let applied = applier.apply(&pending, Mode::Together).await?;
         committed.notify_one();
-        if let Some(bad) = verdicts
+        if let Some(bad) = applied
+            .verdicts
             .iter()
             .find(|v| !matches!(v, Verdict::Applied | Verdict::Duplicate))
         {

@@ -38,6 +38,7 @@ pub struct EventMetrics {
     pub relay_active: Gauge,
     pub handled: Family<RecordLabels, Counter>,
     pub duplicates_skipped: Family<RecordLabels, Counter>,
+    pub parked: Family<RecordLabels, Counter>,
     pub retried: Family<RecordLabels, Counter>,
     pub dead_lettered: Family<DeadLetterLabels, Counter>,
     pub partitions_paused: Family<TopicLabels, Counter>,
@@ -94,6 +95,11 @@ impl EventMetrics {
             "consumer_duplicates_skipped",
             "Records skipped because their event id was already processed",
             metrics.duplicates_skipped.clone(),
+        );
+        r.register(
+            "consumer_records_parked",
+            "Records set aside behind their order's dead letter, to apply after its redrive",
+            metrics.parked.clone(),
         );
         r.register(
             "consumer_retries",
@@ -154,6 +160,7 @@ impl EventMetrics {
             relay_active: Gauge::default(),
             handled: Family::default(),
             duplicates_skipped: Family::default(),
+            parked: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
             partitions_paused: Family::default(),

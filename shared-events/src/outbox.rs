@@ -23,9 +23,33 @@ use crate::trace_context;
 /// decodes the value (whether to decode it at all, and which trace it continues). The
 /// ids (event, correlation, causation) travel in the Avro payload's metadata.
 pub mod headers {
+    use rdkafka::message::{Header, OwnedHeaders};
+
     pub const EVENT_TYPE: &str = "event_type";
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";
+
+    /// The headers the relay sends an event's record with: its type, and the trace it
+    /// continues when there is one.
+    pub fn of_record(
+        event_type: &str,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new_with_capacity(3).insert(Header {
+            key: EVENT_TYPE,
+            value: Some(event_type),
+        });
+        for (key, value) in [(TRACEPARENT, traceparent), (TRACESTATE, tracestate)] {
+            if let Some(value) = value {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        headers
+    }
 }
 
 /// Appends events to the `outbox` table. Cheap to clone; clones wake the same relay.
@@ -160,6 +184,11 @@ impl Outbox {
         tx.commit().await?;
         self.wake_relay();
         Ok(())
+    }
+
+    /// The registry codec it encodes with, which reads back what it wrote.
+    pub(crate) fn codec(&self) -> &RegistryCodec {
+        &self.codec
     }
 
     /// Tells this process's relay that outbox rows were committed.

@@ -6,19 +6,21 @@
 //! fails, the transaction is rolled back and the batch replayed record by record under
 //! savepoints, so one bad record costs only itself: a rejected one is rolled back with its
 //! dedup row (the runner dead-letters it), a transiently failing one blocks the rest of its
-//! partition for a retry, and every other record is kept.
+//! partition for a retry, and every other record is kept. That replay, and what parked
+//! orders ask of a batch, are `record_by_record.rs` and `parking.rs`.
 
 use std::collections::{HashMap, HashSet};
 
 use opentelemetry::trace::TraceContextExt;
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tracing::{Instrument, Span, debug};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use super::gate::TopicPartition;
 use super::handler::{EventHandler, HandlerError};
-use crate::contracts::Event;
+use super::parking::{self, ParkedRecord};
+use crate::contracts::{Event, topics_of};
 use crate::database;
 use crate::error::ErrorClass;
 use crate::outbox::{Outbox, OutboxRecord};
@@ -30,6 +32,9 @@ pub struct Pending {
     pub event: Event,
     /// The record's span (a child of the producer's trace): what it causes continues it.
     pub span: Span,
+    /// Read only for what it says of a parked order (the order's cancellation request,
+    /// which this handler does not take): never applied nor recorded.
+    pub releases_only: bool,
 }
 
 /// What became of one record of a batch: the runner's one outcome type, from the decode
@@ -49,6 +54,8 @@ pub enum Verdict {
     Failed(String),
     /// Not attempted: an earlier record of its partition failed.
     Blocked,
+    /// Set aside behind its order's dead letter, to apply after the letter's redrive.
+    Parked,
 }
 
 impl Verdict {
@@ -67,6 +74,16 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// What a batch's transaction did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// One per record of the batch, in order.
+    pub verdicts: Vec<Verdict>,
+    /// Parked records the handler refused when their order's parking ended: for the
+    /// dead-letter topic, as the batch's own rejected records are.
+    pub rejected_parked: Vec<(ParkedRecord, Rejection)>,
+}
+
 /// How to apply a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -78,10 +95,12 @@ pub enum Mode {
 
 /// Applies batches of one consumer group's events through `handler`.
 pub struct Applier<H> {
-    pool: PgPool,
-    group_id: String,
-    handler: H,
-    outbox: Outbox,
+    pub(super) pool: PgPool,
+    pub(super) group_id: String,
+    pub(super) handler: H,
+    pub(super) outbox: Outbox,
+    /// Whether the group parks an order behind its dead letter (`parking.rs`).
+    pub(super) parks_orders: bool,
 }
 
 impl<H: EventHandler> Applier<H> {
@@ -91,7 +110,15 @@ impl<H: EventHandler> Applier<H> {
             group_id,
             handler,
             outbox,
+            // An unknown event type fails the consumer's start before any batch.
+            parks_orders: topics_of(H::EVENT_TYPES).is_ok_and(|t| parking::parks_orders(&t)),
         }
+    }
+
+    /// Whether the group parks an order behind its dead letter, and so reads the order's
+    /// cancellation request even when its handler does not take it.
+    pub fn parks_orders(&self) -> bool {
+        self.parks_orders
     }
 
     /// The database the handler's transactions run on.
@@ -102,9 +129,9 @@ impl<H: EventHandler> Applier<H> {
     /// Applies `batch` (in offset order per partition) and returns a verdict per record.
     /// `Err` means no record was kept (the transaction itself failed, or the database did
     /// not answer within [`database::ANSWER_LIMIT`]).
-    pub async fn apply(&self, batch: &[Pending], mode: Mode) -> Result<Vec<Verdict>, sqlx::Error> {
+    pub async fn apply(&self, batch: &[Pending], mode: Mode) -> Result<Applied, sqlx::Error> {
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Applied::default());
         }
         // Within a bound: a connection that stopped answering fails the batch, which is
         // retried on another, instead of holding the consumer forever.
@@ -119,15 +146,20 @@ impl<H: EventHandler> Applier<H> {
         .await
     }
 
-    /// The fast path: `None` if the handler failed and the batch must be replayed.
-    async fn apply_together(&self, batch: &[Pending]) -> Result<Option<Vec<Verdict>>, sqlx::Error> {
+    /// The fast path: `None` if the handler failed, or an order of the batch is parked, and
+    /// the batch must be replayed record by record.
+    async fn apply_together(&self, batch: &[Pending]) -> Result<Option<Applied>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let mut new = self.record_processed(&mut tx, batch).await?;
+        let Some(mut new) = self.record_processed(&mut tx, batch, true).await? else {
+            return Ok(None);
+        };
         let mut verdicts = Vec::with_capacity(batch.len());
         let mut fresh = Vec::with_capacity(batch.len());
         for pending in batch {
+            if pending.releases_only {
+                verdicts.push(Verdict::Skipped);
             // A duplicate within the batch is recorded once and applied once.
-            if new.remove(&pending.event.metadata.event_id) {
+            } else if new.remove(&pending.event.metadata.event_id) {
                 verdicts.push(Verdict::Applied);
                 fresh.push(pending);
             } else {
@@ -145,63 +177,22 @@ impl<H: EventHandler> Applier<H> {
         tx.commit().await?;
         self.outbox.wake_relay();
         self.handler.committed(&published);
-        Ok(Some(verdicts))
-    }
-
-    /// The replay: each record under a savepoint of one transaction.
-    async fn apply_one_by_one(&self, batch: &[Pending]) -> Result<Vec<Verdict>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut blocked: HashSet<&TopicPartition> = HashSet::new();
-        let mut verdicts = Vec::with_capacity(batch.len());
-        let mut published = Vec::new();
-        for pending in batch {
-            if blocked.contains(&pending.partition) {
-                verdicts.push(Verdict::Blocked);
-                continue;
-            }
-            let mut savepoint = tx.begin().await?;
-            let verdict = match self.apply_one(pending, &mut savepoint).await {
-                Ok(Some(events)) => {
-                    savepoint.commit().await?;
-                    published.extend(events);
-                    Verdict::Applied
-                }
-                Ok(None) => {
-                    savepoint.commit().await?;
-                    Verdict::Duplicate
-                }
-                Err(error) => {
-                    savepoint.rollback().await?;
-                    match error {
-                        HandlerError::Rejected(reason) => Verdict::Rejected(Rejection {
-                            event_type: pending.event.event_type().to_owned(),
-                            class: ErrorClass::HandlerRejected,
-                            reason,
-                        }),
-                        HandlerError::Transient(reason) => {
-                            blocked.insert(&pending.partition);
-                            Verdict::Failed(reason)
-                        }
-                    }
-                }
-            };
-            verdicts.push(verdict);
-        }
-        tx.commit().await?;
-        self.outbox.wake_relay();
-        self.handler.committed(&published);
-        Ok(verdicts)
+        Ok(Some(Applied {
+            verdicts,
+            rejected_parked: Vec::new(),
+        }))
     }
 
     /// One record in the caller's savepoint: what it published, or `None` if a duplicate.
-    async fn apply_one(
+    pub(super) async fn apply_one(
         &self,
         pending: &Pending,
         tx: &mut PgConnection,
     ) -> Result<Option<Vec<Event>>, HandlerError> {
         let new = self
-            .record_processed(tx, std::slice::from_ref(pending))
-            .await?;
+            .record_processed(tx, std::slice::from_ref(pending), false)
+            .await?
+            .unwrap_or_default();
         if new.is_empty() {
             return Ok(None);
         }
@@ -255,35 +246,58 @@ impl<H: EventHandler> Applier<H> {
     }
 
     /// Inserts the batch's `processed_events` rows; returns the event ids that were new.
+    /// With `unless_parked`, and if the group parks orders, the same statement looks for a
+    /// parked order among the batch's: `None`, and nothing inserted, when there is one.
     async fn record_processed(
         &self,
         tx: &mut PgConnection,
         batch: &[Pending],
-    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        unless_parked: bool,
+    ) -> Result<Option<HashSet<Uuid>>, sqlx::Error> {
         let mut event_ids = Vec::with_capacity(batch.len());
         let mut event_types = Vec::with_capacity(batch.len());
         let mut topics = Vec::with_capacity(batch.len());
         let mut partitions = Vec::with_capacity(batch.len());
         let mut offsets = Vec::with_capacity(batch.len());
+        let mut keys = Vec::new();
         for pending in batch {
+            if unless_parked && self.parks_orders {
+                keys.push(pending.event.key());
+            }
+            if pending.releases_only {
+                continue;
+            }
             event_ids.push(pending.event.metadata.event_id);
             event_types.push(pending.event.event_type());
             topics.push(pending.partition.topic.as_str());
             partitions.push(pending.partition.partition);
             offsets.push(pending.offset);
         }
+        // A parked order is found in the statement that would record its event, so the
+        // fast path costs no extra round trip; a row with no event id says it was found.
         let inserted = sqlx::query_scalar!(
-            "INSERT INTO processed_events
-                 (consumer_group, event_id, event_type, topic, kafka_partition, kafka_offset)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[])
-             ON CONFLICT DO NOTHING
-             RETURNING event_id",
+            r#"WITH parked AS (
+                   SELECT 1 FROM parked_orders
+                   WHERE consumer_group = $1 AND order_key = ANY($7::text[])
+                   LIMIT 1
+               ), inserted AS (
+                   INSERT INTO processed_events
+                       (consumer_group, event_id, event_type, topic, kafka_partition, kafka_offset)
+                   SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+                   WHERE NOT EXISTS (SELECT FROM parked)
+                   ON CONFLICT DO NOTHING
+                   RETURNING event_id
+               )
+               SELECT event_id AS "event_id?" FROM inserted
+               UNION ALL
+               SELECT NULL FROM parked"#,
             self.group_id,
             &event_ids,
             &event_types as _,
             &topics as _,
             &partitions,
             &offsets,
+            &keys,
         )
         .fetch_all(&mut *tx)
         .await?;

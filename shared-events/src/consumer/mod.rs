@@ -8,7 +8,8 @@
 //!
 //! This file is the loop: join, fill a batch, settle it (retrying, pausing), rejoin when
 //! stalled. One attempt at a batch (decode, apply, dead-letter) is `step.rs`, its
-//! transaction [`batch`]; the pauses are `pausing.rs`, membership and stalls `membership.rs`
+//! transaction [`batch`] (record by record when it must be, `record_by_record.rs`), and an
+//! order held back behind its dead letter [`parking`]; the pauses are `pausing.rs`, membership and stalls `membership.rs`
 //! and [`stall`], leaving the group `close.rs`.
 
 use std::collections::{HashMap, HashSet};
@@ -30,9 +31,11 @@ pub mod gate;
 mod handler;
 pub mod held_back;
 mod membership;
+pub mod parking;
 mod pausing;
 mod publish_order;
 mod rebalance;
+mod record_by_record;
 pub mod stall;
 mod step;
 

@@ -9,10 +9,12 @@ use std::collections::HashSet;
 use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
 use tokio::time::Instant;
-use tracing::{Span, info_span, warn};
+use tracing::{Span, error, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::batch::{Applier, Mode, Pending, Rejection, Verdict};
+use super::batch::{Applied, Applier, Mode, Pending, Rejection, Verdict};
+use super::gate::TopicPartition;
+use super::parking;
 use super::{EventHandler, Record};
 use crate::codec::RegistryCodec;
 use crate::contracts::{Contract, Event};
@@ -47,12 +49,26 @@ impl<H: EventHandler> BatchStep<H> {
     /// in one transaction, then the rejected ones dead-lettered.
     pub(super) async fn attempt(&self, records: &[&Record], mode: Mode) -> Vec<Verdict> {
         let decoded = self.decode(records).await;
-        let mut verdicts = self.apply(decoded, mode).await;
+        let Applied {
+            mut verdicts,
+            rejected_parked,
+        } = self.apply(decoded, mode).await;
         for (record, verdict) in records.iter().zip(&mut verdicts) {
             if let Verdict::Rejected(rejection) = verdict
                 && let Err(e) = self.dead_letter(record, rejection).await
             {
                 *verdict = Verdict::Failed(format!("dead-letter publish failed: {e}"));
+            }
+        }
+        // A parked record refused when its order's parking ended is no longer anywhere to
+        // come again from: its letter is tried until the publisher's own timeout, and a
+        // failure is logged with where the record sits (parked_orders has it too, when it
+        // parked its order again).
+        for (parked, rejection) in rejected_parked {
+            let record = parked.to_record();
+            if let Err(e) = self.dead_letter(&record, &rejection).await {
+                error!(partition = %record.partition, offset = parked.offset, error = %e,
+                    "could not dead-letter a parked record the handler refused");
             }
         }
         verdicts
@@ -82,8 +98,8 @@ impl<H: EventHandler> BatchStep<H> {
         // does not take; anything else (no header, an unknown type) is decoded, so that
         // garbage reaches the dead-letter topic instead of vanishing.
         let header = event_type_header(&record.message).and_then(Contract::by_event_type);
-        if header.is_some_and(|contract| !H::EVENT_TYPES.contains(&contract.event_type)) {
-            self.count_skipped(record);
+        if header.is_some_and(|contract| !self.reads(contract.event_type)) {
+            self.count_skipped(&record.partition);
             return Decoded::Decided(Verdict::Skipped);
         }
         let message = &record.message;
@@ -92,14 +108,15 @@ impl<H: EventHandler> BatchStep<H> {
             .decode_from(message.topic(), message.payload())
             .await
         {
-            Ok(event) if !H::EVENT_TYPES.contains(&event.event_type()) => {
-                self.count_skipped(record);
+            Ok(event) if !self.reads(event.event_type()) => {
+                self.count_skipped(&record.partition);
                 Decoded::Decided(Verdict::Skipped)
             }
             Ok(event) => Decoded::Apply(Pending {
                 span: self.record_span(record, &event),
                 partition: record.partition.clone(),
                 offset: message.offset(),
+                releases_only: !H::EVENT_TYPES.contains(&event.event_type()),
                 event,
             }),
             Err(e) if e.is_transient() => Decoded::Decided(Verdict::Failed(e.to_string())),
@@ -111,9 +128,16 @@ impl<H: EventHandler> BatchStep<H> {
         }
     }
 
+    /// Whether a record of `event_type` is read: its handler takes it, or it may end a
+    /// parked order's parking.
+    fn reads(&self, event_type: &str) -> bool {
+        H::EVENT_TYPES.contains(&event_type)
+            || (event_type == parking::RELEASED_BY && self.applier.parks_orders())
+    }
+
     /// Applies the decoded records in one transaction (the [`Applier`]); every record gets
     /// its verdict, in order.
-    async fn apply(&self, decoded: Vec<Decoded>, mode: Mode) -> Vec<Verdict> {
+    async fn apply(&self, decoded: Vec<Decoded>, mode: Mode) -> Applied {
         let mut batch = Vec::new();
         // The verdicts decided already; a hole where a record goes to the batch.
         let decided: Vec<Option<Verdict>> = decoded
@@ -127,9 +151,15 @@ impl<H: EventHandler> BatchStep<H> {
             })
             .collect();
         let started = Instant::now();
-        let applied = match self.applier.apply(&batch, mode).await {
-            Ok(verdicts) => verdicts,
-            Err(e) => vec![Verdict::Failed(format!("database: {e}")); batch.len()],
+        let Applied {
+            verdicts: applied,
+            rejected_parked,
+        } = match self.applier.apply(&batch, mode).await {
+            Ok(applied) => applied,
+            Err(e) => Applied {
+                verdicts: vec![Verdict::Failed(format!("database: {e}")); batch.len()],
+                rejected_parked: Vec::new(),
+            },
         };
         if !batch.is_empty() {
             self.metrics
@@ -140,18 +170,28 @@ impl<H: EventHandler> BatchStep<H> {
             let counter = match verdict {
                 Verdict::Applied => &self.metrics.handled,
                 Verdict::Duplicate => &self.metrics.duplicates_skipped,
+                Verdict::Parked => &self.metrics.parked,
+                // A cancellation request read for a parking it found none of.
+                Verdict::Skipped => {
+                    self.count_skipped(&pending.partition);
+                    continue;
+                }
                 _ => continue,
             };
             let labels = RecordLabels::new(&pending.partition.topic, pending.event.event_type());
             counter.get_or_create(&labels).inc();
         }
         let mut applied = applied.into_iter();
-        decided
+        let verdicts = decided
             .into_iter()
             .map(|verdict| {
                 verdict.unwrap_or_else(|| applied.next().expect("a verdict per record applied"))
             })
-            .collect()
+            .collect();
+        Applied {
+            verdicts,
+            rejected_parked,
+        }
     }
 
     async fn dead_letter(&self, record: &Record, letter: &Rejection) -> Result<(), Error> {
@@ -206,11 +246,11 @@ impl<H: EventHandler> BatchStep<H> {
         span
     }
 
-    fn count_skipped(&self, record: &Record) {
+    fn count_skipped(&self, partition: &TopicPartition) {
         self.metrics
             .skipped
             .get_or_create(&TopicLabels {
-                topic: record.partition.topic.clone(),
+                topic: partition.topic.clone(),
             })
             .inc();
     }

@@ -10,7 +10,6 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{debug, error, warn};
@@ -95,21 +94,11 @@ impl Pipeline {
 impl OutboxRelay {
     /// Hands `row` to the producer; its outcome joins the pipeline's deliveries.
     pub(super) fn send(&self, pipeline: &mut Pipeline, row: OutboxRow) {
-        let mut record_headers = OwnedHeaders::new_with_capacity(3).insert(Header {
-            key: headers::EVENT_TYPE,
-            value: Some(&row.event_type),
-        });
-        for (key, value) in [
-            (headers::TRACEPARENT, &row.traceparent),
-            (headers::TRACESTATE, &row.tracestate),
-        ] {
-            if let Some(value) = value {
-                record_headers = record_headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-        }
+        let record_headers = headers::of_record(
+            &row.event_type,
+            row.traceparent.as_deref(),
+            row.tracestate.as_deref(),
+        );
         let record = FutureRecord::to(&row.topic)
             .key(&row.record_key)
             .payload(&row.payload)

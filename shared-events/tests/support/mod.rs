@@ -276,6 +276,29 @@ pub fn step_event(order_id: Uuid, step: usize) -> Event {
     cancellation_request(order_id, &format!("step-{step:04}"))
 }
 
+/// `order_id`'s cancellation: an event of the tests' handler that ends no parking; with
+/// the reason `reject-me`, one it rejects.
+pub fn order_cancelled(order_id: Uuid, reason: &str) -> Event {
+    Event::first_of_order(
+        order_id,
+        "integration-test",
+        shared_events::contracts::OrderCancelled {
+            reason: reason.into(),
+        },
+    )
+}
+
+/// `order_id`'s completion.
+pub fn order_completed(order_id: Uuid) -> Event {
+    Event::first_of_order(
+        order_id,
+        "integration-test",
+        shared_events::contracts::OrderCompleted {
+            total: shared_events::contracts::Money::new(2_500, "EUR"),
+        },
+    )
+}
+
 pub fn sample_order_placed(order_id: Uuid) -> Event {
     use shared_events::contracts::{Address, Money, OrderLine};
     Event::first_of_order(
@@ -302,17 +325,22 @@ pub fn sample_order_placed(order_id: Uuid) -> Event {
     )
 }
 
-/// Records every event it applies in `test_effects`, inside the runner's transaction. Events whose step is `reject-me` are rejected; events
-/// whose step starts with `flaky` fail transiently while `transient_failures` lasts.
+/// Records every event it applies in `test_effects`, inside the runner's transaction.
+/// Events whose step is `reject-me` are rejected (a cancellation request's step is its reason,
+/// another event's its type, or `reject-me` for a cancellation of that reason), and those whose step is `fix-me` until
+/// `fixed`; events whose step starts with `flaky` fail transiently while
+/// `transient_failures` lasts.
 #[derive(Clone, Default)]
 pub struct RecordingHandler {
     pub transient_failures: Arc<AtomicUsize>,
+    pub fixed: Arc<AtomicBool>,
 }
 
 impl RecordingHandler {
     pub fn failing_transiently(times: usize) -> Self {
         Self {
             transient_failures: Arc::new(AtomicUsize::new(times)),
+            ..Self::default()
         }
     }
 }
@@ -343,9 +371,14 @@ impl RecordingHandler {
             shared_events::contracts::EventPayload::OrderCancellationRequested(p) => {
                 p.reason.clone()
             }
+            shared_events::contracts::EventPayload::OrderCancelled(p)
+                if p.reason == "reject-me" =>
+            {
+                p.reason.clone()
+            }
             other => other.event_type().to_owned(),
         };
-        if step == "reject-me" {
+        if step == "reject-me" || (step == "fix-me" && !self.fixed.load(Ordering::SeqCst)) {
             return Err(HandlerError::Rejected(
                 "the test asked for a rejection".into(),
             ));
