@@ -50,6 +50,13 @@ pub async fn get_json(url: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs `body` as JSON: the status and the JSON answer (`Null` when there is none).
+pub async fn post_json(url: &str, body: &Value) -> (StatusCode, Value) {
+    let response = crate::http().post(url).json(body).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 pub async fn order(stack: &Stack, order_id: &str) -> Value {
     order_at(stack.url("order-service"), order_id).await
 }
@@ -169,17 +176,8 @@ pub async fn operate_with(
     action: &str,
     body: &Value,
 ) -> (StatusCode, Value) {
-    let response = crate::http()
-        .post(format!(
-            "{}/sagas/{order_id}/{action}",
-            stack.url("order-service")
-        ))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let url = format!("{}/sagas/{order_id}/{action}", stack.url("order-service"));
+    post_json(&url, body).await
 }
 
 /// `GET /sagas/stuck` (as an operator): the orders in flight idle past the threshold.
@@ -204,17 +202,11 @@ pub async fn dead_letter_groups(stack: &Stack, acknowledged: bool) -> Value {
 
 /// `POST /sagas/dead-letters/acknowledge` (as an operator) with `body`.
 pub async fn acknowledge(stack: &Stack, body: &Value) -> (StatusCode, Value) {
-    let response = crate::http()
-        .post(format!(
-            "{}/sagas/dead-letters/acknowledge",
-            stack.url("order-service")
-        ))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let url = format!(
+        "{}/sagas/dead-letters/acknowledge",
+        stack.url("order-service")
+    );
+    post_json(&url, body).await
 }
 
 /// The order's entry in a `GET /sagas/stuck` listing, if it is listed.

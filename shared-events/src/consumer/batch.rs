@@ -158,11 +158,11 @@ impl<H: EventHandler> Applier<H> {
         for pending in batch {
             if pending.releases_only {
                 verdicts.push(Verdict::Skipped);
-            // A duplicate within the batch is recorded once and applied once.
             } else if new.remove(&pending.event.metadata.event_id) {
                 verdicts.push(Verdict::Applied);
                 fresh.push(pending);
             } else {
+                // A duplicate within the batch is recorded once and applied once.
                 verdicts.push(Verdict::Duplicate);
             }
         }

@@ -81,6 +81,7 @@ pub(super) async fn lock(
 pub(super) async fn park_order(
     tx: &mut PgConnection,
     group: &str,
+    key: &str,
     pending: &Pending,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
@@ -93,7 +94,7 @@ pub(super) async fn park_order(
              kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset,
              reason = EXCLUDED.reason, parked_at = now()",
         group,
-        pending.event.key(),
+        key,
         pending.event.metadata.event_id,
         pending.partition.topic,
         pending.partition.partition,

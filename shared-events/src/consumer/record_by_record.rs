@@ -26,8 +26,8 @@ impl<H: EventHandler> Applier<H> {
     /// Applies `batch` record by record under savepoints of one transaction.
     pub(super) async fn apply_one_by_one(&self, batch: &[Pending]) -> Result<Applied, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let keys: Vec<String> = batch.iter().map(|p| p.event.key()).collect();
         let mut parked = if self.parks_orders {
-            let keys: Vec<String> = batch.iter().map(|p| p.event.key()).collect();
             parking::lock(&mut tx, &self.group_id, &keys).await?
         } else {
             HashMap::new()
@@ -35,13 +35,20 @@ impl<H: EventHandler> Applier<H> {
         let mut blocked: HashSet<&TopicPartition> = HashSet::new();
         let mut applied = Applied::default();
         let mut published = Vec::new();
-        for pending in batch {
+        for (pending, key) in batch.iter().zip(&keys) {
             if blocked.contains(&pending.partition) {
                 applied.verdicts.push(Verdict::Blocked);
                 continue;
             }
             let verdict = self
-                .apply_record(&mut tx, pending, &mut parked, &mut published, &mut applied)
+                .apply_record(
+                    &mut tx,
+                    pending,
+                    key,
+                    &mut parked,
+                    &mut published,
+                    &mut applied,
+                )
                 .await?;
             if let Verdict::Failed(_) = verdict {
                 blocked.insert(&pending.partition);
@@ -54,17 +61,18 @@ impl<H: EventHandler> Applier<H> {
         Ok(applied)
     }
 
-    /// One record, as its order's parking has it: set aside, ending the parking, or applied.
+    /// One record of order `key`, as its order's parking has it: set aside, ending the
+    /// parking, or applied.
     async fn apply_record(
         &self,
         tx: &mut PgConnection,
         pending: &Pending,
+        key: &str,
         parked: &mut HashMap<String, Uuid>,
         published: &mut Vec<Event>,
         applied: &mut Applied,
     ) -> Result<Verdict, sqlx::Error> {
-        let key = pending.event.key();
-        let Some(&letter) = parked.get(&key) else {
+        let Some(&letter) = parked.get(key) else {
             if pending.releases_only {
                 return Ok(Verdict::Skipped);
             }
@@ -72,9 +80,9 @@ impl<H: EventHandler> Applier<H> {
             if let Verdict::Rejected(rejection) = &verdict
                 && self.parks_orders
             {
-                parking::park_order(tx, &self.group_id, pending, &rejection.reason).await?;
+                parking::park_order(tx, &self.group_id, key, pending, &rejection.reason).await?;
                 info!(order = key, consumer_group = %self.group_id, "order parked behind its dead letter: its later records wait for the redrive");
-                parked.insert(key, pending.event.metadata.event_id);
+                parked.insert(key.to_owned(), pending.event.metadata.event_id);
             }
             return Ok(verdict);
         };
@@ -82,14 +90,14 @@ impl<H: EventHandler> Applier<H> {
         if !redrive && pending.event.event_type() != parking::RELEASED_BY {
             return self.park(tx, pending).await;
         }
-        let ended = self.end_parking(tx, pending, &key, redrive).await?;
+        let ended = self.end_parking(tx, pending, key, redrive).await?;
         if ended.still_parked {
             // Behind the record it stopped at (or, for a failed redrive, the same one).
             if let Some(event_id) = ended.letter {
-                parked.insert(key, event_id);
+                parked.insert(key.to_owned(), event_id);
             }
         } else {
-            parked.remove(&key);
+            parked.remove(key);
         }
         published.extend(ended.published);
         applied.rejected_parked.extend(ended.rejected_parked);
@@ -126,7 +134,7 @@ impl<H: EventHandler> Applier<H> {
         let mut ended = EndOfParking::new();
         if redrive {
             ended.verdict = self
-                .apply_or_park_behind(&mut savepoint, pending, &mut ended)
+                .apply_or_park_behind(&mut savepoint, pending, key, &mut ended)
                 .await?;
             if matches!(ended.verdict, Verdict::Failed(_) | Verdict::Rejected(_)) {
                 return ended.close(savepoint).await;
@@ -144,7 +152,7 @@ impl<H: EventHandler> Applier<H> {
         if !redrive && !pending.releases_only {
             // The cancellation request, after what came before it.
             ended.verdict = self
-                .apply_or_park_behind(&mut savepoint, pending, &mut ended)
+                .apply_or_park_behind(&mut savepoint, pending, key, &mut ended)
                 .await?;
         }
         ended.close(savepoint).await
@@ -187,7 +195,8 @@ impl<H: EventHandler> Applier<H> {
                 releases_only: false,
             };
             let verdict = if redrive {
-                self.apply_or_park_behind(savepoint, &parked, ended).await?
+                self.apply_or_park_behind(savepoint, &parked, key, ended)
+                    .await?
             } else {
                 self.apply_in_savepoint(savepoint, &parked, &mut ended.published)
                     .await?
@@ -210,18 +219,20 @@ impl<H: EventHandler> Applier<H> {
         Ok(())
     }
 
-    /// Applies `pending` under a savepoint; refused, its order parks behind it.
+    /// Applies `pending` (of order `key`) under a savepoint; refused, its order parks
+    /// behind it.
     async fn apply_or_park_behind(
         &self,
         tx: &mut PgConnection,
         pending: &Pending,
+        key: &str,
         ended: &mut EndOfParking,
     ) -> Result<Verdict, sqlx::Error> {
         let verdict = self
             .apply_in_savepoint(tx, pending, &mut ended.published)
             .await?;
         if let Verdict::Rejected(rejection) = &verdict {
-            parking::park_order(tx, &self.group_id, pending, &rejection.reason).await?;
+            parking::park_order(tx, &self.group_id, key, pending, &rejection.reason).await?;
             ended.still_parked = true;
             ended.letter = Some(pending.event.metadata.event_id);
         }

@@ -325,11 +325,12 @@ pub fn sample_order_placed(order_id: Uuid) -> Event {
     )
 }
 
-/// Records every event it applies in `test_effects`, inside the runner's transaction.
-/// Events whose step is `reject-me` are rejected (a cancellation request's step is its reason,
-/// another event's its type, or `reject-me` for a cancellation of that reason), and those whose step is `fix-me` until
-/// `fixed`; events whose step starts with `flaky` fail transiently while
-/// `transient_failures` lasts.
+/// Records every event it applies in `test_effects`, inside the runner's transaction, under
+/// its step: a cancellation request's reason, an `OrderCancelled` of reason `reject-me` as
+/// that, any other event's type. It refuses some steps:
+/// - `reject-me`: rejected, always;
+/// - `fix-me`: rejected until `fixed`;
+/// - `flaky...`: a transient failure while `transient_failures` lasts.
 #[derive(Clone, Default)]
 pub struct RecordingHandler {
     pub transient_failures: Arc<AtomicUsize>,
