@@ -65,6 +65,16 @@ fn figures() -> Vec<(&'static str, bool, Reader)> {
                 .min_by(|a, b| a.0.total_cmp(&b.0))?;
             run["summary"]["latency_ms"]["p99"].as_f64()
         }),
+        (
+            "one poisoned order: other orders' p99 / a clean run's",
+            false,
+            |r| {
+                ratio(
+                    &r["poison"]["poisoned"]["p99_ms"],
+                    &r["poison"]["clean"]["p99_ms"],
+                )
+            },
+        ),
         // The demo's figures are what a user sees: absolute, as the README states them.
         (
             "demo: broker's share of a core with no orders",

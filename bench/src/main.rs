@@ -7,6 +7,7 @@ mod demo;
 mod pgstats;
 mod plot;
 mod plumbing;
+mod poison;
 mod procstat;
 mod replay;
 mod report;
@@ -83,6 +84,10 @@ struct Args {
     /// this bounds only idle polling).
     #[arg(long, default_value_t = 500)]
     fetch_wait_ms: u32,
+    /// The open-loop rate of the poisoned-order runs, orders per second (each order is a
+    /// few records on one partition).
+    #[arg(long, default_value_t = 100.0)]
+    poison_rate: f64,
     /// Where benchmarks.md, benchmarks.json and benchmarks-latency.svg go.
     #[arg(long, default_value = "docs")]
     out: PathBuf,
@@ -92,6 +97,9 @@ struct Args {
     /// Run only the plumbing phase (no report is written): for working on the plumbing.
     #[arg(long)]
     plumbing_only: bool,
+    /// Run only the poisoned-order phase (no report is written): for working on parking.
+    #[arg(long)]
+    poison_only: bool,
     /// How the report names the command that produced it.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -106,6 +114,7 @@ impl Args {
         self.concurrency = 16;
         self.rates = vec![20.0];
         self.seconds = 5.0;
+        self.poison_rate = 20.0;
         self.partitioned_rates = vec![20.0];
         self.demo_orders = 100;
         self.demo_concurrency = 16;
@@ -153,6 +162,10 @@ async fn run(
     root: &std::path::Path,
 ) -> anyhow::Result<()> {
     let bin = target.join(&args.profile);
+    if args.poison_only {
+        println!("{:#?}", poisoned_order(args, scratch).await?);
+        return Ok(());
+    }
     eprintln!("==> plumbing: {} events, {} run(s)", args.events, args.runs);
     let plumbing_db = scratch.database("plumbing", None).await?;
     let pool = Scratch::pool(&plumbing_db, 10).await?;
@@ -168,6 +181,8 @@ async fn run(
         println!("{:#?}", report::median(&plumbing_runs));
         return Ok(());
     }
+
+    let poison = poisoned_order(args, scratch).await?;
 
     eprintln!("==> the saga's SQL alone: {} orders", args.replay_orders);
     let replay = replay::run(scratch, args.replay_orders, args.concurrency).await?;
@@ -222,6 +237,7 @@ async fn run(
         startup,
         plumbing: report::median(&plumbing_runs),
         plumbing_runs,
+        poison,
         replay,
         closed,
         open,
@@ -252,6 +268,27 @@ async fn run(
     println!("{markdown}");
     eprintln!("==> written to {}", out.display());
     Ok(())
+}
+
+/// The poisoned-order phase ([`poison`]), its figures printed as it ends.
+async fn poisoned_order(
+    args: &Args,
+    scratch: &mut Scratch,
+) -> anyhow::Result<poison::PoisonFigures> {
+    eprintln!(
+        "==> one poisoned order on a partition: {} orders/s for {} s, clean and poisoned",
+        args.poison_rate, args.seconds
+    );
+    let poison = poison::run(scratch, args.poison_rate, args.seconds).await?;
+    eprintln!(
+        "    other orders' p99 {:.0} ms clean, {:.0} ms poisoned ({:.2}x); redrive to applied {:.0} ms, in order: {}",
+        poison.clean.p99_ms,
+        poison.poisoned.p99_ms,
+        poison.p99_ratio(),
+        poison.redrive_to_applied_ms,
+        poison.applied_in_order
+    );
+    Ok(poison)
 }
 
 async fn machine(scratch: &Scratch) -> Machine {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::demo::{DemoFigures, Partitioned, TargetRow};
 use crate::plumbing::Rates;
+use crate::poison::PoisonFigures;
 use crate::replay::ReplayFigures;
 use crate::saga::{LoadRun, Startup};
 
@@ -42,6 +43,7 @@ pub struct Report {
     pub startup: Vec<Startup>,
     pub plumbing_runs: Vec<Rates>,
     pub plumbing: Rates,
+    pub poison: PoisonFigures,
     pub replay: ReplayFigures,
     pub closed: LoadRun,
     pub open: Vec<(f64, LoadRun)>,
@@ -152,6 +154,7 @@ impl Report {
             format!("at most {max_ready} ms"),
             max_ready < 1000,
         ));
+        rows.push(self.poison.target_row());
         rows.extend(self.demo.target_rows());
         rows
     }
@@ -161,6 +164,7 @@ impl Report {
         self.setting(&mut md);
         self.targets(&mut md);
         self.plumbing_section(&mut md);
+        self.poison.markdown(&mut md);
         self.against_replay(&mut md);
         self.open_loop(&mut md, plot_file);
         self.cpu_per_order(&mut md);

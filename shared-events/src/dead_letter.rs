@@ -52,7 +52,7 @@ impl DeadLetterPublisher {
         }
         let producer: FutureProducer = self
             .kafka
-            .idempotent_producer()
+            .acknowledged_producer()
             .create()
             .map_err(Error::Kafka)?;
         *slot = Some(producer.clone());

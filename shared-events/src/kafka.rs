@@ -132,6 +132,23 @@ impl KafkaConfig {
         config
     }
 
+    /// A producer of single records whose sender waits for each acknowledgement (dead
+    /// letters): acks from all in-sync replicas, one request in flight so that a retry keeps
+    /// order. Not idempotent: an idempotent producer's first send waits about half a second
+    /// for its producer id, and a consumer waits on its first dead letter before the next
+    /// batch. A duplicate a retry may leave is harmless: a redrive applies by event id.
+    pub fn acknowledged_producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "false")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("linger.ms", "0")
+            .set("partitioner", "consistent_random")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        config
+    }
+
     /// A consumer for readers that assign partitions themselves and commit nothing: an
     /// assigning consumer never joins its group ([`KafkaConfig::reader_group`]).
     pub fn reader(&self) -> ClientConfig {
