@@ -73,6 +73,54 @@ fn init_test_logging() {
     });
 }
 
+/// A test's database and topics go with it, so that test runs do not pile them up on the
+/// stack: each database costs autovacuum and statistics work while it exists (350 left
+/// behind kept an idle PostgreSQL at 4.6% of a core, against 0.1% without them), and each
+/// topic broker heap. A failed test keeps them to look at; `scripts/test` clears those.
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "kept the failed test's database it_{0} and topics it{0}-*",
+                self.id
+            );
+            return;
+        }
+        let (server, database) = (postgres_server(), format!("it_{}", self.id));
+        let (kafka, prefix) = (self.kafka.clone(), self.kafka.topic_prefix.clone());
+        // Drop runs on the test's runtime, which cannot wait on a future: a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                shared_events::database::drop_database(&server, &database).await?;
+                let admin: AdminClient<DefaultClientContext> = kafka.base().create()?;
+                let metadata = admin
+                    .inner()
+                    .fetch_metadata(None, Duration::from_secs(10))?;
+                let topics: Vec<&str> = metadata
+                    .topics()
+                    .iter()
+                    .map(|t| t.name())
+                    .filter(|name| name.starts_with(&prefix))
+                    .collect();
+                admin
+                    .delete_topics(&topics, &rdkafka::admin::AdminOptions::new())
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!(
+                "could not clear test {}'s database or topics: {e:#}",
+                self.id
+            );
+        }
+    }
+}
+
 impl TestStack {
     pub async fn new(partitions: i32) -> Self {
         init_test_logging();
